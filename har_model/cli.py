@@ -1,0 +1,53 @@
+"""Command-line entry point behind train.py.
+
+    python train.py [train] --data-dir DIR --output-dir OUT ...   fine-tune (the default command)
+    python train.py prepare --data-dir DIR --output-dir OUT ...   build the dataset repository folder only
+    python train.py predict --model OUT FILES/FOLDERS/GLOBS ...   classify images, table or CSV out
+    python train.py export-onnx --model OUT                       write model.onnx (+ int8) next to the model
+
+Each command lives in its own module as ``main(argv) -> int``; this file only dispatches and turns
+HarError into one clear line on stderr with a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "train": ("har_model.training", "fine-tune a pretrained model (default command)"),
+    "prepare": ("har_model.data", "validate, de-duplicate and split an image folder into a HF dataset"),
+    "predict": ("har_model.inference", "classify images with a trained model"),
+    "export-onnx": ("har_model.onnx_export", "export a trained model to ONNX (+ dynamic int8)"),
+}
+
+USAGE = "usage: python train.py [{}] ...\n\ncommands:\n{}\n\nRun `python train.py COMMAND --help` for the options of one command.".format(
+    "|".join(COMMANDS), "\n".join(f"  {name:<12} {help_}" for name, (_, help_) in COMMANDS.items())
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from har_model.errors import HarError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in COMMANDS:
+        command, argv = argv[0], argv[1:]
+    elif argv and argv[0] in ("-h", "--help") and len(argv) == 1:
+        print(USAGE)
+        print("\nOptions of the default `train` command follow.\n")
+        command = "train"
+    else:
+        command = "train"
+    module = importlib.import_module(COMMANDS[command][0])
+    try:
+        return int(module.main(argv) or 0)
+    except HarError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

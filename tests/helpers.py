@@ -1,0 +1,95 @@
+"""Small real images and a tiny real model, made inside the tests (no shared data needed)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+CLASSES = ("clapping", "running", "sitting")
+
+# Each class gets its own colour and shape so that a tiny model can actually learn the task.
+_CLASS_STYLE = {
+    0: ((220, 40, 40), "ellipse"),
+    1: ((40, 200, 60), "rectangle"),
+    2: ((40, 60, 220), "triangle"),
+}
+
+
+def synthetic_image(label: int, seed: int, size: tuple[int, int] = (96, 72)) -> Image.Image:
+    """A distinct, learnable picture for class ``label``; ``seed`` varies position, noise and background."""
+    rng = np.random.default_rng(seed * 1000 + label)
+    w, h = size
+    background = rng.integers(0, 90, size=3)
+    arr = np.clip(rng.normal(0, 12, size=(h, w, 3)) + background, 0, 255).astype(np.uint8)
+    img = Image.fromarray(arr, "RGB")
+    draw = ImageDraw.Draw(img)
+    color, shape = _CLASS_STYLE[label % len(_CLASS_STYLE)]
+    cx, cy = int(rng.integers(w // 4, 3 * w // 4)), int(rng.integers(h // 4, 3 * h // 4))
+    r = int(rng.integers(min(w, h) // 5, min(w, h) // 3))
+    box = (cx - r, cy - r, cx + r, cy + r)
+    if shape == "ellipse":
+        draw.ellipse(box, fill=color)
+    elif shape == "rectangle":
+        draw.rectangle(box, fill=color)
+    else:
+        draw.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=color)
+    return img
+
+
+def make_class_folder(root: Path, per_class: int = 12, classes=CLASSES, size=(96, 72), seed: int = 0) -> Path:
+    """root/<class>/img_XXX.jpg with ``per_class`` distinct images each (all different, no duplicates)."""
+    root = Path(root)
+    for label, name in enumerate(classes):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            synthetic_image(label, seed * 10_000 + i, size).save(folder / f"img_{i:03d}.jpg", quality=92)
+    return root
+
+
+def make_tiny_model(out_dir: Path, classes=CLASSES, image_size: int = 32) -> Path:
+    """A real (random-weight) EfficientNetForImageClassification of ~6k parameters plus its image processor."""
+    from transformers import EfficientNetConfig, EfficientNetForImageClassification
+    from transformers.models.efficientnet.image_processing_pil_efficientnet import EfficientNetImageProcessorPil
+
+    import torch
+
+    torch.manual_seed(0)
+    id2label = {i: c for i, c in enumerate(classes)}
+    config = EfficientNetConfig(
+        image_size=image_size,
+        width_coefficient=0.25,
+        depth_coefficient=0.2,
+        hidden_dim=320,
+        kernel_sizes=[3, 3],
+        in_channels=[32, 16],
+        out_channels=[16, 24],
+        strides=[1, 2],
+        num_block_repeats=[1, 1],
+        expand_ratios=[1, 6],
+        depthwise_padding=[],
+        hidden_act="relu6",
+        id2label=id2label,
+        label2id={c: i for i, c in id2label.items()},
+    )
+    model = EfficientNetForImageClassification(config)
+    with torch.no_grad():  # a non-degenerate head, so predictions differ between inputs
+        model.classifier.weight.normal_(0, 0.5)
+    processor = EfficientNetImageProcessorPil(
+        size={"height": image_size, "width": image_size},
+        image_mean=[127 / 255] * 3,
+        image_std=[128 / 255] * 3,
+        include_top=False,
+    )
+    out_dir = Path(out_dir)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    return out_dir
+
+
+def chromium_path() -> str | None:
+    path = "/usr/bin/chromium"
+    return path if os.path.exists(path) else None
