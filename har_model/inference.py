@@ -1,0 +1,473 @@
+"""The one inference path: model folder -> class probabilities, fast on CPU.
+
+Used by the app, the video code and ``python train.py predict``. Preprocessing reproduces the model's saved
+image processor (``preprocessor_config.json``) so results match ``pipeline("image-classification")``, but it
+is done once per batch in numpy instead of per image in Python, JPEGs are decoded at reduced size when the
+model input is much smaller (draft mode), and the network runs batched in one of:
+
+    torch        float32, channels-last, inference mode
+    torch-bf16   bfloat16 weights and activations (only where the CPU has native bf16)
+    onnx         ONNX Runtime on ``onnx/model_int8.onnx`` or ``onnx/model.onnx`` (see har_model.onnx_export)
+
+    clf = Classifier.load("outputs/har15")
+    clf.predict(["a.jpg", pil_image, rgb_frame], top_k=3)  # [[("running", 0.93), ...], ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import json
+import os
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from har_model.errors import HarError
+from har_model.imaging import is_image_path, open_rgb, to_rgb
+
+BACKENDS = ("auto", "torch", "torch-bf16", "onnx")
+ONNX_DIR = "onnx"
+# Preferred ONNX files, best first; "auto" uses the first one present (see choose_onnx_file).
+ONNX_FILES = ("model.onnx", "model_int8.onnx")
+
+ImageInput = Image.Image | np.ndarray | str | os.PathLike
+
+
+# --------------------------------------------------------------------------------------------- preprocessing
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """The saved image processor reduced to: resize (PIL, uint8) -> centre crop -> per-channel a*x + b.
+
+    Rescale, normalize and EfficientNet's ``rescale_offset`` / ``include_top`` are all affine per channel, so
+    they fold into one multiply-add on the uint8 batch.
+    """
+
+    resize_hw: tuple[int, int] | None  # fixed (height, width) resize
+    shortest_edge: int | None  # or: resize the short side to this, keeping the aspect ratio
+    resample: int  # PIL resampling filter
+    crop_hw: tuple[int, int] | None  # centre crop after resizing
+    scale: tuple[float, float, float]  # pixel value (0..255) * scale + offset, per channel
+    offset: tuple[float, float, float]
+
+    @property
+    def output_hw(self) -> tuple[int, int]:
+        if self.crop_hw is not None:
+            return self.crop_hw
+        if self.resize_hw is not None:
+            return self.resize_hw
+        raise HarError("image processor: size has only shortest_edge and no crop_size; inputs would vary in size")
+
+    @property
+    def draft_size(self) -> tuple[int, int]:
+        """A JPEG may be decoded at 1/2, 1/4 or 1/8 scale as long as both sides stay at least this large.
+
+        Square on the longest needed side, so that EXIF rotation (applied after decoding) cannot make a side
+        too small.
+        """
+        if self.resize_hw is not None:
+            side = max(self.resize_hw)
+        else:
+            side = int(self.shortest_edge) * 2  # the long side is unknown before decoding; stay conservative
+        return side, side
+
+    @classmethod
+    def from_dict(cls, cfg: dict, source: str = "preprocessor_config.json") -> "Preprocessing":
+        def pair(d, what):
+            if isinstance(d, int):
+                return d, d
+            if isinstance(d, dict) and "height" in d and "width" in d:
+                return int(d["height"]), int(d["width"])
+            raise HarError(f"{source}: unsupported {what} {d!r} (need height and width)")
+
+        unsupported = [k for k in ("crop_pct", "do_pad", "do_reduce_labels") if cfg.get(k)]
+        if unsupported:
+            raise HarError(f"{source}: unsupported image processor option(s) {', '.join(unsupported)}")
+        resize_hw = shortest = None
+        if cfg.get("do_resize", True):
+            size = cfg.get("size")
+            if isinstance(size, dict) and "shortest_edge" in size and "height" not in size:
+                shortest = int(size["shortest_edge"])
+            elif size is None:
+                raise HarError(f"{source}: no 'size' for resizing")
+            else:
+                resize_hw = pair(size, "size")
+        crop_hw = pair(cfg.get("crop_size"), "crop_size") if cfg.get("do_center_crop") else None
+        if resize_hw is None and shortest is None and crop_hw is None:
+            raise HarError(f"{source}: neither resize nor crop: the model input size is unknown")
+        resample = cfg.get("resample", Image.Resampling.BILINEAR)
+        resample = int(resample if resample is not None else Image.Resampling.BILINEAR)
+
+        scale = np.ones(3, np.float64)
+        offset = np.zeros(3, np.float64)
+        if cfg.get("do_rescale", True):
+            scale *= float(cfg.get("rescale_factor", 1 / 255))
+            if cfg.get("rescale_offset", False):
+                offset -= 1.0
+        if cfg.get("do_normalize", True):
+            mean = np.broadcast_to(np.asarray(cfg.get("image_mean", [0.5, 0.5, 0.5]), np.float64), (3,))
+            std = np.broadcast_to(np.asarray(cfg.get("image_std", [0.5, 0.5, 0.5]), np.float64), (3,))
+            scale, offset = scale / std, (offset - mean) / std
+            if cfg.get("include_top", False) and "EfficientNet" in str(cfg.get("image_processor_type", "")):
+                scale, offset = scale / std, offset / std
+        return cls(resize_hw, shortest, resample, crop_hw, tuple(scale.tolist()), tuple(offset.tolist()))
+
+    @classmethod
+    def from_model_dir(cls, model_dir: Path) -> "Preprocessing":
+        path = Path(model_dir) / "preprocessor_config.json"
+        if not path.is_file():
+            raise HarError(f"{model_dir}: no preprocessor_config.json (not a saved image classifier?)")
+        try:
+            cfg = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise HarError(f"{path}: cannot read ({exc})") from None
+        return cls.from_dict(cfg, str(path))
+
+    def resize_crop(self, img: Image.Image) -> np.ndarray:
+        """RGB PIL image -> uint8 array (H, W, 3) at the model's input size, exactly as the image processor does."""
+        if self.resize_hw is not None:
+            h, w = self.resize_hw
+        elif self.shortest_edge is not None:
+            iw, ih = img.size
+            short, long = (iw, ih) if iw <= ih else (ih, iw)
+            new_short, new_long = self.shortest_edge, int(self.shortest_edge * long / short)
+            h, w = (new_long, new_short) if iw <= ih else (new_short, new_long)
+        else:
+            h, w = img.size[1], img.size[0]
+        if (w, h) != img.size:
+            img = img.resize((w, h), resample=self.resample)
+        arr = np.asarray(img, dtype=np.uint8)
+        if self.crop_hw is not None:
+            arr = _center_crop(arr, self.crop_hw)
+        return arr
+
+    def normalize(self, batch: np.ndarray) -> np.ndarray:
+        """uint8 (N, H, W, 3) -> float32 (N, 3, H, W) with the processor's rescale and normalisation."""
+        scale = np.asarray(self.scale, np.float32)
+        offset = np.asarray(self.offset, np.float32)
+        out = np.empty((batch.shape[0], 3, batch.shape[1], batch.shape[2]), np.float32)
+        for c in range(3):
+            np.multiply(batch[..., c], scale[c], out=out[:, c], dtype=np.float32)
+            out[:, c] += offset[c]
+        return out
+
+
+def _center_crop(arr: np.ndarray, crop_hw: tuple[int, int]) -> np.ndarray:
+    """transformers' center_crop on an (H, W, C) array, zero-padding when the image is smaller."""
+    ch, cw = crop_hw
+    h, w = arr.shape[:2]
+    if h < ch or w < cw:
+        nh, nw = max(h, ch), max(w, cw)
+        padded = np.zeros((nh, nw, arr.shape[2]), arr.dtype)
+        top, left = -(-(nh - h) // 2), -(-(nw - w) // 2)
+        padded[top : top + h, left : left + w] = arr
+        arr, h, w = padded, nh, nw
+    top, left = (h - ch) // 2, (w - cw) // 2
+    return arr[top : top + ch, left : left + cw]
+
+
+def as_rgb_image(image: ImageInput, draft_size: tuple[int, int] | None = None) -> Image.Image:
+    """Any accepted input -> RGB PIL image (files via open_rgb; numpy frames are RGB, HxW, HxWx3 or HxWx4)."""
+    if isinstance(image, Image.Image):
+        return to_rgb(image)
+    if isinstance(image, np.ndarray):
+        arr = image
+        if arr.dtype != np.uint8:
+            if np.issubdtype(arr.dtype, np.floating) and arr.size and float(arr.max()) <= 1.0:
+                arr = arr * 255.0
+            arr = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+        if arr.ndim == 3 and arr.shape[2] == 1:
+            arr = arr[..., 0]
+        if arr.ndim == 2:
+            return Image.fromarray(arr, "L").convert("RGB")
+        if arr.ndim == 3 and arr.shape[2] in (3, 4):
+            return to_rgb(Image.fromarray(np.ascontiguousarray(arr), "RGB" if arr.shape[2] == 3 else "RGBA"))
+        raise HarError(f"image array of shape {image.shape}: expected (H, W), (H, W, 3) or (H, W, 4)")
+    if isinstance(image, (str, os.PathLike)):
+        return open_rgb(image, draft_size=draft_size)
+    raise HarError(f"cannot classify an object of type {type(image).__name__}: give a path, PIL image or array")
+
+
+# --------------------------------------------------------------------------------------------- runners
+
+
+class _TorchRunner:
+    def __init__(self, model_dir: Path, bf16: bool, num_threads: int | None):
+        import torch
+        from transformers import AutoModelForImageClassification
+
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        self.torch = torch
+        try:
+            model = AutoModelForImageClassification.from_pretrained(model_dir, dtype=torch.float32)
+        except (OSError, ValueError, KeyError) as exc:
+            raise HarError(f"{model_dir}: cannot load the model ({str(exc).splitlines()[0]})") from None
+        model.eval()
+        self.dtype = torch.bfloat16 if bf16 else torch.float32
+        self.model = model.to(dtype=self.dtype, memory_format=torch.channels_last)
+
+    def __call__(self, pixel_values: np.ndarray) -> np.ndarray:
+        torch = self.torch
+        x = torch.from_numpy(pixel_values).to(dtype=self.dtype).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            logits = self.model(pixel_values=x).logits
+        return logits.float().numpy()
+
+
+class _OnnxRunner:
+    def __init__(self, path: Path, num_threads: int | None):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if num_threads:
+            opts.intra_op_num_threads = num_threads
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise HarError(f"{path}: cannot load the ONNX model ({str(exc).splitlines()[0]})") from None
+        self.input_name = self.session.get_inputs()[0].name
+
+    def __call__(self, pixel_values: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: pixel_values})[0]
+
+
+def cpu_has_bf16() -> bool:
+    """True when the CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slow."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def choose_onnx_file(model_dir: Path) -> Path | None:
+    for name in ONNX_FILES:
+        path = Path(model_dir) / ONNX_DIR / name
+        if path.is_file():
+            return path
+    return None
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float32) - logits.max(axis=1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=1, keepdims=True)
+    return z
+
+
+# --------------------------------------------------------------------------------------------- classifier
+
+
+def _read_labels(model_dir: Path) -> list[str]:
+    path = model_dir / "config.json"
+    if not path.is_file():
+        raise HarError(f"{model_dir}: no config.json (not a saved model folder)")
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise HarError(f"{path}: cannot read ({exc})") from None
+    id2label = config.get("id2label") or {}
+    try:
+        labels = [str(id2label[k]) for k in sorted(id2label, key=int)]
+    except (ValueError, TypeError):
+        raise HarError(f"{path}: id2label keys must be integers") from None
+    if not labels or [int(k) for k in sorted(id2label, key=int)] != list(range(len(labels))):
+        raise HarError(f"{path}: id2label must map 0..N-1 to class names")
+    return labels
+
+
+class Classifier:
+    """A saved image classifier ready for fast batched CPU inference."""
+
+    def __init__(self, model_dir: Path, labels: list[str], prep: Preprocessing, runner, backend: str):
+        self.model_dir = model_dir
+        self.labels = labels
+        self.preprocessing = prep
+        self.image_size = prep.output_hw
+        self.backend = backend
+        self._run = runner
+
+    @classmethod
+    def load(cls, model_dir: str | Path, *, backend: str = "auto", num_threads: int | None = None) -> "Classifier":
+        """Load ``model_dir`` (as written by save_pretrained) with the requested backend.
+
+        ``auto`` uses the ONNX file in ``model_dir/onnx/`` when there is one and onnxruntime is importable,
+        else float32 torch. Raises HarError naming the folder when it is not a usable model.
+        """
+        model_dir = Path(model_dir)
+        if backend not in BACKENDS:
+            raise HarError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        if not model_dir.is_dir():
+            raise HarError(f"{model_dir}: no such model folder")
+        labels = _read_labels(model_dir)
+        prep = Preprocessing.from_model_dir(model_dir)
+        onnx_path = choose_onnx_file(model_dir)
+        if backend == "auto":
+            backend = "torch"
+            if onnx_path is not None:
+                try:
+                    import onnxruntime  # noqa: F401
+
+                    backend = "onnx"
+                except ImportError:
+                    pass
+        if backend == "onnx":
+            if onnx_path is None:
+                raise HarError(f"{model_dir}: no ONNX model in {ONNX_DIR}/ (run `python train.py export-onnx --model {model_dir}`)")
+            runner = _OnnxRunner(onnx_path, num_threads)
+            backend = f"onnx:{onnx_path.name}"
+        else:
+            runner = _TorchRunner(model_dir, bf16=backend == "torch-bf16", num_threads=num_threads)
+        return cls(model_dir, labels, prep, runner, backend)
+
+    # -- preprocessing
+
+    def load_pixels(self, image: ImageInput) -> np.ndarray:
+        """One input -> uint8 (H, W, 3) at the model's input size. Raises HarError for unreadable files."""
+        return self.preprocessing.resize_crop(as_rgb_image(image, self.preprocessing.draft_size))
+
+    def _forward(self, pixels: list[np.ndarray]) -> np.ndarray:
+        batch = self.preprocessing.normalize(np.stack(pixels))
+        return _softmax(self._run(batch))
+
+    # -- prediction
+
+    def predict_proba(self, images: Sequence[ImageInput], batch_size: int = 32) -> np.ndarray:
+        """[N, C] float32 softmax probabilities, in ``labels`` order. Raises HarError on an unreadable input."""
+        if isinstance(images, (str, os.PathLike, Image.Image)) or (isinstance(images, np.ndarray) and images.ndim == 3):
+            images = [images]
+        images = list(images)
+        out = np.empty((len(images), len(self.labels)), np.float32)
+        for start in range(0, len(images), max(1, batch_size)):
+            chunk = images[start : start + batch_size]
+            out[start : start + len(chunk)] = self._forward([self.load_pixels(im) for im in chunk])
+        return out
+
+    def predict(self, images: Sequence[ImageInput], top_k: int = 5, batch_size: int = 32) -> list[list[tuple[str, float]]]:
+        """For each input, the ``top_k`` (label, probability) pairs, most likely first."""
+        return [self.top_k(p, top_k) for p in self.predict_proba(images, batch_size=batch_size)]
+
+    def top_k(self, probs: np.ndarray, k: int = 5) -> list[tuple[str, float]]:
+        order = np.argsort(-probs, kind="stable")[: max(1, k)]
+        return [(self.labels[i], float(probs[i])) for i in order]
+
+    def predict_files(self, paths: Iterable[str | Path], batch_size: int = 32) -> Iterator[tuple[str, np.ndarray | None, str | None]]:
+        """(path, probabilities or None, error or None) per file, in order; unreadable files do not stop the run."""
+        pending: list[tuple[str, np.ndarray]] = []
+
+        def flush():
+            probs = self._forward([p for _, p in pending])
+            for (path, _), row in zip(pending, probs):
+                yield path, row, None
+            pending.clear()
+
+        for path in paths:
+            try:
+                pending.append((str(path), self.load_pixels(path)))
+            except HarError as exc:
+                yield from flush() if pending else ()
+                yield str(path), None, str(exc)
+                continue
+            if len(pending) >= batch_size:
+                yield from flush()
+        if pending:
+            yield from flush()
+
+
+# --------------------------------------------------------------------------------------------- CLI
+
+
+def expand_paths(inputs: Sequence[str]) -> list[Path]:
+    """Files as given, folders recursively (image extensions only, sorted), globs expanded (sorted)."""
+    found: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found.extend(sorted(p for p in path.rglob("*") if p.is_file() and is_image_path(p)))
+        elif path.exists():
+            found.append(path)
+        elif glob.has_magic(item):
+            matches = sorted(Path(m) for m in glob.glob(item, recursive=True))
+            files = [m for m in matches if m.is_file() and is_image_path(m)]
+            for m in matches:
+                if m.is_dir():
+                    files.extend(sorted(p for p in m.rglob("*") if p.is_file() and is_image_path(p)))
+            if not files:
+                raise HarError(f"{item}: no images match this pattern")
+            found.extend(files)
+        else:
+            raise HarError(f"{item}: no such file or folder")
+    if not found:
+        raise HarError(f"no images found in {', '.join(inputs)}")
+    return found
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python train.py predict", description="Classify images with a trained model.")
+    p.add_argument("paths", nargs="+", help="image files, folders (searched recursively) or glob patterns")
+    p.add_argument("--model", required=True, help="model folder (as written by `python train.py`)")
+    p.add_argument("--top-k", type=int, default=1, help="how many classes to show per image (default 1)")
+    p.add_argument("--csv", help="write the results to this CSV file instead of printing a table")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--backend", choices=BACKENDS, default="auto")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for the model (default: all cores)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.top_k < 1:
+        raise HarError("--top-k must be at least 1")
+    if args.batch_size < 1:
+        raise HarError("--batch-size must be at least 1")
+    paths = expand_paths(args.paths)
+    clf = Classifier.load(args.model, backend=args.backend, num_threads=args.threads)
+    k = min(args.top_k, len(clf.labels))
+    header = ["path"] + [f"{what}_{i}" for i in range(1, k + 1) for what in ("label", "score")] + ["error"]
+    rows: list[list[str]] = []
+    n_errors = 0
+    for path, probs, error in clf.predict_files(paths, batch_size=args.batch_size):
+        row = [path]
+        if probs is None:
+            n_errors += 1
+            row += [""] * (2 * k) + [error or ""]
+        else:
+            for label, score in clf.top_k(probs, k):
+                row += [label, f"{score:.4f}"]
+            row.append("")
+        rows.append(row)
+    if args.csv:
+        out = Path(args.csv)
+        if out.parent and not out.parent.is_dir():
+            raise HarError(f"{out}: folder {out.parent} does not exist")
+        with open(out, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(header)
+            writer.writerows(rows)
+        print(f"wrote {len(rows)} rows to {out} ({n_errors} unreadable) with backend {clf.backend}")
+    else:
+        _print_table(header, rows)
+        print(f"\n{len(rows)} images, {n_errors} unreadable, backend {clf.backend}")
+    return 0
+
+
+def _print_table(header: list[str], rows: list[list[str]]) -> None:
+    # drop the error column when nothing failed, keep the table narrow
+    if all(not r[-1] for r in rows):
+        header, rows = header[:-1], [r[:-1] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    print(line(header))
+    print(line(["-" * w for w in widths]))
+    for r in rows:
+        print(line(r))
+    sys.stdout.flush()
