@@ -1,0 +1,400 @@
+"""Per-frame action recognition on a video: sample, classify, smooth, draw, encode, segment.
+
+Pure functions (no Gradio), used by the app's Video tab and testable with any object that has the
+``Classifier`` interface (``labels`` and ``predict_proba(frames, batch_size=...) -> [N, C]``):
+
+    result = analyse_video("clip.mp4", Classifier.load("outputs/har15"), out_path="annotated.mp4")
+    result.segments   # [Segment(start=0.0, end=2.2, label="running", confidence=0.91), ...]
+
+Every decoded frame is written to the output (H.264, yuv420p, playable in browsers) with the current
+smoothed label drawn on it; only frames at the sampling rate are classified. Smoothing is causal, like the
+original prototype: the label shown at time t is the mean of the last ``window`` sampled predictions at or
+before t. Work happens in batches, so memory stays bounded for long clips.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from har_model.errors import HarError
+
+DEFAULT_SAMPLE_FPS = 5.0  # classified frames per second of video; None / 0 = every frame
+DEFAULT_WINDOW = 5  # sampled predictions averaged (1 = no smoothing)
+DEFAULT_MAX_SIDE = 640  # output frames are scaled down so that their longer side is at most this
+DEFAULT_BATCH_SIZE = 16
+VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".webm", ".mov", ".avi", ".mkv", ".mpg", ".mpeg", ".ogv", ".gif"})
+
+
+def max_video_seconds() -> float:
+    """Duration cap: only the first this-many seconds are processed (env HAR_MAX_VIDEO_SECONDS, default 120)."""
+    return _env_float("HAR_MAX_VIDEO_SECONDS", 120.0)
+
+
+def max_video_bytes() -> int:
+    """Size cap for an uploaded video (env HAR_MAX_VIDEO_MB, default 200)."""
+    return int(_env_float("HAR_MAX_VIDEO_MB", 200.0) * 1024 * 1024)
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise HarError(f"environment variable {name}={raw!r} is not a number") from None
+    if value <= 0:
+        raise HarError(f"environment variable {name}={raw!r} must be positive")
+    return value
+
+
+@dataclass(frozen=True)
+class Segment:
+    start: float  # seconds
+    end: float
+    label: str
+    confidence: float  # mean smoothed probability of ``label`` over the segment's samples
+
+
+@dataclass
+class VideoResult:
+    labels: list[str]
+    times: np.ndarray  # [S] seconds of the classified (sampled) frames
+    raw_probs: np.ndarray  # [S, C] per-frame probabilities
+    probs: np.ndarray  # [S, C] smoothed probabilities
+    segments: list[Segment]
+    out_path: Path | None
+    duration: float  # seconds of video processed
+    source_duration: float | None  # the container's duration, when it states one
+    source_fps: float
+    frames: int  # frames decoded (and written)
+    truncated: bool  # True when the duration cap cut the video short
+    seconds: float  # wall-clock processing time
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def fps_processed(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else float("inf")
+
+
+# --------------------------------------------------------------------------------------------- pure maths
+
+
+def smooth_probs(probs: np.ndarray, window: int) -> np.ndarray:
+    """Causal rolling mean: row i is the mean of rows max(0, i-window+1) .. i (window 1 = unchanged)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    window = max(1, int(window))
+    if window == 1 or len(probs) == 0:
+        return probs.astype(np.float32)
+    csum = np.cumsum(np.vstack([np.zeros((1, probs.shape[1])), probs]), axis=0)
+    idx = np.arange(len(probs))
+    lo = np.maximum(0, idx - window + 1)
+    return ((csum[idx + 1] - csum[lo]) / (idx + 1 - lo)[:, None]).astype(np.float32)
+
+
+def segments_from_probs(times: Sequence[float], probs: np.ndarray, labels: Sequence[str], end_time: float) -> list[Segment]:
+    """Consecutive samples with the same top label merged into (start, end, label, mean confidence).
+
+    A segment starts at its first sample and ends where the next one starts (the last ends at ``end_time``).
+    """
+    times = np.asarray(times, dtype=np.float64)
+    if len(times) == 0:
+        return []
+    top = np.asarray(probs).argmax(axis=1)
+    segments = []
+    start = 0
+    for i in range(1, len(top) + 1):
+        if i == len(top) or top[i] != top[start]:
+            end = float(times[i]) if i < len(top) else max(float(end_time), float(times[-1]))
+            conf = float(np.mean(probs[start:i, top[start]]))
+            segments.append(Segment(round(float(times[start]), 3), round(end, 3), labels[top[start]], conf))
+            start = i
+    return segments
+
+
+# --------------------------------------------------------------------------------------------- drawing
+
+
+class LabelPainter:
+    """Draws "label 87%" on a dark band at the top of RGB frames; the text bitmap is cached per string."""
+
+    def __init__(self, width: int, height: int):
+        from PIL import ImageFont
+
+        self.width, self.height = width, height
+        self.font_px = max(10, round(min(height, width * 0.6) / 14))
+        self.band = min(height, round(self.font_px * 1.6))
+        self.font = ImageFont.load_default(size=self.font_px)
+        self._cache: dict[str, np.ndarray] = {}
+
+    def _mask(self, text: str) -> np.ndarray:
+        mask = self._cache.get(text)
+        if mask is None:
+            from PIL import Image, ImageDraw
+
+            img = Image.new("L", (self.width, self.band), 0)
+            ImageDraw.Draw(img).text((self.font_px // 2, (self.band - self.font_px) // 2 - 1), text, fill=255, font=self.font)
+            mask = np.asarray(img, dtype=np.uint16)[..., None]
+            if len(self._cache) > 256:
+                self._cache.clear()
+            self._cache[text] = mask
+        return mask
+
+    def draw(self, frame: np.ndarray, text: str) -> np.ndarray:
+        """Draw in place on an (H, W, 3) uint8 frame and return it."""
+        band = frame[: self.band]
+        mask = self._mask(text)
+        dark = band.astype(np.uint16) * 2 // 5  # darken the band to 40 %
+        band[...] = ((dark * (255 - mask) + 255 * mask) // 255).astype(np.uint8)
+        return frame
+
+
+def caption(label: str, confidence: float) -> str:
+    return f"{label} {confidence * 100:.0f}%"
+
+
+# --------------------------------------------------------------------------------------------- decode / encode
+
+
+def check_video_file(path: str | os.PathLike, max_bytes: int | None = None) -> Path:
+    """The file exists, is not empty and not over the size cap, else HarError naming it."""
+    path = Path(path)
+    name = path.name
+    if not path.is_file():
+        raise HarError(f"{name}: no such video file")
+    size = path.stat().st_size
+    if size == 0:
+        raise HarError(f"{name}: the file is empty")
+    limit = max_video_bytes() if max_bytes is None else max_bytes
+    if size > limit:
+        raise HarError(f"{name}: {size / 2**20:.1f} MB is over the video size limit of {limit / 2**20:.0f} MB")
+    return path
+
+
+def _open_video(path: Path):
+    import av
+
+    try:
+        container = av.open(str(path), "r")
+    except av.error.FFmpegError as exc:
+        raise HarError(f"{path.name}: not a video, or a format that cannot be read ({_av_reason(exc)})") from None
+    if not container.streams.video:
+        container.close()
+        raise HarError(f"{path.name}: contains no video stream")
+    stream = container.streams.video[0]
+    if stream.codec_context is None or not stream.codec_context.width:
+        codec = getattr(stream.codec_context, "name", None) or "unknown"
+        container.close()
+        raise HarError(f"{path.name}: cannot decode its video codec ({codec})")
+    stream.thread_type = "AUTO"
+    return container, stream
+
+
+def _av_reason(exc: Exception) -> str:
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
+def output_size(width: int, height: int, max_side: int | None = DEFAULT_MAX_SIDE) -> tuple[int, int]:
+    """Scale down to ``max_side`` on the longer side, keep the aspect ratio, round to even numbers (yuv420p)."""
+    scale = min(1.0, max_side / max(width, height)) if max_side else 1.0
+    w = max(2, int(round(width * scale / 2)) * 2)
+    h = max(2, int(round(height * scale / 2)) * 2)
+    return w, h
+
+
+def pick_encoder() -> str:
+    """H.264 for browsers: libx264 when PyAV's FFmpeg has it, else another H.264 encoder, else MPEG-4."""
+    import av
+
+    for name in ("libx264", "libopenh264", "h264"):
+        if name in av.codecs_available:
+            try:
+                av.codec.Codec(name, "w")
+                return name
+            except Exception:
+                continue
+    return "mpeg4"
+
+
+class _Writer:
+    """mp4 writer on a constant frame-rate grid; source timestamps are rounded onto it (VFR webcam clips)."""
+
+    def __init__(self, path: Path, width: int, height: int, fps: float):
+        import av
+
+        self.fps = max(1, min(60, int(round(fps))))
+        self.container = av.open(str(path), "w", options={"movflags": "+faststart"})
+        codec = pick_encoder()
+        self.stream = self.container.add_stream(codec, rate=self.fps)
+        self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, "yuv420p"
+        self.stream.codec_context.time_base = Fraction(1, self.fps)
+        if codec == "libx264":
+            self.stream.options = {"preset": "veryfast", "crf": "23"}
+        self.last_pts = -1
+
+    def write(self, rgb: np.ndarray, t: float) -> None:
+        import av
+
+        pts = max(self.last_pts + 1, int(round(t * self.fps)))
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        frame.pts, frame.time_base = pts, Fraction(1, self.fps)
+        self.last_pts = pts
+        for packet in self.stream.encode(frame):
+            self.container.mux(packet)
+
+    def close(self) -> None:
+        for packet in self.stream.encode():
+            self.container.mux(packet)
+        self.container.close()
+
+
+# --------------------------------------------------------------------------------------------- the pipeline
+
+
+def analyse_video(
+    path: str | os.PathLike,
+    classifier,
+    *,
+    sample_fps: float | None = DEFAULT_SAMPLE_FPS,
+    window: int = DEFAULT_WINDOW,
+    out_path: str | os.PathLike | None = None,
+    max_seconds: float | None = None,
+    max_bytes: int | None = None,
+    max_side: int | None = DEFAULT_MAX_SIDE,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: Callable[[float, float | None], None] | None = None,
+) -> VideoResult:
+    """Classify a video frame by frame; see the module docstring. Raises HarError for unusable input.
+
+    ``progress(seconds_done, total_seconds_or_None)`` is called after each batch.
+    """
+    started = time.perf_counter()
+    path = check_video_file(path, max_bytes)
+    max_seconds = max_video_seconds() if max_seconds is None else max_seconds
+    labels = list(classifier.labels)
+    container, stream = _open_video(path)
+    src_fps = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
+    source_duration = _duration(container, stream)
+    total = min(source_duration, max_seconds) if source_duration else None
+    width, height = output_size(stream.codec_context.width, stream.codec_context.height, max_side)
+    painter = LabelPainter(width, height)
+    writer = _Writer(Path(out_path), width, height, src_fps) if out_path is not None else None
+
+    times: list[float] = []
+    raw: list[np.ndarray] = []
+    pending: list[tuple[float, np.ndarray, int]] = []  # (time, frame, index of its sample) awaiting predictions
+    batch: list[np.ndarray] = []  # sampled frames waiting to be classified
+    shown: list[np.ndarray] = []  # smoothed probabilities, one per classified sample
+    frames = 0
+    last_t = 0.0
+    truncated = False
+    slot = None
+    timing = {"decode": 0.0, "classify": 0.0, "draw_encode": 0.0}
+
+    def flush():
+        if batch:
+            t0 = time.perf_counter()
+            raw.extend(np.asarray(classifier.predict_proba(batch, batch_size=batch_size), dtype=np.float32))
+            timing["classify"] += time.perf_counter() - t0
+            new = len(raw) - len(shown)
+            shown.extend(smooth_probs(np.stack(raw[-(new + window - 1) :]), window)[-new:])
+            batch.clear()
+        t0 = time.perf_counter()
+        for t, rgb, sample in pending:
+            p = shown[sample]
+            k = int(np.argmax(p))
+            painter.draw(rgb, caption(labels[k], float(p[k])))
+            if writer is not None:
+                writer.write(rgb, t)
+        pending.clear()
+        timing["draw_encode"] += time.perf_counter() - t0
+        if progress is not None:
+            progress(last_t, total)
+
+    try:
+        t_dec = time.perf_counter()
+        for frame in _decode(container, stream, path):
+            t = float(frame.time) if frame.time is not None else frames / src_fps
+            if frames == 0:
+                t0 = t  # some containers start at a non-zero timestamp
+            t = max(0.0, t - t0)
+            if t >= max_seconds:
+                truncated = True
+                break
+            rgb = frame.to_ndarray(format="rgb24", width=width, height=height)
+            frames += 1
+            last_t = t
+            s = math.floor(t * sample_fps + 1e-6) if sample_fps else frames
+            if s != slot:  # the first frame of each 1/sample_fps slot is classified
+                slot = s
+                times.append(t)
+                batch.append(rgb)
+            pending.append((t, rgb, len(times) - 1))
+            timing["decode"] += time.perf_counter() - t_dec
+            if len(batch) >= batch_size:
+                flush()
+            t_dec = time.perf_counter()
+        if frames == 0:
+            raise HarError(f"{path.name}: the video has no frames that could be decoded")
+        flush()
+        if writer is not None:
+            writer.close()
+            writer = None
+    finally:
+        container.close()
+        if writer is not None:  # an error happened: drop the half-written file
+            try:
+                writer.container.close()
+            except Exception:
+                pass
+            Path(out_path).unlink(missing_ok=True)
+
+    duration = last_t + 1.0 / src_fps
+    raw_arr = np.stack(raw) if raw else np.zeros((0, len(labels)), np.float32)
+    probs = np.stack(shown) if shown else raw_arr
+    times_arr = np.asarray(times)
+    return VideoResult(
+        labels=labels,
+        times=times_arr,
+        raw_probs=raw_arr,
+        probs=probs,
+        segments=segments_from_probs(times_arr, probs, labels, duration),
+        out_path=Path(out_path) if out_path is not None else None,
+        duration=duration,
+        source_duration=source_duration,
+        source_fps=src_fps,
+        frames=frames,
+        truncated=truncated,
+        seconds=time.perf_counter() - started,
+        stats={k: round(v, 3) for k, v in timing.items()},
+    )
+
+
+def _duration(container, stream) -> float | None:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / 1_000_000
+    return None
+
+
+def _decode(container, stream, path: Path):
+    """Decoded frames; a decoding error after some good frames ends the video early instead of failing."""
+    import av
+
+    produced = False
+    try:
+        for frame in container.decode(stream):
+            produced = True
+            yield frame
+    except av.error.FFmpegError as exc:
+        if not produced:
+            raise HarError(f"{path.name}: cannot decode the video ({_av_reason(exc)})") from None
