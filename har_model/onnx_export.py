@@ -1,0 +1,128 @@
+"""Export a saved image classifier to ONNX (float32, plus a dynamic-int8 quantized copy) for ONNX Runtime.
+
+    python train.py export-onnx --model outputs/har15          # writes outputs/har15/onnx/model.onnx (+ int8)
+
+The files live in ``<model>/onnx/`` with a dynamic batch axis; the model folder stays loadable by plain
+``pipeline()``, and ``har_model.inference.Classifier.load(model, backend="auto")`` picks the ONNX file up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import warnings
+from pathlib import Path
+
+from har_model.errors import HarError
+
+OPSET = 17
+
+
+def export_onnx(model_dir: str | Path, *, quantize: bool = True, check: bool = True) -> dict[str, Path]:
+    """Write ``model_dir/onnx/model.onnx`` (float32) and, if ``quantize``, ``model_int8.onnx``.
+
+    Returns {"fp32": path, "int8": path}. ``check`` compares the ONNX float32 output with torch on a random
+    batch and raises HarError if they disagree (an export bug must not ship silently).
+    """
+    import numpy as np
+    import torch
+    from transformers import AutoModelForImageClassification
+
+    from har_model.inference import ONNX_DIR, Preprocessing
+
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise HarError(f"{model_dir}: no config.json (not a saved model folder)")
+    height, width = Preprocessing.from_model_dir(model_dir).output_hw
+    try:
+        model = AutoModelForImageClassification.from_pretrained(model_dir, dtype=torch.float32).eval()
+    except (OSError, ValueError, KeyError) as exc:
+        raise HarError(f"{model_dir}: cannot load the model ({str(exc).splitlines()[0]})") from None
+    out_dir = model_dir / ONNX_DIR
+    out_dir.mkdir(exist_ok=True)
+    fp32 = out_dir / "model.onnx"
+
+    wrapper = _logits_only(model)
+    example = torch.randn(2, 3, height, width)
+    with warnings.catch_warnings(), torch.inference_mode():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            wrapper,
+            (example,),
+            str(fp32),
+            input_names=["pixel_values"],
+            output_names=["logits"],
+            dynamic_axes={"pixel_values": {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    paths = {"fp32": fp32}
+    if check:
+        _check_against_torch(fp32, model, height, width)
+    if quantize:
+        paths["int8"] = quantize_dynamic_int8(fp32, out_dir / "model_int8.onnx")
+    (out_dir / "export_info.json").write_text(
+        json.dumps({"opset": OPSET, "input": [None, 3, height, width], "files": {k: p.name for k, p in paths.items()}}, indent=2)
+    )
+    return paths
+
+
+def _logits_only(model):
+    """Wrap a transformers classifier so that the exported graph has one input and one output."""
+    import torch
+
+    class LogitsOnly(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, pixel_values):
+            return self.inner(pixel_values=pixel_values).logits
+
+    return LogitsOnly(model).eval()
+
+
+def quantize_dynamic_int8(src: Path, dst: Path) -> Path:
+    """Dynamic (weights int8, activations quantized on the fly) quantization of an ONNX file."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    pre = dst.with_name(dst.stem + "_pre.onnx")
+    try:
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        source = pre
+    except Exception:  # pre-processing is an optimisation; quantize the plain export if it fails
+        source = src
+    try:
+        quantize_dynamic(str(source), str(dst), weight_type=QuantType.QInt8)
+    finally:
+        if pre.exists():
+            pre.unlink()
+    return dst
+
+
+def _check_against_torch(path: Path, model, height: int, width: int, tol: float = 1e-3) -> None:
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    x = torch.randn(3, 3, height, width, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        ref = model(pixel_values=x).logits.numpy()
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"pixel_values": x.numpy()})[0]
+    err = float(np.abs(got - ref).max() / (np.abs(ref).max() + 1e-6))
+    if not np.isfinite(err) or err > tol:
+        raise HarError(f"{path}: ONNX output differs from torch (relative error {err:.2e}); export failed")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python train.py export-onnx", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True, help="model folder written by `python train.py`")
+    p.add_argument("--no-int8", action="store_true", help="skip the dynamic int8 quantized copy")
+    args = p.parse_args(argv)
+    paths = export_onnx(args.model, quantize=not args.no_int8)
+    for kind, path in paths.items():
+        print(f"{kind}: {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return 0
