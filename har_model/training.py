@@ -1,0 +1,395 @@
+"""Fine-tuning with transformers' Trainer: `python train.py --data-dir DIR --output-dir OUT`.
+
+The fast CPU recipe (see README "Training speed"): images are decoded and resized once into uint8 tensors and
+augmented per step with torch ops; channels-last memory; bf16 autocast where the CPU supports it; the stem and the
+first blocks frozen (batch-norm statistics too) with a lower learning rate for the rest of the backbone than for
+the new head. Everything else is stock Trainer: evaluation each epoch, best checkpoint on validation macro-F1,
+early stopping, `--resume`, TensorBoard when installed, and it runs unchanged under `accelerate launch`/`torchrun`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from har_model.errors import HarError
+
+DEFAULT_MODEL = "efficientnet-lite0"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from har_model.data import add_data_arguments
+
+    p = argparse.ArgumentParser(
+        prog="python train.py",
+        description="Fine-tune a pretrained image classifier on a folder of action images (one sub-folder per class) "
+        "or a published dataset, evaluate it on a held-out test split and write a model folder that "
+        "pipeline('image-classification') and the Hub understand.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    g = p.add_argument_group("input and output")
+    add_data_arguments(g)
+    g.add_argument("--output-dir", type=Path, default=None,
+                   help="model folder to write (default: outputs/<name of the data folder or dataset>)")
+    g.add_argument("--model", default=DEFAULT_MODEL,
+                   help="base model: efficientnet-lite0/1/2 (built in, offline), a local model folder or a Hub id")
+    g.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUTPUT_DIR/checkpoints")
+    g.add_argument("--overwrite", action="store_true", help="start afresh even if OUTPUT_DIR holds checkpoints")
+
+    h = p.add_argument_group("training recipe")
+    h.add_argument("--epochs", type=float, default=8.0, help="maximum number of epochs")
+    h.add_argument("--batch-size", type=int, default=32, help="training batch size per device")
+    h.add_argument("--eval-batch-size", type=int, default=64, help="evaluation batch size per device")
+    h.add_argument("--learning-rate", type=float, default=2e-3, help="peak learning rate of the new head")
+    h.add_argument("--backbone-lr-scale", type=float, default=0.25,
+                   help="learning rate of the (unfrozen) backbone relative to the head")
+    h.add_argument("--freeze-layers", default="auto",
+                   help="freeze the stem and this many of the first backbone blocks ('auto': about 3/8 of them; 0: none)")
+    h.add_argument("--weight-decay", type=float, default=0.01)
+    h.add_argument("--warmup-ratio", type=float, default=0.05)
+    h.add_argument("--label-smoothing", type=float, default=0.1)
+    h.add_argument("--gradient-accumulation-steps", type=int, default=1)
+    h.add_argument("--early-stopping-patience", type=int, default=3,
+                   help="stop after this many evaluations without a better validation macro-F1 (0: never)")
+    h.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                   help="bf16 autocast (auto: where the CPU/GPU supports it)")
+    h.add_argument("--no-channels-last", action="store_true", help="keep NCHW memory format")
+    h.add_argument("--train-seed", type=int, default=None, help="seed for training (default: the --seed of the split)")
+    h.add_argument("--num-workers", type=int, default=None, help="processes for decoding images (default: all cores)")
+    h.add_argument("--max-steps", type=int, default=-1, help="stop after this many optimizer steps (for quick runs)")
+    h.add_argument("--report-to", default="auto",
+                   help="'tensorboard', 'none', ... (auto: tensorboard when installed)")
+
+    o = p.add_argument_group("after training")
+    o.add_argument("--export-onnx", action="store_true", help="also write ONNX (fp32 + dynamic int8) for fast CPU serving")
+    o.add_argument("--num-examples", type=int, default=2, help="test images per class copied to OUT/examples for the app")
+    o.add_argument("--push-to-hub", metavar="REPO_ID", help="push the model folder to this Hub repo")
+    o.add_argument("--push-dataset", metavar="REPO_ID", help="push the dataset folder to this Hub dataset repo")
+    o.add_argument("--private", action="store_true", help="create Hub repos as private")
+    return p
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# helpers
+
+
+def cpu_supports_bf16() -> bool:
+    """True where bf16 matmuls/convs run natively (AVX-512 BF16 or AMX), so autocast pays off."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def _check_output_dir(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise HarError(f"--output-dir {out}: exists and is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HarError(f"--output-dir {out}: cannot create folder ({exc.strerror or exc})") from None
+
+
+def _default_output_dir(args) -> Path:
+    source = args.data_dir or args.dataset
+    name = Path(str(source).rstrip("/")).name or "model"
+    return Path("outputs") / name.replace("/", "_")
+
+
+def main_block_list(model):
+    """The longest nn.ModuleList in the model: the sequence of backbone blocks (EfficientNet blocks, ViT layers...)."""
+    import torch.nn as nn
+
+    best = None
+    for _, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and (best is None or len(module) > len(best)):
+            best = module
+    return best
+
+
+def freeze_early_layers(model, spec: str | int) -> tuple[int, list]:
+    """Freeze the embeddings/stem and the first N blocks; return (N, frozen batch-norm modules).
+
+    Frozen batch-norm layers keep their ImageNet statistics (they are put in eval mode on every step).
+    """
+    import torch.nn as nn
+
+    blocks = main_block_list(model)
+    if blocks is None:
+        return 0, []
+    n = round(len(blocks) * 3 / 8) if str(spec) == "auto" else int(spec)
+    if n <= 0:
+        return 0, []
+    n = min(n, len(blocks))
+    frozen_params = set()
+    for block in list(blocks)[:n]:
+        frozen_params.update(id(p) for p in block.parameters())
+    first_block_param = next(blocks.parameters())
+    # Everything registered before the first block (the stem / embeddings) is frozen too.
+    for p in model.parameters():
+        if p is first_block_param:
+            break
+        frozen_params.add(id(p))
+    norms = []
+    for module in model.modules():
+        params = list(module.parameters(recurse=False))
+        if params and all(id(p) in frozen_params for p in params):
+            for p in params:
+                p.requires_grad_(False)
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                norms.append(module)
+    return n, norms
+
+
+def _make_trainer_class():
+    import torch
+    from transformers import Trainer
+
+    class HarTrainer(Trainer):
+        """Trainer + frozen BN kept in eval mode, channels-last inputs, train accuracy, head/backbone learning rates."""
+
+        frozen_norms: list = []
+        channels_last: bool = True
+        backbone_lr_scale: float = 1.0
+        head_prefixes: tuple = ("classifier",)
+
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            self._train_correct = 0
+            self._train_seen = 0
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            for m in self.frozen_norms:
+                m.eval()
+            if self.channels_last:
+                inputs["pixel_values"] = inputs["pixel_values"].contiguous(memory_format=torch.channels_last)
+            labels = inputs.get("labels")
+            loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+            if model.training and labels is not None:
+                with torch.no_grad():
+                    logits = outputs["logits"] if isinstance(outputs, dict) else outputs[1]
+                    self._train_correct += int((logits.argmax(-1) == labels).sum())
+                    self._train_seen += int(labels.numel())
+            return (loss, outputs) if return_outputs else loss
+
+        def log(self, logs, start_time=None):
+            if "loss" in logs and self._train_seen:
+                logs["train_accuracy"] = round(self._train_correct / self._train_seen, 4)
+                self._train_correct = self._train_seen = 0
+            super().log(logs, start_time)
+
+        def create_optimizer(self, model=None):
+            if self.optimizer is not None:
+                return self.optimizer
+            model = model or self.model
+            head, backbone_decay, backbone_no_decay, head_no_decay = [], [], [], []
+            for name, p in model.named_parameters():
+                if not p.requires_grad:
+                    continue
+                is_head = name.startswith(self.head_prefixes)
+                no_decay = p.ndim <= 1
+                if is_head:
+                    (head_no_decay if no_decay else head).append(p)
+                else:
+                    (backbone_no_decay if no_decay else backbone_decay).append(p)
+            lr, wd = self.args.learning_rate, self.args.weight_decay
+            groups = [
+                {"params": head, "lr": lr, "weight_decay": wd},
+                {"params": head_no_decay, "lr": lr, "weight_decay": 0.0},
+                {"params": backbone_decay, "lr": lr * self.backbone_lr_scale, "weight_decay": wd},
+                {"params": backbone_no_decay, "lr": lr * self.backbone_lr_scale, "weight_decay": 0.0},
+            ]
+            self.optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
+            return self.optimizer
+
+    return HarTrainer
+
+
+def _head_prefixes(model) -> tuple:
+    """Parameter-name prefixes of the classification head (the new, randomly initialised part)."""
+    names = [n for n, _ in model.named_parameters()]
+    for cand in ("classifier", "head", "fc", "score"):
+        if any(n.startswith(cand) for n in names):
+            return (cand,)
+    return (names[-1].rsplit(".", 1)[0],)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# main
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run(args)
+
+
+def run(args) -> int:  # noqa: C901 - the one linear story of a training run
+    t_start = time.time()
+    if not args.data_dir and not args.dataset:
+        raise HarError("give the images with --data-dir FOLDER (one sub-folder per class) or --dataset HUB_ID_OR_FOLDER")
+    out = Path(args.output_dir) if args.output_dir else _default_output_dir(args)
+    _check_output_dir(out)
+    ckpt_dir = out / "checkpoints"
+    resume = None
+    if args.resume:
+        from transformers.trainer_utils import get_last_checkpoint
+
+        resume = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+        if resume is None:
+            raise HarError(f"--resume: no checkpoint found in {ckpt_dir}")
+    elif ckpt_dir.is_dir() and any(ckpt_dir.glob("checkpoint-*")) and not args.overwrite:
+        raise HarError(f"{out} already holds checkpoints: continue with --resume, or start afresh with --overwrite")
+
+    import torch
+    import transformers
+    from transformers import EarlyStoppingCallback, set_seed
+
+    from har_model import backbones, data
+    from har_model.augment import CachedImages, Geometry, decode_images
+    from har_model.evaluation import compute_metrics_fn
+
+    transformers.logging.set_verbosity_warning()
+    seed = args.seed if args.train_seed is None else args.train_seed
+    set_seed(seed)
+
+    # ---- data: validated, de-duplicated, split (written as a dataset repo folder in OUT/dataset)
+    dataset_dir = out / "dataset"
+    dsd = data.dataset_from_args(args, dataset_dir)
+    labels = list(dsd["train"].features["label"].names)
+
+    # ---- model
+    model, processor = backbones.load_backbone(args.model, labels)
+    geo = Geometry.from_processor(processor)
+    n_frozen, frozen_norms = freeze_early_layers(model, args.freeze_layers)
+    channels_last = not args.no_channels_last
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    use_bf16 = args.precision == "bf16" or (
+        args.precision == "auto" and (torch.cuda.is_available() and torch.cuda.is_bf16_supported() or
+                                      not torch.cuda.is_available() and cpu_supports_bf16())
+    )
+
+    # ---- decode and resize every image once
+    workers = args.num_workers or os.cpu_count() or 1
+    from datasets import Image as ImageFeature
+
+    def cached(split: str, train: bool) -> CachedImages:
+        ds = dsd[split].cast_column("image", ImageFeature(decode=False))
+        pixels = decode_images(ds["image"], geo=geo, train=train, num_workers=workers, desc=f"decoding {split}")
+        return CachedImages(pixels, ds["label"], geo, augment=train)
+
+    train_ds, val_ds, test_ds = cached("train", True), cached("validation", False), cached("test", False)
+
+    report_to = args.report_to
+    if report_to == "auto":
+        try:
+            import tensorboard  # noqa: F401
+
+            report_to = "tensorboard"
+        except ImportError:
+            report_to = "none"
+    training_args = _training_arguments(args, ckpt_dir, out, seed, use_bf16, report_to)
+
+    Trainer = _make_trainer_class()
+    Trainer.frozen_norms = frozen_norms
+    Trainer.channels_last = channels_last
+    Trainer.backbone_lr_scale = args.backbone_lr_scale
+    Trainer.head_prefixes = _head_prefixes(model)
+    callbacks = [EarlyStoppingCallback(args.early_stopping_patience)] if args.early_stopping_patience > 0 else []
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_ds,
+        eval_dataset=val_ds,
+        compute_metrics=compute_metrics_fn(labels),
+        callbacks=callbacks,
+    )
+    print(
+        f"training {args.model} on {len(train_ds)} images ({len(labels)} classes), validating on {len(val_ds)}, "
+        f"testing on {len(test_ds)}; input {geo.out_hw[0]}x{geo.out_hw[1]}, {'bf16' if use_bf16 else 'fp32'}, "
+        f"{n_frozen} blocks frozen",
+        flush=True,
+    )
+    t_train = time.time()
+    trainer.train(resume_from_checkpoint=resume)
+    train_seconds = time.time() - t_train
+
+    # ---- save the model (best checkpoint), evaluate on the held-out test split, write the reports
+    from har_model.reports import write_outputs
+
+    trainer.save_model(str(out))
+    processor.save_pretrained(str(out))
+    summary = write_outputs(
+        trainer=trainer,
+        out=out,
+        labels=labels,
+        test_ds=test_ds,
+        test_split=dsd["test"],
+        args=args,
+        train_seconds=train_seconds,
+        total_seconds_start=t_start,
+        precision="bf16" if use_bf16 else "fp32",
+        frozen_blocks=n_frozen,
+        geo=geo,
+    )
+
+    if args.export_onnx:
+        from har_model.onnx_export import export_onnx
+
+        export_onnx(out)
+    _push(args, out, dataset_dir)
+    print(summary)
+    return 0
+
+
+def _training_arguments(args, ckpt_dir: Path, out: Path, seed: int, use_bf16: bool, report_to: str):
+    import torch
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=str(ckpt_dir),
+        num_train_epochs=args.epochs,
+        max_steps=args.max_steps,
+        per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=args.eval_batch_size,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        learning_rate=args.learning_rate,
+        weight_decay=args.weight_decay,
+        warmup_steps=args.warmup_ratio,  # a float < 1 is a fraction of all steps
+        lr_scheduler_type="cosine",
+        label_smoothing_factor=args.label_smoothing,
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        logging_strategy="epoch",
+        save_total_limit=2,
+        load_best_model_at_end=True,
+        metric_for_best_model="macro_f1",
+        greater_is_better=True,
+        bf16=use_bf16,
+        use_cpu=not torch.cuda.is_available(),
+        seed=seed,
+        data_seed=seed,
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        report_to=report_to,
+        disable_tqdm=False,
+    )
+
+
+def _push(args, out: Path, dataset_dir: Path) -> None:
+    from har_model.hub import push_folder
+
+    if args.push_dataset:
+        if not dataset_dir.is_dir():
+            raise HarError(f"--push-dataset: {dataset_dir} does not exist (the dataset came from --dataset; push that instead)")
+        url = push_folder(dataset_dir, args.push_dataset, repo_type="dataset", private=args.private)
+        print(f"dataset pushed: {url}")
+    if args.push_to_hub:
+        url = push_folder(out, args.push_to_hub, repo_type="model", private=args.private)
+        print(f"model pushed: {url}")
