@@ -1,0 +1,316 @@
+"""What a training run leaves behind besides the weights: test metrics, plots, examples and the model card.
+
+Files written into the model folder:
+    metrics.json            test (and validation) metrics, per-class report, confusion matrix, timings, recipe
+    training_curves.png     loss and accuracy per epoch, train vs validation
+    confusion_matrix.png    test confusion matrix (row-normalised colours, counts written in)
+    predictions.png         a grid of test images with true / predicted labels, mistakes marked
+    examples/               a few test images per class (for the app's examples)
+    README.md               the model card, rendered from model_card.md
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# plots
+
+
+def epoch_history(log_history: list[dict]) -> dict[str, list[tuple[float, float]]]:
+    """Trainer log history -> series of (epoch, value) for train/validation loss and accuracy."""
+    series = {"train_loss": [], "train_accuracy": [], "eval_loss": [], "eval_accuracy": [], "eval_macro_f1": []}
+    for row in log_history:
+        epoch = row.get("epoch")
+        if epoch is None:
+            continue
+        if "loss" in row:
+            series["train_loss"].append((epoch, row["loss"]))
+        if "train_accuracy" in row:
+            series["train_accuracy"].append((epoch, row["train_accuracy"]))
+        for key in ("eval_loss", "eval_accuracy", "eval_macro_f1"):
+            if key in row:
+                series[key].append((epoch, row[key]))
+    return series
+
+
+def plot_training_curves(log_history: list[dict], path: Path) -> Path:
+    plt = _plt()
+    s = epoch_history(log_history)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for key, label, style in (("train_loss", "train", "o-"), ("eval_loss", "validation", "s-")):
+        if s[key]:
+            ax1.plot(*zip(*s[key]), style, label=label)
+    ax1.set(title="loss", xlabel="epoch")
+    ax1.legend()
+    for key, label, style in (
+        ("train_accuracy", "train accuracy", "o-"),
+        ("eval_accuracy", "validation accuracy", "s-"),
+        ("eval_macro_f1", "validation macro-F1", "^--"),
+    ):
+        if s[key]:
+            ax2.plot(*zip(*s[key]), style, label=label)
+    ax2.set(title="accuracy", xlabel="epoch", ylim=(0, 1.02))
+    ax2.legend()
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_confusion_matrix(matrix, labels: list[str], path: Path, title: str = "test confusion matrix") -> Path:
+    plt = _plt()
+    cm = np.asarray(matrix, dtype=float)
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    n = len(labels)
+    size = max(5.0, 0.55 * n + 2)
+    fig, ax = plt.subplots(figsize=(size, size * 0.9))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n), labels, rotation=60, ha="right")
+    ax.set_yticks(range(n), labels)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    for i in range(n):
+        for j in range(n):
+            if cm[i, j]:
+                ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=8,
+                        color="white" if norm[i, j] > 0.5 else "black")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_predictions(images: list, true: list[str], pred: list[str], conf: list[float], path: Path, cols: int = 6) -> Path:
+    """Grid of test images titled `true -> predicted (conf)`; mistakes in red with a red frame."""
+    plt = _plt()
+    n = len(images)
+    rows = max(1, math.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.2, rows * 2.4))
+    for ax, i in zip(np.atleast_1d(axes).ravel(), range(rows * cols)):
+        ax.axis("off")
+        if i >= n:
+            continue
+        ok = true[i] == pred[i]
+        ax.imshow(images[i])
+        ax.set_title(f"{true[i]}\n-> {pred[i]} ({conf[i]:.0%})", fontsize=8, color="black" if ok else "red")
+        if not ok:
+            ax.axis("on")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_edgecolor("red")
+                spine.set_linewidth(3)
+    fig.suptitle("test predictions (true -> predicted); mistakes in red", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _pick_grid(y_true: np.ndarray, y_pred: np.ndarray, n_labels: int, size: int, seed: int = 0) -> list[int]:
+    """About one correct example per class plus some mistakes, deterministic."""
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for c in range(n_labels):
+        idx = np.flatnonzero((y_true == c) & (y_pred == c))
+        if len(idx):
+            chosen.append(int(rng.choice(idx)))
+    wrong = np.flatnonzero(y_true != y_pred)
+    rng.shuffle(wrong)
+    chosen += [int(i) for i in wrong[: max(0, size - len(chosen))]]
+    return sorted(chosen[:size])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the whole set of outputs
+
+
+def write_outputs(*, trainer, out: Path, labels: list[str], test_ds, test_split, args, train_seconds: float,
+                  total_seconds_start: float, precision: str, frozen_blocks: int, geo) -> str:
+    """Evaluate the best model on the test split and write every report file; return a short printable summary."""
+    import torch
+    from datasets import Image as ImageFeature
+
+    from har_model.evaluation import classification_report, format_report
+
+    out = Path(out)
+    t0 = time.time()
+    pred = trainer.predict(test_ds, metric_key_prefix="test")
+    eval_seconds = time.time() - t0
+    logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
+    probs = torch.softmax(torch.as_tensor(np.asarray(logits, dtype=np.float32)), -1).numpy()
+    y_pred, y_true = probs.argmax(-1), np.asarray(pred.label_ids)
+    test = classification_report(y_pred, y_true, labels)
+    val = {k.removeprefix("eval_"): v for k, v in trainer.evaluate().items() if k.startswith("eval_")}
+
+    log_history = trainer.state.log_history
+    epochs_run = max((row.get("epoch", 0) for row in log_history), default=0)
+    metrics = {
+        "test": test,
+        "validation": val,
+        "labels": labels,
+        "base_model": args.model,
+        "dataset": str(args.dataset or Path(args.data_dir).name),
+        "num_train": len(trainer.train_dataset),
+        "num_validation": len(trainer.eval_dataset),
+        "num_test": len(test_ds),
+        "train_seconds": round(train_seconds, 1),
+        "total_seconds": round(time.time() - total_seconds_start, 1),
+        "test_eval_seconds": round(eval_seconds, 1),
+        "epochs_run": epochs_run,
+        "best_checkpoint": trainer.state.best_model_checkpoint,
+        "best_validation_macro_f1": trainer.state.best_metric,
+        "recipe": {
+            "epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
+            "backbone_lr_scale": args.backbone_lr_scale, "frozen_blocks": frozen_blocks,
+            "weight_decay": args.weight_decay, "label_smoothing": args.label_smoothing,
+            "warmup_ratio": args.warmup_ratio, "precision": precision, "seed": args.seed,
+            "input_size": list(geo.out_hw), "early_stopping_patience": args.early_stopping_patience,
+        },
+        "log_history": log_history,
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    plot_training_curves(log_history, out / "training_curves.png")
+    plot_confusion_matrix(test["confusion_matrix"], labels, out / "confusion_matrix.png")
+
+    # predictions grid and examples use the original test images (not the resized tensors)
+    raw = test_split.cast_column("image", ImageFeature(decode=False))["image"]
+    from har_model.imaging import open_rgb
+
+    def original(i: int):
+        item = raw[i]
+        return open_rgb(item["bytes"] if item.get("bytes") else item["path"])
+
+    grid = _pick_grid(y_true, y_pred, len(labels), size=max(12, min(24, len(labels) + 9)), seed=args.seed)
+    plot_predictions(
+        [original(i) for i in grid], [labels[y_true[i]] for i in grid], [labels[y_pred[i]] for i in grid],
+        [float(probs[i, y_pred[i]]) for i in grid], out / "predictions.png",
+    )
+    _write_examples(out / "examples", y_true, labels, original, args.num_examples)
+
+    card = render_model_card(metrics=metrics, args=args, out=out)
+    (out / "README.md").write_text(card)
+    return (
+        f"\n{format_report(test)}\n\n"
+        f"test accuracy {test['accuracy']:.4f}, macro-F1 {test['macro_f1']:.4f} on {len(test_ds)} held-out images; "
+        f"trained {epochs_run:g} epochs in {train_seconds / 60:.1f} min ({precision}).\n"
+        f"model folder: {out} (pipeline('image-classification', model='{out}'))"
+    )
+
+
+def _write_examples(folder: Path, y_true: np.ndarray, labels: list[str], original, per_class: int) -> None:
+    if per_class <= 0:
+        return
+    folder.mkdir(exist_ok=True)
+    for old in folder.glob("*.jpg"):
+        old.unlink()
+    for c, name in enumerate(labels):
+        for k, i in enumerate(np.flatnonzero(y_true == c)[:per_class]):
+            original(int(i)).save(folder / f"{name}_{k}.jpg", quality=90)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# model card (moves to har_model.cards once that module lands)
+
+MODEL_CARD_TEMPLATE = Path(__file__).resolve().parents[1] / "model_card.md"
+
+
+def _hardware() -> str:
+    import os
+    import platform
+
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    cpu = platform.processor() or "CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores of {cpu}"
+
+
+def render_model_card(*, metrics: dict, args, out: Path) -> str:
+    """The model card (README.md of the model folder): YAML metadata incl. model-index, body from model_card.md."""
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    test, labels = metrics["test"], metrics["labels"]
+    base = str(args.model)
+    hub_base = "/" in base and not Path(base).exists()
+    dataset_id = args.push_dataset or (args.dataset if args.dataset and not Path(args.dataset).exists() else None)
+    dataset_name = dataset_id or metrics["dataset"]
+    model_name = (args.push_to_hub or Path(out).name).split("/")[-1]
+    eval_results = [
+        EvalResult(
+            task_type="image-classification", task_name="Image Classification",
+            dataset_type=dataset_id or "imagefolder", dataset_name=dataset_name, dataset_split="test",
+            metric_type=key, metric_name=name, metric_value=round(float(test[key]), 4),
+            **({"metric_config": "macro"} if key == "macro_f1" else {}),
+        )
+        for key, name in (("accuracy", "Accuracy"), ("macro_f1", "Macro F1"))
+    ]
+    tags = ["image-classification", "human-action-recognition", "har_model", "vision"]
+    if not hub_base:
+        tags.append(Path(base).name)
+    card_data = ModelCardData(
+        license=getattr(args, "model_license", None) or "apache-2.0",
+        library_name="transformers",
+        pipeline_tag="image-classification",
+        base_model=base if hub_base else None,
+        datasets=[dataset_id] if dataset_id else None,
+        metrics=["accuracy", "f1"],
+        tags=tags,
+        model_name=model_name,
+        eval_results=eval_results,
+    )
+    f1 = {n: test["per_class"][n]["f1"] for n in labels}
+    weakest = ", ".join(f"{n} (F1 {f1[n]:.2f})" for n in sorted(f1, key=f1.get)[:3])
+    base_display = (
+        f"[{base}](https://huggingface.co/{base})" if hub_base
+        else f"{Path(base).name} (ImageNet weights, converted offline to a stock transformers EfficientNet)"
+        if base.startswith("efficientnet-lite") else Path(base).name
+    )
+    card = ModelCard.from_template(
+        card_data,
+        template_path=str(MODEL_CARD_TEMPLATE),
+        model_name=model_name,
+        labels=labels,
+        label_list=", ".join(labels),
+        num_labels=len(labels),
+        base_model_display=base_display,
+        dataset_display=f"the `{dataset_name}` dataset",
+        test=test,
+        validation=metrics.get("validation", {}),
+        weakest=weakest,
+        repo_or_path=args.push_to_hub or str(out),
+        num_train=metrics["num_train"],
+        num_validation=metrics["num_validation"],
+        num_test=metrics["num_test"],
+        recipe=metrics["recipe"],
+        epochs_run=round(metrics["epochs_run"], 2),
+        train_seconds=metrics["train_seconds"],
+        hardware=_hardware(),
+    )
+    return str(card)
