@@ -1,0 +1,594 @@
+"""Image folders -> validated, de-duplicated, stratified-split Hugging Face dataset repository.
+
+    python train.py prepare --data-dir DIR --output-dir OUT [--seed 42] [--val-fraction 0.1] ...
+
+``prepare_dataset`` walks ``DIR/<class>/...``, decodes every file once in a process pool (bad files are
+skipped and reported, never fatal), groups exact and near duplicates, drops label conflicts, splits
+by class without ever splitting a group, and writes OUT in the layout of a Hub dataset repository:
+
+    OUT/README.md                 dataset card (YAML: configs, features with class names, split sizes)
+    OUT/data/{split}-NNNNN-of-NNNNN.parquet
+    OUT/data_report.json          every skipped / duplicate / conflicting / converted file and why
+    OUT/images/*.png|jpg          class distribution chart, per-class sample grid
+
+``datasets.load_dataset(OUT)`` returns the splits train / validation / test with columns ``image``
+(Image) and ``label`` (ClassLabel, names = sorted class folder names). ``load_dataset_any`` loads such
+a folder, any other dataset folder or a Hub dataset id, normalised to the same splits and columns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import multiprocessing
+import os
+import re
+import sys
+import tempfile
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+from har_model.dedup import DEFAULT_NEAR_DUP_THRESHOLD, group_images
+from har_model.errors import HarError
+from har_model.imaging import DEFAULT_MAX_PIXELS
+from har_model.scan import DEFAULT_MIN_SIDE, Skipped, analyse_bytes, analyse_file, check_data_dir, list_candidates
+from har_model.splits import SPLITS, check_fractions, grouped_stratified_split
+
+REPORT_FILE = "data_report.json"
+DATA_DIR = "data"
+MAX_SHARD_BYTES = 500 * 1024 * 1024
+ROW_GROUP_SIZE = 100  # rows per parquet row group, as datasets uses for image data (fast random access)
+SAMPLES_PER_CLASS = 6
+_SERIAL_BELOW = 200  # fewer files than this are decoded in-process (a pool costs more than it saves)
+_SHARD_RE = re.compile(r"^[a-z]+-\d{5}-of-\d{5}\.parquet$")
+
+
+def features_for(class_names: Sequence[str]):
+    from datasets import ClassLabel, Features, Image
+
+    return Features({"image": Image(), "label": ClassLabel(names=list(class_names))})
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the data options (input, validation, split) to ``parser``; an option it already has is left alone."""
+    existing = set(parser._option_string_actions)  # noqa: SLF001 - lets `train` share --seed with us
+    group = parser.add_argument_group("data")
+    add = _adder(group, existing)
+    add("--data-dir", help="image folder with one sub-folder per class (validated, de-duplicated and split)")
+    add("--dataset", help="instead of --data-dir: a dataset folder written by `prepare`, any dataset folder, or a Hub id")
+    add("--seed", type=int, default=42, help="seed of the split (same input + seed = same split); default 42")
+    add("--val-fraction", type=float, default=0.1, help="fraction of each class for validation; default 0.1")
+    add("--test-fraction", type=float, default=0.1, help="fraction of each class for test; default 0.1")
+    add("--min-side", type=int, default=DEFAULT_MIN_SIDE, help=f"skip images smaller than this; default {DEFAULT_MIN_SIDE}")
+    add("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help=f"skip images with more pixels (decompression bombs); default {DEFAULT_MAX_PIXELS}")
+    add("--num-workers", type=int, default=None, help="decoding processes; default: all CPU cores")
+    add(
+        "--near-dup-threshold",
+        type=int,
+        default=DEFAULT_NEAR_DUP_THRESHOLD,
+        help=f"max differing bits (of 64) of pHash and dHash for near duplicates; -1 disables; default {DEFAULT_NEAR_DUP_THRESHOLD}",
+    )
+    add("--license", default="other", help="license id for the dataset card, e.g. odbl, cc-by-4.0; default other")
+    return parser
+
+
+def _adder(group, existing: set[str]):
+    def add(flag: str, **kwargs) -> None:
+        if flag not in existing:
+            group.add_argument(flag, **kwargs)
+
+    return add
+
+
+def _options(args: argparse.Namespace) -> dict:
+    return {
+        "seed": args.seed,
+        "val_fraction": args.val_fraction,
+        "test_fraction": args.test_fraction,
+        "num_workers": args.num_workers,
+        "near_dup_threshold": args.near_dup_threshold,
+    }
+
+
+def dataset_from_args(args: argparse.Namespace, dataset_dir: Path):
+    """Build from ``args.data_dir`` (writing the repository folder to ``dataset_dir``) or load ``args.dataset``."""
+    if bool(args.data_dir) == bool(args.dataset):
+        raise HarError("give exactly one of --data-dir (a folder of class sub-folders) or --dataset (a dataset folder or Hub id)")
+    if args.data_dir:
+        return prepare_dataset(
+            args.data_dir, dataset_dir, min_side=args.min_side, max_pixels=args.max_pixels, license=args.license, **_options(args)
+        )
+    return load_dataset_any(args.dataset, **_options(args))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python train.py prepare",
+        description="Validate, de-duplicate and split an image folder (or re-publish a dataset) as a Hugging Face dataset repository folder.",
+    )
+    add_data_arguments(parser)
+    parser.add_argument("--output-dir", required=True, help="folder to write (README.md, data/*.parquet, report)")
+    parser.add_argument("--push-to-hub", metavar="REPO_ID", help="also upload the folder as a Hub dataset repository")
+    parser.add_argument("--private", action="store_true", help="create the Hub repository as private")
+    args = parser.parse_args(argv)
+    out = Path(args.output_dir)
+    if args.data_dir and not args.dataset:
+        dataset_from_args(args, out)
+    else:
+        ds = dataset_from_args(args, out)
+        write_dataset_repo(ds, out, license=args.license, source=args.dataset)
+        print(f"wrote {out} ({', '.join(f'{s}: {len(ds[s])}' for s in SPLITS)})")
+    if args.push_to_hub:
+        from har_model.hub import push_folder
+
+        url = push_folder(out, args.push_to_hub, repo_type="dataset", private=args.private)
+        print(f"pushed {out} to {url}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------ build from folder
+
+
+def prepare_dataset(
+    data_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    *,
+    seed: int = 42,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    min_side: int = DEFAULT_MIN_SIDE,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    num_workers: int | None = None,
+    near_dup_threshold: int = DEFAULT_NEAR_DUP_THRESHOLD,
+    license: str = "other",
+    pretty_name: str | None = None,
+    progress: bool = True,
+    verbose: bool = True,
+):
+    """Validate, de-duplicate and split ``data_dir``; write the repository folder; return its DatasetDict."""
+    fractions = check_fractions(val_fraction, test_fraction)
+    root = check_data_dir(data_dir).resolve()
+    out = Path(output_dir).resolve()
+    if out == root or root in out.parents:
+        raise HarError(f"{output_dir}: the output folder must not be inside the data folder {data_dir}")
+    candidates, skipped, class_dirs = list_candidates(root)
+    _prepare_output(out)
+    with tempfile.TemporaryFile(dir=out, prefix=".spool-") as spool:
+        images, more_skipped = _analyse_all(root, candidates, min_side, max_pixels, num_workers, progress, spool)
+        skipped += more_skipped
+        class_names = sorted({im["class_name"] for im in images})
+        for name in class_dirs:
+            if name not in class_names and any(c.class_name == name for c in candidates):
+                skipped.append(Skipped(name + "/", "no usable images left in this class folder", "empty-class"))
+        if len(class_names) < 2:
+            found = f"only '{class_names[0]}'" if class_names else "none"
+            raise HarError(f"{data_dir}: at least two class folders with usable images are needed, found {found}")
+        label_of = {name: i for i, name in enumerate(class_names)}
+        for im in images:
+            im["label"] = label_of[im["class_name"]]
+        groups, exact_copy = group_images(
+            [im["content_hash"] for im in images], [im["phash"] for im in images], [im["dhash"] for im in images], near_dup_threshold
+        )
+        dedup = _resolve_duplicates(images, groups, exact_copy, class_names)
+        keep = dedup.pop("keep")
+        split_idx = grouped_stratified_split(
+            [images[i]["label"] for i in keep], [groups[i] for i in keep], class_names, fractions, seed=seed
+        )
+        rows = {s: [images[keep[j]] for j in split_idx[s]] for s in SPLITS}
+        features = features_for(class_names)
+        split_bytes = {}
+        for s in SPLITS:
+            payloads = (_spool_read(spool, im) for im in rows[s])
+            split_bytes[s] = _write_split(out, s, payloads, len(rows[s]), sum(im["length"] for im in rows[s]), features)
+        counts = {c: {s: 0 for s in SPLITS} for c in class_names}
+        for s in SPLITS:
+            for im in rows[s]:
+                counts[im["class_name"]][s] += 1
+        samples = {c: [] for c in class_names}
+        for im in rows["train"]:
+            if len(samples[im["class_name"]]) < SAMPLES_PER_CLASS:
+                samples[im["class_name"]].append(_spool_read(spool, im)[0])
+    report = _report(root, candidates, skipped, images, dedup, counts, class_names, seed, fractions, near_dup_threshold)
+    (out / REPORT_FILE).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    _write_card_and_figures(
+        out, class_names, counts, split_bytes, samples, license=license, pretty_name=pretty_name, source=root.name,
+        summary=report["summary"], features=features,
+    )
+    if verbose:
+        print_summary(report, out)
+    return load_dataset_folder(out)
+
+
+def _prepare_output(out: Path) -> None:
+    """Create ``out``; remove parquet shards of an earlier run (only files named like ours)."""
+    if out.exists() and not out.is_dir():
+        raise HarError(f"{out}: exists and is a file; --output-dir must be a folder")
+    (out / DATA_DIR).mkdir(parents=True, exist_ok=True)
+    for f in (out / DATA_DIR).iterdir():
+        if _SHARD_RE.match(f.name):
+            f.unlink()
+
+
+def _analyse_all(root: Path, candidates, min_side, max_pixels, num_workers, progress, spool) -> tuple[list[dict], list[Skipped]]:
+    """Decode + hash every candidate (process pool); payloads go to ``spool``, metadata is returned."""
+    from tqdm.auto import tqdm
+
+    tasks = [(str(root / c.path), min_side, max_pixels) for c in candidates]
+    workers = num_workers if num_workers is not None else (os.cpu_count() or 1)
+    images: list[dict] = []
+    skipped: list[Skipped] = []
+    bar = tqdm(total=len(tasks), desc="decode + hash", unit="img", disable=not progress, file=sys.stderr)
+    if workers <= 1 or len(tasks) < _SERIAL_BELOW:
+        results: Iterable[dict] = map(analyse_file, tasks)
+        pool = None
+    else:
+        pool = multiprocessing.get_context().Pool(workers)
+        results = pool.imap(analyse_file, tasks, chunksize=max(1, min(64, len(tasks) // (workers * 8))))
+    try:
+        for cand, res in zip(candidates, results):
+            bar.update()
+            if not res["ok"]:
+                skipped.append(Skipped(cand.path, res["reason"], res["kind"]))
+                continue
+            payload = res.pop("bytes")
+            res.update(path=cand.path, class_name=cand.class_name, offset=spool.tell(), length=len(payload))
+            spool.write(payload)
+            images.append(res)
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.terminate()
+    return images, skipped
+
+
+def _spool_read(spool, im: dict) -> tuple[bytes, str, int]:
+    spool.seek(im["offset"])
+    return spool.read(im["length"]), im["path"], im["label"]
+
+
+def _resolve_duplicates(images: list[dict], groups: list[int], exact_copy: list[bool], class_names) -> dict:
+    """Which images to keep; exact-duplicate, near-duplicate and label-conflict groups for the report.
+
+    Policy: a group whose images come from more than one class is a label conflict and is dropped
+    entirely (we cannot know the right label); an exact copy of an earlier image of the same class is
+    dropped (one copy kept); near duplicates are kept, and the split keeps each group together.
+    """
+    members: dict[int, list[int]] = defaultdict(list)
+    for i, g in enumerate(groups):
+        members[g].append(i)
+    conflicts, near_groups, exact_groups = [], [], []
+    drop = set()
+    for g, idx in members.items():
+        if len(idx) < 2:
+            continue
+        paths = [images[i]["path"] for i in idx]
+        classes = sorted({images[i]["class_name"] for i in idx})
+        if len(classes) > 1:
+            conflicts.append({"classes": classes, "paths": paths})
+            drop.update(idx)
+            continue
+        by_hash: dict[str, list[int]] = defaultdict(list)
+        for i in idx:
+            by_hash[images[i]["content_hash"]].append(i)
+        exact_groups += [[images[i]["path"] for i in same] for same in by_hash.values() if len(same) > 1]
+        drop.update(i for i in idx if exact_copy[i])
+        if len(by_hash) > 1:
+            near_groups.append(paths)
+    keep = [i for i in range(len(images)) if i not in drop]
+    return {"keep": keep, "label_conflicts": conflicts, "exact_duplicates": exact_groups, "near_duplicates": near_groups}
+
+
+def _report(root, candidates, skipped, images, dedup, counts, class_names, seed, fractions, threshold) -> dict:
+    found = Counter(c.class_name for c in candidates)
+    usable = Counter(im["class_name"] for im in images)
+    exact_removed = sum(len(g) - 1 for g in dedup["exact_duplicates"])
+    conflict_images = sum(len(c["paths"]) for c in dedup["label_conflicts"])
+    per_class = {
+        c: {"files": found[c], "usable": usable[c], **counts[c], "total": sum(counts[c].values())} for c in class_names
+    }
+    summary = {
+        "files_found": len(candidates),
+        "skipped_total": sum(1 for s in skipped if s.kind not in ("empty-class",)),
+        "skipped_by_kind": dict(sorted(Counter(s.kind for s in skipped).items())),
+        "converted": sum(1 for im in images if im["converted"]),
+        "exact_duplicates_removed": exact_removed,
+        "near_duplicate_groups": len(dedup["near_duplicates"]),
+        "near_duplicate_images": sum(len(g) for g in dedup["near_duplicates"]),
+        "label_conflicts": len(dedup["label_conflicts"]),
+        "conflict_images_dropped": conflict_images,
+        "near_dup_threshold": threshold,
+        "seed": seed,
+        "fractions": fractions,
+        "split_sizes": {s: sum(counts[c][s] for c in class_names) for s in SPLITS},
+        "report_file": REPORT_FILE,
+    }
+    return {
+        "source": str(root),
+        "classes": list(class_names),
+        "summary": summary,
+        "per_class": per_class,
+        "skipped": [{"path": s.path, "reason": s.reason, "kind": s.kind} for s in skipped],
+        "label_conflicts": dedup["label_conflicts"],
+        "exact_duplicates": dedup["exact_duplicates"],
+        "near_duplicates": dedup["near_duplicates"],
+        "converted": [{"path": im["path"], "conversion": im["converted"]} for im in images if im["converted"]],
+    }
+
+
+def print_summary(report: dict, out: Path, file=None) -> None:
+    """The human-readable summary of a report: per-class counts, then what was skipped and why."""
+    file = file or sys.stdout
+    s = report["summary"]
+    width = max(len(c) for c in report["classes"]) + 2
+    print(f"\n{'class':<{width}}{'files':>7}{'usable':>8}{'train':>7}{'val':>6}{'test':>6}", file=file)
+    for c, row in report["per_class"].items():
+        print(f"{c:<{width}}{row['files']:>7}{row['usable']:>8}{row['train']:>7}{row['validation']:>6}{row['test']:>6}", file=file)
+    sizes = s["split_sizes"]
+    print(f"{'total':<{width}}{s['files_found']:>7}{'':>8}{sizes['train']:>7}{sizes['validation']:>6}{sizes['test']:>6}", file=file)
+    print(
+        f"\nskipped {s['skipped_total']} file(s); converted to RGB {s['converted']}; exact duplicates removed "
+        f"{s['exact_duplicates_removed']}; near-duplicate groups {s['near_duplicate_groups']} "
+        f"({s['near_duplicate_images']} images, kept within one split); label conflicts {s['label_conflicts']} "
+        f"({s['conflict_images_dropped']} images dropped)",
+        file=file,
+    )
+    for item in report["skipped"][:20]:
+        print(f"  skipped {item['path']}: {item['reason']}", file=file)
+    if len(report["skipped"]) > 20:
+        print(f"  ... and {len(report['skipped']) - 20} more", file=file)
+    for c in report["label_conflicts"][:10]:
+        print(f"  label conflict ({', '.join(c['classes'])}): {', '.join(c['paths'])}", file=file)
+    print(f"full report: {out / REPORT_FILE}\ndataset folder: {out}", file=file)
+
+
+# ------------------------------------------------------------------------------------------- writing
+
+
+def _write_split(out: Path, split: str, rows: Iterator[tuple[bytes, str, int]], n_rows: int, n_bytes: int, features) -> int:
+    """Write ``rows`` (image bytes, path, label) as ``data/{split}-*.parquet`` shards; return the bytes written."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = features.arrow_schema
+    n_shards = max(1, math.ceil(n_bytes / MAX_SHARD_BYTES))
+    per_shard = math.ceil(n_rows / n_shards) if n_rows else 0
+    written = 0
+    for k in range(n_shards):
+        path = out / DATA_DIR / f"{split}-{k:05d}-of-{n_shards:05d}.parquet"
+        with pq.ParquetWriter(path, schema) as writer:
+            remaining = per_shard if k < n_shards - 1 else n_rows - per_shard * (n_shards - 1)
+            while remaining > 0:
+                batch = [next(rows) for _ in range(min(ROW_GROUP_SIZE, remaining))]
+                remaining -= len(batch)
+                table = pa.table(
+                    {
+                        "image": [{"bytes": b, "path": p} for b, p, _ in batch],
+                        "label": pa.array([label for _, _, label in batch], pa.int64()),
+                    },
+                    schema=schema,
+                )
+                writer.write_table(table, row_group_size=ROW_GROUP_SIZE)
+                written += sum(len(b) + len(p) + 8 for b, p, _ in batch)
+    return written
+
+
+def _write_card_and_figures(out: Path, class_names, counts, split_bytes, samples, *, license, pretty_name, source, summary, features) -> None:
+    from PIL import Image
+
+    from har_model.cards import render_dataset_card, save_card
+    from har_model.plots import class_distribution_chart, sample_grid
+
+    figures = {"distribution": "images/class_distribution.png"}
+    class_distribution_chart(counts, out / figures["distribution"])
+    if any(samples.values()):
+        figures["samples"] = "images/sample_grid.jpg"
+        thumbs = {c: [Image.open(io.BytesIO(b)) for b in bs] for c, bs in samples.items()}
+        sample_grid(thumbs, out / figures["samples"])
+    download = sum(f.stat().st_size for f in (out / DATA_DIR).glob("*.parquet"))
+    card = render_dataset_card(
+        features=features,
+        class_names=class_names,
+        counts=counts,
+        split_bytes=split_bytes,
+        download_size=download,
+        license=license,
+        pretty_name=pretty_name,
+        source=source,
+        summary=summary,
+        figures=figures,
+    )
+    save_card(card, out)
+
+
+def write_dataset_repo(ds, output_dir: str | os.PathLike, *, license: str = "other", pretty_name: str | None = None, source: str = "") -> Path:
+    """Write a normalised DatasetDict (see ``load_dataset_any``) as a dataset repository folder."""
+    from datasets import Image as ImageFeature
+
+    out = Path(output_dir)
+    _prepare_output(out)
+    class_names = ds["train"].features["label"].names
+    features = features_for(class_names)
+    counts = {c: {s: 0 for s in SPLITS} for c in class_names}
+    split_bytes, samples = {}, {c: [] for c in class_names}
+    for s in SPLITS:
+        raw = ds[s].cast_column("image", ImageFeature(decode=False))
+        labels = raw["label"]
+        for label in labels:
+            counts[class_names[label]][s] += 1
+        rows = ((_image_bytes(r["image"]), r["image"].get("path") or "", r["label"]) for r in raw)
+        split_bytes[s] = _write_split(out, s, rows, len(raw), raw.data.nbytes, features)
+    for r in ds["train"].cast_column("image", ImageFeature(decode=False)):
+        if len(samples[class_names[r["label"]]]) < SAMPLES_PER_CLASS:
+            samples[class_names[r["label"]]].append(_image_bytes(r["image"]))
+    _write_card_and_figures(
+        out, class_names, counts, split_bytes, samples, license=license, pretty_name=pretty_name, source=source,
+        summary=None, features=features,
+    )
+    return out
+
+
+def _image_bytes(value: dict) -> bytes:
+    if value.get("bytes"):
+        return value["bytes"]
+    if value.get("path"):
+        with open(value["path"], "rb") as fp:
+            return fp.read()
+    raise HarError("an image in the dataset has neither bytes nor a path")
+
+
+# ------------------------------------------------------------------------------------------- loading
+
+
+def load_dataset_folder(folder: str | os.PathLike):
+    """``datasets.load_dataset(folder)`` for a folder written here (parquet + card), as a DatasetDict."""
+    from datasets import load_dataset
+
+    return load_dataset(str(folder))
+
+
+_SPLIT_ALIASES = {"train": "train", "training": "train", "validation": "validation", "valid": "validation", "val": "validation", "dev": "validation", "test": "test", "testing": "test"}
+_IMAGE_NAMES = ("image", "img", "images", "picture", "photo", "pixel_values")
+_LABEL_NAMES = ("label", "labels", "class", "category", "action", "target", "fine_label", "coarse_label")
+_HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
+
+
+def load_dataset_any(
+    spec: str | os.PathLike,
+    *,
+    seed: int = 42,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    num_workers: int | None = None,
+    near_dup_threshold: int = DEFAULT_NEAR_DUP_THRESHOLD,
+):
+    """A DatasetDict with splits train / validation / test and columns ``image`` (Image), ``label`` (ClassLabel).
+
+    ``spec`` is a folder written by ``prepare``, a ``save_to_disk`` folder, any folder ``load_dataset``
+    understands, or a Hub dataset id. Columns with other names (``img``, ``labels``, ...) are renamed;
+    string labels become a ClassLabel; a missing validation or test split is carved out of train with the
+    same grouped, stratified, seeded split as ``prepare`` (duplicates kept together).
+    """
+    from datasets import DatasetDict
+
+    ds = _load_raw(str(spec))
+    if not isinstance(ds, DatasetDict):
+        ds = DatasetDict({"train": ds})
+    ds = _normalise_columns(_normalise_splits(ds, spec), spec)
+    missing = [s for s in ("validation", "test") if s not in ds]
+    if missing:
+        ds = _carve_missing_splits(ds, missing, seed, val_fraction, test_fraction, num_workers, near_dup_threshold)
+    return DatasetDict({s: ds[s] for s in SPLITS})
+
+
+def _load_raw(spec: str):
+    from datasets import load_dataset, load_from_disk
+
+    path = Path(spec)
+    if path.exists():
+        if not path.is_dir():
+            raise HarError(f"{spec}: is a file; --dataset takes a dataset folder or a Hub dataset id")
+        if (path / "dataset_dict.json").exists() or (path / "dataset_info.json").exists():
+            return load_from_disk(str(path))
+        if not (path / "README.md").exists() and not any(path.glob("**/*.parquet")):
+            raise HarError(f"{spec}: not a dataset folder (no README.md / parquet files); for a folder of class sub-folders use --data-dir")
+        try:
+            return load_dataset(str(path))
+        except Exception as exc:
+            raise HarError(f"{spec}: cannot load the dataset folder ({_first_line(exc)})") from None
+    if not _HUB_ID.match(spec):
+        raise HarError(f"{spec}: no such folder, and not a Hub dataset id (owner/name)")
+    try:
+        return load_dataset(spec)
+    except Exception as exc:
+        raise HarError(
+            f"{spec}: cannot load this dataset from the Hub ({_first_line(exc)}); check the id, your connection "
+            f"(HF_HUB_OFFLINE / HF_DATASETS_OFFLINE must be unset) and, for a private dataset, HF_TOKEN"
+        ) from None
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def _normalise_splits(ds, spec):
+    from datasets import DatasetDict
+
+    renamed = {}
+    for name in ds:
+        target = _SPLIT_ALIASES.get(str(name).lower())
+        if target and target not in renamed:
+            renamed[target] = ds[name]
+    if "train" not in renamed:
+        if len(ds) == 1:
+            renamed = {"train": next(iter(ds.values()))}
+        else:
+            raise HarError(f"{spec}: no train split (splits: {', '.join(ds)})")
+    return DatasetDict(renamed)
+
+
+def _normalise_columns(ds, spec):
+    from datasets import ClassLabel, Image as ImageFeature
+
+    features = ds["train"].features
+    image_cols = [c for c, f in features.items() if isinstance(f, ImageFeature)]
+    image_col = next((c for c in _IMAGE_NAMES if c in image_cols), image_cols[0] if image_cols else None)
+    if image_col is None:
+        raise HarError(f"{spec}: no image column (a column with the datasets Image feature); columns: {', '.join(features)}")
+    label_cols = [c for c, f in features.items() if isinstance(f, ClassLabel)]
+    label_col = next((c for c in _LABEL_NAMES if c in label_cols), label_cols[0] if label_cols else None)
+    if label_col is None:
+        label_col = next((c for c in _LABEL_NAMES if c in features), None)
+        if label_col is None:
+            raise HarError(f"{spec}: no label column (a ClassLabel, or one named label/labels/class/...); columns: {', '.join(features)}")
+        ds = ds.class_encode_column(label_col)
+    ds = ds.select_columns([image_col, label_col])
+    if image_col != "image":
+        ds = ds.rename_column(image_col, "image")
+    if label_col != "label":
+        ds = ds.rename_column(label_col, "label")
+    names = ds["train"].features["label"].names
+    return ds.cast(features_for(names))
+
+
+def _carve_missing_splits(ds, missing, seed, val_fraction, test_fraction, num_workers, threshold):
+    """Split the missing validation and/or test split out of train, grouped and stratified."""
+    from datasets import DatasetDict, Image as ImageFeature
+
+    train = ds["train"]
+    asked = {"validation": val_fraction, "test": test_fraction}
+    fractions = {"train": 1.0 - sum(asked[s] for s in missing), **{s: asked[s] for s in missing}}
+    check_fractions(val_fraction, test_fraction)
+    raw = train.cast_column("image", ImageFeature(decode=False))
+    hashes = _hash_images([_image_bytes(v) for v in raw["image"]], num_workers)
+    groups, _ = group_images([h[0] for h in hashes], [h[1] for h in hashes], [h[2] for h in hashes], threshold)
+    names = train.features["label"].names
+    idx = grouped_stratified_split(train["label"], groups, names, fractions, seed=seed)
+    out = dict(ds)
+    for s in fractions:
+        out[s] = train.select(idx[s])
+    return DatasetDict(out)
+
+
+def _hash_one(data: bytes) -> tuple[str, int, int] | str:
+    res = analyse_bytes(data, min_side=1, max_pixels=DEFAULT_MAX_PIXELS)
+    return (res["content_hash"], res["phash"], res["dhash"]) if res["ok"] else res["reason"]
+
+
+def _hash_images(blobs: list[bytes], num_workers: int | None) -> list[tuple[str, int, int]]:
+    workers = num_workers if num_workers is not None else (os.cpu_count() or 1)
+    if workers <= 1 or len(blobs) < _SERIAL_BELOW:
+        results = list(map(_hash_one, blobs))
+    else:
+        with multiprocessing.get_context().Pool(workers) as pool:
+            results = pool.map(_hash_one, blobs, chunksize=64)
+    for i, r in enumerate(results):
+        if isinstance(r, str):
+            raise HarError(f"image {i} of the train split cannot be used: {r}")
+    return results
