@@ -186,14 +186,20 @@ def _open_video(path: Path):
         container = av.open(str(path), "r")
     except av.error.FFmpegError as exc:
         raise HarError(f"{path.name}: not a video, or a format that cannot be read ({_av_reason(exc)})") from None
+    fmt = container.format.name
+    if fmt == "image2" or (fmt.endswith("_pipe") and fmt not in ("gif_pipe",)):
+        container.close()
+        raise HarError(f"{path.name}: is a still image or not a video; use the Image tab for photos")
     if not container.streams.video:
         container.close()
         raise HarError(f"{path.name}: contains no video stream")
     stream = container.streams.video[0]
     if stream.codec_context is None or not stream.codec_context.width:
-        codec = getattr(stream.codec_context, "name", None) or "unknown"
+        codec = getattr(stream.codec_context, "name", None)
+        tag = getattr(stream.codec_context, "codec_tag", None) if codec else None
         container.close()
-        raise HarError(f"{path.name}: cannot decode its video codec ({codec})")
+        what = f"codec {codec}" + (f" ({tag})" if tag else "") if codec else "an unknown codec"
+        raise HarError(f"{path.name}: cannot decode its video ({what}); re-encode it as H.264 mp4 or VP9 webm")
     stream.thread_type = "AUTO"
     return container, stream
 

@@ -1,0 +1,522 @@
+"""The Gradio app (a Hugging Face Space): Image, Video, Batch and Model tabs around one shared Classifier.
+
+    HAR_MODEL=outputs/har15 python app.py        # a local model folder written by train.py (the default)
+    HAR_MODEL=user/har-model python app.py       # a model repo on the Hub (downloaded once, then cached)
+
+The model is loaded once at start-up and shared by all requests; a queue bounds concurrent work. Without a
+usable model the app still starts and every tab explains how to train one or point HAR_MODEL at one.
+Named API endpoints (for ``gradio_client``): /classify_image, /classify_video, /classify_batch, /model_info.
+
+Event handlers receive the raw upload (``preprocess=False``) so that every bad input -- not an image, an
+image that does not decode, not a video, an unknown codec, a file over the size cap -- is reported by our own
+code as a friendly ``gr.Error`` instead of failing inside a component.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import json
+import logging
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from har_model import video as video_mod
+from har_model.errors import HarError
+
+log = logging.getLogger("har_model.ui")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL = REPO_ROOT / "outputs" / "har15"
+TRAIN_HINT = (
+    "Train one with `python train.py --data-dir DIR --output-dir outputs/har15` (DIR holds one sub-folder "
+    "of images per action), or set `HAR_MODEL` to a model folder or a Hugging Face Hub model id, "
+    "e.g. `HAR_MODEL=outputs/har15 python app.py`."
+)
+SAMPLE_RATES = ("1", "2", "5", "10", "every frame")
+TOP_K = 5
+PLOT_CLASSES = 5  # classes drawn in the probability plot (the most likely ones over the clip)
+HUB_FILES = ["*.json", "*.safetensors", "*.md", "*.png", "examples/*", "onnx/*"]
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Limits, from environment variables so that a Space can tune them without code changes."""
+
+    max_image_bytes: int = 20 * 2**20  # HAR_MAX_IMAGE_MB
+    max_video_bytes: int = 200 * 2**20  # HAR_MAX_VIDEO_MB
+    max_video_seconds: float = 120.0  # HAR_MAX_VIDEO_SECONDS
+    max_batch_files: int = 500  # HAR_MAX_BATCH_FILES
+    queue_size: int = 64  # HAR_QUEUE_SIZE: requests waiting beyond this are refused ("queue full")
+    image_concurrency: int = 2  # image requests run at once; video and batch share one more slot
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        mb = 2**20
+        return cls(
+            max_image_bytes=int(video_mod._env_float("HAR_MAX_IMAGE_MB", 20) * mb),
+            max_video_bytes=video_mod.max_video_bytes(),
+            max_video_seconds=video_mod.max_video_seconds(),
+            max_batch_files=int(video_mod._env_float("HAR_MAX_BATCH_FILES", 500)),
+            queue_size=int(video_mod._env_float("HAR_QUEUE_SIZE", 64)),
+        )
+
+
+# --------------------------------------------------------------------------------------------- the model
+
+
+@dataclass
+class ModelHandle:
+    """The shared classifier, or the reason there is none (shown in the UI instead of crashing)."""
+
+    source: str
+    classifier: object | None = None
+    model_dir: Path | None = None
+    problem: str | None = None
+    info: dict = field(default_factory=dict)
+
+    def require(self):
+        if self.classifier is None:
+            raise HarError(self.problem or "no model loaded")
+        return self.classifier
+
+
+def resolve_model_dir(spec: str | os.PathLike) -> Path:
+    """A local model folder as is; otherwise a Hub model id, downloaded (or taken from the local cache)."""
+    spec = str(spec)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise HarError(f"HAR_MODEL={spec}: is a file; give the model folder that train.py wrote")
+    if not _REPO_ID.match(spec):
+        raise HarError(f"HAR_MODEL={spec}: no such model folder")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(spec, allow_patterns=HUB_FILES))
+    except Exception as exc:  # offline, unknown repo, gated, network: all mean "no model"
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+        why = "the Hub is disabled here (HF_HUB_OFFLINE=1) and it is not in the local cache" if offline else type(exc).__name__
+        raise HarError(f"HAR_MODEL={spec}: not a local folder, and it could not be fetched from the Hugging Face Hub ({why})") from None
+
+
+def load_model(spec: str | os.PathLike | None = None, backend: str | None = None) -> ModelHandle:
+    """Load the classifier named by ``spec`` (default: env HAR_MODEL, else outputs/har15). Never raises."""
+    from_env = spec is None
+    spec = str(spec if spec is not None else os.environ.get("HAR_MODEL") or DEFAULT_MODEL)
+    backend = backend or os.environ.get("HAR_BACKEND", "auto")
+    handle = ModelHandle(source=spec)
+    try:
+        if from_env and "HAR_MODEL" not in os.environ and not Path(spec).is_dir():
+            raise HarError(f"No model found at {spec} (the default).")
+        from har_model.inference import Classifier
+
+        handle.model_dir = resolve_model_dir(spec)
+        handle.classifier = Classifier.load(handle.model_dir, backend=backend)
+        handle.info = read_model_info(handle.model_dir)
+    except HarError as exc:
+        handle.problem = f"{exc} {TRAIN_HINT}"
+    except Exception as exc:  # a broken model folder must not stop the app from starting
+        log.exception("loading the model from %s failed", spec)
+        handle.problem = f"{spec}: the model could not be loaded ({type(exc).__name__}: {exc}). {TRAIN_HINT}"
+    if handle.problem:
+        log.warning(handle.problem)
+    return handle
+
+
+def read_model_info(model_dir: Path) -> dict:
+    """What the Model tab shows, from whatever of config.json / metrics.json / README.md / *.png exists."""
+    info: dict = {"model_dir": str(model_dir)}
+    for name in ("config.json", "metrics.json"):
+        try:
+            info[name.split(".")[0]] = json.loads((model_dir / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            pass
+    try:
+        from huggingface_hub import metadata_load
+
+        info["card"] = metadata_load(model_dir / "README.md") or {}
+    except Exception:
+        info["card"] = {}
+    info["images"] = {n: model_dir / n for n in ("confusion_matrix.png", "training_curves.png") if (model_dir / n).is_file()}
+    ex = model_dir / "examples"
+    from har_model.imaging import is_image_path
+
+    info["examples"] = sorted(p for p in ex.iterdir() if p.is_file() and is_image_path(p))[:20] if ex.is_dir() else []
+    return info
+
+
+# --------------------------------------------------------------------------------------------- handlers
+
+
+def _upload(payload, what: str) -> tuple[str | bytes, str]:
+    """(path or bytes, display name) from a Gradio file payload (dict), a FileData, a path or a data URL."""
+    if payload is None or payload == "" or payload == []:
+        raise HarError(f"no {what} given: upload one first")
+    if isinstance(payload, (str, os.PathLike)):
+        return str(payload), Path(payload).name
+    get = payload.get if isinstance(payload, dict) else lambda k: getattr(payload, k, None)
+    path, url, name = get("path"), get("url"), get("orig_name")
+    if path:
+        return str(path), name or Path(path).name
+    if isinstance(url, str) and url.startswith("data:"):
+        try:
+            return base64.b64decode(url.split(",", 1)[1]), name or f"pasted {what}"
+        except (ValueError, IndexError):
+            raise HarError(f"pasted {what}: not valid base64 data") from None
+    raise HarError(f"no {what} given: upload one first")
+
+
+def _check_size(source: str | bytes, name: str, limit: int, what: str) -> None:
+    size = len(source) if isinstance(source, bytes) else Path(source).stat().st_size if Path(source).is_file() else 0
+    if size > limit:
+        raise HarError(f"{name}: {size / 2**20:.1f} MB is over the {what} size limit of {limit / 2**20:.0f} MB")
+
+
+def classify_image(handle: ModelHandle, payload, settings: Settings) -> tuple[dict, str]:
+    """Top-k {label: probability} for one uploaded / webcam / pasted image, and a latency line."""
+    clf = handle.require()
+    source, name = _upload(payload, "image")
+    _check_size(source, name, settings.max_image_bytes, "image")
+    from har_model.imaging import open_rgb
+
+    t0 = time.perf_counter()
+    try:
+        img = open_rgb(source, draft_size=clf.preprocessing.draft_size)
+    except HarError as exc:  # name the file as the user knows it, not by its temporary path
+        raise HarError(str(exc).replace("<bytes>" if isinstance(source, bytes) else source, name, 1)) from None
+    t1 = time.perf_counter()
+    probs = clf.predict_proba([img])[0]
+    t2 = time.perf_counter()
+    top = clf.top_k(probs, TOP_K)
+    latency = f"**{top[0][0]}** · {1000 * (t2 - t0):.0f} ms (decode {1000 * (t1 - t0):.0f} ms, model {1000 * (t2 - t1):.0f} ms, {clf.backend})"
+    return {label: score for label, score in top}, latency
+
+
+def parse_sample_rate(value) -> float | None:
+    """'5' / 5 -> 5.0 classified frames per second; 'every frame' / 0 / None -> None (classify all)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("every frame", "all", "")):
+        return None
+    try:
+        rate = float(value)
+    except (TypeError, ValueError):
+        raise HarError(f"sampling rate {value!r}: choose one of {', '.join(SAMPLE_RATES)}") from None
+    if rate < 0 or not np.isfinite(rate):
+        raise HarError(f"sampling rate {value!r}: must be a positive number of frames per second")
+    return rate or None
+
+
+def classify_video(handle: ModelHandle, payload, sample_rate, window, settings: Settings, progress=None):
+    """(annotated mp4 path, probabilities-over-time DataFrame, segments DataFrame, summary markdown)."""
+    import pandas as pd
+
+    clf = handle.require()
+    source, name = _upload(payload, "video")
+    if isinstance(source, bytes):
+        raise HarError(f"{name}: upload the video as a file")
+    path = Path(source)
+    if path.is_file():
+        _check_size(source, name, settings.max_video_bytes, "video")
+    rate = parse_sample_rate(sample_rate)
+    window = max(1, int(window or 1))
+    out = _scratch_dir() / f"{Path(name).stem[:40] or 'video'}_{time.time_ns()}_annotated.mp4"
+
+    def report(done: float, total: float | None) -> None:
+        if progress is not None:
+            progress((done / total) if total else None, desc=f"{done:.0f} s of {f'{total:.0f} s' if total else 'video'}")
+
+    try:
+        result = video_mod.analyse_video(
+            path, clf, sample_fps=rate, window=window, out_path=out, max_seconds=settings.max_video_seconds,
+            max_bytes=settings.max_video_bytes, progress=report,
+        )
+    except HarError as exc:
+        raise HarError(str(exc).replace(path.name, name, 1)) from None
+    summary = (
+        f"Processed {result.duration:.1f} s of video ({result.frames} frames, {len(result.times)} classified"
+        f" {'at every frame' if rate is None else f'at {rate:g} fps'}, smoothing window {window})"
+        f" in {result.seconds:.1f} s: {result.fps_processed:.0f} frames/s, "
+        f"{result.duration / max(result.seconds, 1e-9):.1f}x real time."
+    )
+    if result.truncated:
+        note = f"Only the first {settings.max_video_seconds:.0f} s were processed (the duration cap)."
+        summary += " " + note
+        _warn(note)
+    plot = probability_frame(result)
+    seg = pd.DataFrame(
+        [[s.start, s.end, s.label, round(s.confidence, 3)] for s in result.segments],
+        columns=["start (s)", "end (s)", "action", "confidence"],
+    )
+    return str(out), plot, seg, summary
+
+
+def probability_frame(result: video_mod.VideoResult, max_points: int = 600):
+    """Long-format DataFrame (time (s), action, probability) of the smoothed probabilities, top classes only."""
+    import pandas as pd
+
+    probs = result.probs
+    if len(probs) == 0:
+        return pd.DataFrame({"time (s)": [], "action": [], "probability": []})
+    keep = np.argsort(-probs.max(axis=0), kind="stable")[:PLOT_CLASSES]
+    step = max(1, int(np.ceil(len(probs) / max_points)))
+    rows = np.arange(0, len(probs), step)
+    return pd.DataFrame(
+        {
+            "time (s)": np.repeat(np.round(result.times[rows], 3), len(keep)),
+            "action": [result.labels[k] for _ in rows for k in keep],
+            "probability": np.round(probs[rows][:, keep].reshape(-1), 4),
+        }
+    )
+
+
+def classify_batch(handle: ModelHandle, payloads, settings: Settings):
+    """(results DataFrame, CSV path): one row per file; unreadable files get an error row, not a failure."""
+    import pandas as pd
+
+    clf = handle.require()
+    payloads = [p for p in (payloads or []) if p]
+    if not payloads:
+        raise HarError("no images given: upload one or more first")
+    if len(payloads) > settings.max_batch_files:
+        raise HarError(f"{len(payloads)} files: at most {settings.max_batch_files} at once")
+    names, paths, rows = {}, [], {}
+    for i, payload in enumerate(payloads):
+        source, name = _upload(payload, "image")
+        try:
+            if isinstance(source, bytes):
+                raise HarError(f"{name}: upload the image as a file")
+            _check_size(source, name, settings.max_image_bytes, "image")
+        except HarError as exc:
+            rows[i] = [name, "", None, "", str(exc)]
+            continue
+        names[str(source)] = (i, name)
+        paths.append(source)
+    for path, probs, error in clf.predict_files(paths):
+        i, name = names[path]
+        if probs is None:
+            rows[i] = [name, "", None, "", (error or "").replace(path, name)]
+            continue
+        top = clf.top_k(probs, 3)
+        rows[i] = [name, top[0][0], round(top[0][1], 4), ", ".join(f"{lab} {s:.2f}" for lab, s in top), ""]
+    table = pd.DataFrame([rows[i] for i in sorted(rows)], columns=["file", "prediction", "confidence", "top 3", "error"])
+    out = _scratch_dir() / f"predictions_{time.time_ns()}.csv"
+    with open(out, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(table.columns)
+        writer.writerows(table.itertuples(index=False))
+    return table, str(out)
+
+
+def model_info(handle: ModelHandle) -> dict:
+    """JSON-friendly facts about the loaded model (API endpoint /model_info)."""
+    if handle.classifier is None:
+        return {"loaded": False, "source": handle.source, "problem": handle.problem}
+    info, clf = handle.info, handle.classifier
+    test = (info.get("metrics") or {}).get("test") or {}
+    return {
+        "loaded": True,
+        "source": handle.source,
+        "backend": clf.backend,
+        "labels": list(clf.labels),
+        "image_size": list(clf.image_size),
+        "base_model": _base_model(info),
+        "test_accuracy": test.get("accuracy"),
+        "test_macro_f1": test.get("macro_f1"),
+    }
+
+
+def _base_model(info: dict) -> str | None:
+    card, metrics = info.get("card") or {}, info.get("metrics") or {}
+    base = card.get("base_model") or metrics.get("base_model") or (info.get("config") or {}).get("_name_or_path")
+    return ", ".join(base) if isinstance(base, list) else base
+
+
+def model_markdown(handle: ModelHandle) -> str:
+    if handle.classifier is None:
+        return f"### No model loaded\n\n{handle.problem}"
+    facts = model_info(handle)
+    metrics = handle.info.get("metrics") or {}
+    lines = [f"### Model: `{handle.source}`", ""]
+    lines.append(f"- **Classes ({len(facts['labels'])})**: {', '.join(facts['labels'])}")
+    if facts["base_model"]:
+        lines.append(f"- **Base model**: `{facts['base_model']}`")
+    datasets = (handle.info.get("card") or {}).get("datasets")
+    if datasets:
+        lines.append(f"- **Dataset**: {', '.join(datasets) if isinstance(datasets, list) else datasets}")
+    for key, label in (("test_accuracy", "Test accuracy"), ("test_macro_f1", "Test macro-F1")):
+        if isinstance(facts[key], (int, float)):
+            lines.append(f"- **{label}**: {facts[key]:.3f}")
+    if isinstance(metrics.get("train_seconds"), (int, float)):
+        lines.append(f"- **Training time**: {metrics['train_seconds'] / 60:.1f} min")
+    lines.append(f"- **Input size**: {facts['image_size'][0]}x{facts['image_size'][1]}, backend `{facts['backend']}`")
+    if not metrics:
+        lines.append("\n_No metrics.json in the model folder: evaluation figures are not available._")
+    return "\n".join(lines)
+
+
+def per_class_frame(handle: ModelHandle):
+    import pandas as pd
+
+    per_class = ((handle.info.get("metrics") or {}).get("test") or {}).get("per_class") or {}
+    rows = [
+        [label, *(round(float(m.get(k, float("nan"))), 3) for k in ("precision", "recall", "f1")), m.get("support")]
+        for label, m in per_class.items()
+        if isinstance(m, dict)
+    ]
+    return pd.DataFrame(rows, columns=["class", "precision", "recall", "f1", "support"])
+
+
+def _scratch_dir(max_age_s: float = 3600) -> Path:
+    """A temp folder for annotated videos and CSVs; files older than an hour are removed on each call."""
+    d = Path(tempfile.gettempdir()) / "har_app"
+    d.mkdir(exist_ok=True)
+    now = time.time()
+    for f in d.iterdir():
+        try:
+            if now - f.stat().st_mtime > max_age_s:
+                f.unlink()
+        except OSError:
+            pass
+    return d
+
+
+def _warn(message: str) -> None:
+    try:
+        import gradio as gr
+
+        gr.Warning(message)
+    except Exception:
+        log.warning(message)
+
+
+# --------------------------------------------------------------------------------------------- the Blocks
+
+
+def _friendly(fn):
+    """Turn HarError (and, as a last resort, any exception) into gr.Error so the UI shows it and keeps serving."""
+    import functools
+
+    import gradio as gr
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except HarError as exc:
+            raise gr.Error(str(exc), title="Cannot process this input", print_exception=False) from None
+        except Exception as exc:
+            log.exception("request failed")
+            raise gr.Error(f"Something went wrong ({type(exc).__name__}); the app is still running.") from None
+
+    return wrapper
+
+
+def build_demo(handle: ModelHandle | None = None, settings: Settings | None = None):
+    """The whole app as a gr.Blocks (queue configured); launch it with ``demo.launch(**launch_kwargs(...))``."""
+    import gradio as gr
+
+    handle = handle if handle is not None else load_model()
+    settings = settings or Settings.from_env()
+    banner = None if handle.classifier is not None else f"⚠️ **No model loaded.** {handle.problem}"
+
+    with gr.Blocks(title="Human Action Recognition", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
+        gr.Markdown(
+            "# Human action recognition\nClassify what people are doing in photos, webcam snapshots and videos."
+            + (f"\n\nModel: `{handle.source}` ({len(handle.classifier.labels)} actions)" if handle.classifier else "")
+        )
+        if banner:
+            gr.Markdown(banner, elem_id="no-model")
+
+        with gr.Tab("Image", id="image"):
+            with gr.Row():
+                with gr.Column():
+                    image_in = gr.Image(sources=["upload", "webcam", "clipboard"], type="filepath", label="Photo", elem_id="image-input")
+                    image_btn = gr.Button("Classify", variant="primary")
+                with gr.Column():
+                    label_out = gr.Label(num_top_classes=TOP_K, label="Action", elem_id="image-label")
+                    latency_out = gr.Markdown(elem_id="image-latency")
+            if handle.classifier is not None and handle.info.get("examples"):
+                gr.Examples([[str(p)] for p in handle.info["examples"]], inputs=[image_in], example_labels=[p.stem for p in handle.info["examples"]])
+
+            @_friendly
+            def on_image(payload):
+                if payload is None:
+                    return None, ""
+                return classify_image(handle, payload, settings)
+
+            gr.on([image_in.change, image_btn.click], on_image, inputs=[image_in], outputs=[label_out, latency_out],
+                  api_name="classify_image", preprocess=False, concurrency_limit=settings.image_concurrency, concurrency_id="image")
+
+        with gr.Tab("Video", id="video"):
+            with gr.Row():
+                with gr.Column():
+                    video_in = gr.Video(sources=["upload", "webcam"], include_audio=True, label="Clip (mp4, webm, mov, avi)", elem_id="video-input")
+                    rate_in = gr.Radio(list(SAMPLE_RATES), value=f"{video_mod.DEFAULT_SAMPLE_FPS:g}", label="Classified frames per second")
+                    window_in = gr.Slider(1, 30, value=video_mod.DEFAULT_WINDOW, step=1, label="Smoothing window (sampled frames; 1 = no smoothing)")
+                    video_btn = gr.Button("Analyse video", variant="primary", elem_id="video-button")
+                    gr.Markdown(f"Clips longer than {settings.max_video_seconds:.0f} s are cut at that point; files up to {settings.max_video_bytes / 2**20:.0f} MB.")
+                with gr.Column():
+                    video_out = gr.Video(label="Annotated video", elem_id="video-output", interactive=False)
+                    summary_out = gr.Markdown(elem_id="video-summary")
+            plot_out = gr.LinePlot(x="time (s)", y="probability", color="action", y_lim=[0, 1], label="Smoothed class probabilities", elem_id="video-plot")
+            segments_out = gr.Dataframe(headers=["start (s)", "end (s)", "action", "confidence"], label="Segments", elem_id="video-segments", interactive=False)
+
+            @_friendly
+            def on_video(payload, rate, window, progress=gr.Progress()):
+                return classify_video(handle, payload, rate, window, settings, progress)
+
+            video_btn.click(on_video, inputs=[video_in, rate_in, window_in], outputs=[video_out, plot_out, segments_out, summary_out],
+                            api_name="classify_video", preprocess=False, concurrency_limit=1, concurrency_id="heavy")
+
+        with gr.Tab("Batch", id="batch"):
+            files_in = gr.File(file_count="multiple", file_types=["image"], label="Images", elem_id="batch-input")
+            batch_btn = gr.Button("Classify all", variant="primary")
+            table_out = gr.Dataframe(label="Results", interactive=False, elem_id="batch-table")
+            csv_out = gr.File(label="CSV download", interactive=False)
+
+            @_friendly
+            def on_batch(payloads):
+                return classify_batch(handle, payloads, settings)
+
+            batch_btn.click(on_batch, inputs=[files_in], outputs=[table_out, csv_out], api_name="classify_batch",
+                            preprocess=False, concurrency_limit=1, concurrency_id="heavy")
+
+        with gr.Tab("Model", id="model"):
+            gr.Markdown(model_markdown(handle), elem_id="model-facts")
+            if handle.classifier is not None:
+                per_class = per_class_frame(handle)
+                if len(per_class):
+                    gr.Dataframe(per_class, label="Per-class test metrics", interactive=False)
+                images = handle.info.get("images", {})
+                with gr.Row():
+                    for name, title in (("confusion_matrix.png", "Confusion matrix (rows: true class)"), ("training_curves.png", "Training curves")):
+                        if name in images:
+                            gr.Image(str(images[name]), label=title, interactive=False)
+
+        def model_info_api() -> dict:
+            return model_info(handle)
+
+        gr.api(model_info_api, api_name="model_info")
+
+    demo.queue(max_size=settings.queue_size, default_concurrency_limit=1)
+    demo.har_handle = handle  # for tests and scripts
+    return demo
+
+
+def launch_kwargs(handle: ModelHandle | None = None, settings: Settings | None = None) -> dict:
+    """Arguments for demo.launch(): upload size cap and the model folder allowed for serving its images."""
+    settings = settings or Settings.from_env()
+    kwargs = {"max_file_size": max(settings.max_image_bytes, settings.max_video_bytes), "show_error": True}
+    if handle is not None and handle.model_dir is not None:
+        kwargs["allowed_paths"] = [str(handle.model_dir)]
+    return kwargs
