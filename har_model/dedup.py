@@ -1,6 +1,6 @@
 """Grouping exact and near-duplicate images, so that a group never straddles train / validation / test.
 
-Exact duplicates share a pixel content hash. Near duplicates (a resized, re-encoded or lightly edited
+Exact duplicates share a content hash (byte-identical files). Near duplicates (a resized, re-encoded or lightly edited
 copy) have both their pHash and their dHash within ``threshold`` bits (Hamming distance, out of 64);
 asking both keeps unrelated pictures that happen to share one hash apart. Pairs are compared in numpy
 blocks (``np.bitwise_count``): 8,400 images take well under a second; groups are the connected

@@ -3,7 +3,7 @@
 ``list_candidates`` walks ``DIR/<class>/...`` (sub-folders included, symlinks followed, loops cut) and
 sorts every entry into "candidate image" or "skipped, with a reason". ``analyse_file`` is the worker run
 in a process pool: it reads a file once, decodes it fully once (``imaging.open_rgb``), and derives from
-that one decode everything the builder needs: the bytes to store, a pixel content hash and two
+that one decode everything the builder needs: the bytes to store, a content hash and two
 perceptual hashes.
 """
 
@@ -200,7 +200,7 @@ def analyse_bytes(data: bytes, *, min_side: int = DEFAULT_MIN_SIDE, max_pixels: 
         "bytes": payload,
         "width": w,
         "height": h,
-        "content_hash": content_hash(rgb),
+        "content_hash": content_hash(data),
         "phash": phash,
         "dhash": dhash,
         "converted": converted,
@@ -229,12 +229,9 @@ def _encode(rgb: Image.Image, *, jpeg: bool) -> bytes:
     return buf.getvalue()
 
 
-def content_hash(rgb: Image.Image) -> str:
-    """Hash of the decoded pixels: identical pictures match even when their files differ in metadata."""
-    h = hashlib.blake2b(digest_size=16)
-    h.update(f"{rgb.size[0]}x{rgb.size[1]}".encode())
-    h.update(rgb.tobytes())
-    return h.hexdigest()
+def content_hash(data: bytes) -> str:
+    """Hash of the file's bytes: byte-identical copies are exact duplicates (others are caught as near ones)."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 def _dct_matrix(n: int) -> np.ndarray:
@@ -245,7 +242,7 @@ def _dct_matrix(n: int) -> np.ndarray:
     return m
 
 
-_DCT = _dct_matrix(_HASH_SIDE)
+_DCT8 = _dct_matrix(_HASH_SIDE)[:8]  # only the 8 lowest frequencies are used
 _BIT_WEIGHTS = (1 << np.arange(63, -1, -1, dtype=np.uint64)).astype(np.uint64)
 
 
@@ -259,10 +256,11 @@ def perceptual_hashes(rgb: Image.Image) -> tuple[int, int]:
     pHash: signs of the 8x8 lowest DCT frequencies of a 32x32 thumbnail against their median; dHash:
     horizontal gradient signs of a 9x8 thumbnail. Both survive resizing and re-encoding.
     """
-    thumb = rgb.resize((_HASH_SIDE, _HASH_SIDE), Image.Resampling.BILINEAR, reducing_gap=2.0).convert("L")
+    thumb = rgb.convert("L").resize((_HASH_SIDE, _HASH_SIDE), Image.Resampling.BOX)
     a = np.asarray(thumb, dtype=np.float64)
-    low = (_DCT @ a @ _DCT.T)[:8, :8]
-    phash = _bits_to_int(low > np.median(low))
+    low = (_DCT8 @ a @ _DCT8.T).ravel()
+    ordered = np.sort(low)
+    phash = _bits_to_int(low > (ordered[31] + ordered[32]) / 2)  # above the median
     g = np.asarray(thumb.resize((9, 8), Image.Resampling.BOX), dtype=np.int16)
     dhash = _bits_to_int(g[:, 1:] > g[:, :-1])
     return phash, dhash
