@@ -195,6 +195,24 @@ def test_squeeze_excite_is_an_exact_no_op_with_zero_gradients(converted):
     assert model.classifier.weight.grad.abs().sum() > 0
 
 
+def test_stripping_the_no_op_squeeze_excite_keeps_outputs_bit_identical(converted, tiny_model_dir):
+    from transformers import EfficientNetForImageClassification
+
+    model = EfficientNetForImageClassification.from_pretrained(converted["efficientnet-lite1"]).eval()
+    x = torch.randn(2, 3, 240, 240, generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        before = model(pixel_values=x).logits
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            before_bf16 = model(pixel_values=x).logits
+        assert backbones.strip_noop_squeeze_excite(model) == len(model.efficientnet.encoder.blocks) == 21
+        assert torch.equal(model(pixel_values=x).logits, before)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert torch.equal(model(pixel_values=x).logits, before_bf16)
+    # A real squeeze-excite (random weights) is kept.
+    tiny = EfficientNetForImageClassification.from_pretrained(tiny_model_dir)
+    assert backbones.strip_noop_squeeze_excite(tiny) == 0
+
+
 def test_load_backbone_builtin_gives_fresh_head_and_processor(converted, lite_cache):
     model, processor = load_backbone("efficientnet-lite0", LABELS, cache_dir=lite_cache)
     assert type(model).__name__ == "EfficientNetForImageClassification"
