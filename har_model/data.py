@@ -72,7 +72,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
         "--near-dup-threshold",
         type=int,
         default=DEFAULT_NEAR_DUP_THRESHOLD,
-        help=f"max differing bits (of 64) of pHash and dHash for near duplicates; -1 disables; default {DEFAULT_NEAR_DUP_THRESHOLD}",
+        help=f"near duplicates: pHash differs in at most this many bits of 64 (pHash + dHash: twice that); -1 disables; default {DEFAULT_NEAR_DUP_THRESHOLD}",
     )
     add("--license", default="other", help="license id for the dataset card, e.g. odbl, cc-by-4.0; default other")
     return parser
@@ -158,6 +158,7 @@ def prepare_dataset(
     if out == root or root in out.parents:
         raise HarError(f"{output_dir}: the output folder must not be inside the data folder {data_dir}")
     candidates, skipped, class_dirs = list_candidates(root)
+    _require_two_classes(data_dir, sorted({c.class_name for c in candidates}))
     _prepare_output(out)
     with tempfile.TemporaryFile(dir=out, prefix=".spool-") as spool:
         images, more_skipped = _analyse_all(root, candidates, min_side, max_pixels, num_workers, progress, spool)
@@ -166,9 +167,7 @@ def prepare_dataset(
         for name in class_dirs:
             if name not in class_names and any(c.class_name == name for c in candidates):
                 skipped.append(Skipped(name + "/", "no usable images left in this class folder", "empty-class"))
-        if len(class_names) < 2:
-            found = f"only '{class_names[0]}'" if class_names else "none"
-            raise HarError(f"{data_dir}: at least two class folders with usable images are needed, found {found}")
+        _require_two_classes(data_dir, class_names)
         label_of = {name: i for i, name in enumerate(class_names)}
         for im in images:
             im["label"] = label_of[im["class_name"]]
@@ -203,6 +202,12 @@ def prepare_dataset(
     if verbose:
         print_summary(report, out)
     return load_dataset_folder(out)
+
+
+def _require_two_classes(data_dir, class_names: list[str]) -> None:
+    if len(class_names) < 2:
+        found = f"only '{class_names[0]}'" if class_names else "none"
+        raise HarError(f"{data_dir}: at least two class folders with usable images are needed, found {found}")
 
 
 def _prepare_output(out: Path) -> None:

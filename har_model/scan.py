@@ -113,8 +113,8 @@ def _walk_class(root: str, class_name: str, skipped: list[Skipped]) -> list[Cand
             real = os.path.realpath(full)
             if d.startswith("."):
                 skipped.append(Skipped(_rel(full, root) + "/", "hidden folder", "hidden"))
-            elif real in seen:
-                skipped.append(Skipped(_rel(full, root) + "/", "symlink loop (folder already visited)", "symlink-loop"))
+            elif real in seen or any(v.startswith(real + os.sep) for v in seen):
+                skipped.append(Skipped(_rel(full, root) + "/", "symlink loop (folder already visited or a parent)", "symlink-loop"))
             else:
                 seen.add(real)
                 keep.append(d)
