@@ -26,6 +26,7 @@ DEFAULT_MIN_SIDE = 32
 JPEG_QUALITY = 95  # re-encoding quality for JPEG sources that had to be converted (CMYK, grayscale, EXIF-rotated)
 
 _HASH_SIDE = 32  # pHash: DCT of a 32x32 grayscale thumbnail, 8x8 lowest frequencies
+_DHASH_DEAD_ZONE = 2  # dHash bit set only for a brightness step above this: flat, noisy areas hash stably
 
 
 @dataclass(frozen=True)
@@ -254,7 +255,8 @@ def perceptual_hashes(rgb: Image.Image) -> tuple[int, int]:
     """(pHash, dHash) as 64-bit ints, both from one small grayscale thumbnail of the decoded image.
 
     pHash: signs of the 8x8 lowest DCT frequencies of a 32x32 thumbnail against their median; dHash:
-    horizontal gradient signs of a 9x8 thumbnail. Both survive resizing and re-encoding.
+    horizontal brightness steps (up by more than a small dead zone) of a 9x8 thumbnail. Both survive
+    resizing and re-encoding.
     """
     thumb = rgb.convert("L").resize((_HASH_SIDE, _HASH_SIDE), Image.Resampling.BOX)
     a = np.asarray(thumb, dtype=np.float64)
@@ -262,5 +264,5 @@ def perceptual_hashes(rgb: Image.Image) -> tuple[int, int]:
     ordered = np.sort(low)
     phash = _bits_to_int(low > (ordered[31] + ordered[32]) / 2)  # above the median
     g = np.asarray(thumb.resize((9, 8), Image.Resampling.BOX), dtype=np.int16)
-    dhash = _bits_to_int(g[:, 1:] > g[:, :-1])
+    dhash = _bits_to_int(g[:, 1:] > g[:, :-1] + _DHASH_DEAD_ZONE)
     return phash, dhash
