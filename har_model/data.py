@@ -299,8 +299,9 @@ def _report(root, candidates, skipped, images, dedup, counts, class_names, seed,
     }
     summary = {
         "files_found": len(candidates),
-        "skipped_total": sum(1 for s in skipped if s.kind not in ("empty-class",)),
-        "skipped_by_kind": dict(sorted(Counter(s.kind for s in skipped).items())),
+        "skipped_total": sum(1 for s in skipped if s.kind != "empty-class"),
+        "skipped_by_kind": dict(sorted(Counter(s.kind for s in skipped if s.kind != "empty-class").items())),
+        "empty_class_folders": sorted({s.path.rstrip("/") for s in skipped if s.kind == "empty-class"}),
         "converted": sum(1 for im in images if im["converted"]),
         "exact_duplicates_removed": exact_removed,
         "near_duplicate_groups": len(dedup["near_duplicates"]),
