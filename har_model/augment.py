@@ -72,7 +72,7 @@ def resize_for_eval(img: Image.Image, geo: Geometry) -> np.ndarray:
         ch, cw = geo.crop_hw
         top, left = max(0, (h - ch) // 2), max(0, (w - cw) // 2)
         img = img.crop((left, top, left + cw, top + ch))
-    return np.asarray(img, dtype=np.uint8)
+    return np.array(img, dtype=np.uint8)
 
 
 def train_base_hw(geo: Geometry, margin: float = 1.15) -> tuple[int, int]:
@@ -84,7 +84,7 @@ def train_base_hw(geo: Geometry, margin: float = 1.15) -> tuple[int, int]:
 def _decode_one(job) -> np.ndarray:
     data, (h, w), resample = job
     img = open_rgb(data, draft_size=(w, h))  # JPEG DCT scaling: never below the target size
-    return np.asarray(img.resize((w, h), _PIL_RESAMPLE.get(resample, Image.BILINEAR)), dtype=np.uint8)
+    return np.array(img.resize((w, h), _PIL_RESAMPLE.get(resample, Image.BILINEAR)), dtype=np.uint8)
 
 
 def _decode_eval(job) -> np.ndarray:

@@ -32,8 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
         "pipeline('image-classification') and the Hub understand.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    add_data_arguments(p)  # --data-dir / --dataset, split, validation and --num-workers options, shared with `prepare`
     g = p.add_argument_group("input and output")
-    add_data_arguments(g)
     g.add_argument("--output-dir", type=Path, default=None,
                    help="model folder to write (default: outputs/<name of the data folder or dataset>)")
     g.add_argument("--model", default=DEFAULT_MODEL,
@@ -60,7 +60,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bf16 autocast (auto: where the CPU/GPU supports it)")
     h.add_argument("--no-channels-last", action="store_true", help="keep NCHW memory format")
     h.add_argument("--train-seed", type=int, default=None, help="seed for training (default: the --seed of the split)")
-    h.add_argument("--num-workers", type=int, default=None, help="processes for decoding images (default: all cores)")
     h.add_argument("--max-steps", type=int, default=-1, help="stop after this many optimizer steps (for quick runs)")
     h.add_argument("--report-to", default="auto",
                    help="'tensorboard', 'none', ... (auto: tensorboard when installed)")

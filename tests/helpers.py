@@ -76,7 +76,16 @@ def make_tiny_model(out_dir: Path, classes=CLASSES, image_size: int = 32) -> Pat
         label2id={c: i for i, c in id2label.items()},
     )
     model = EfficientNetForImageClassification(config)
-    with torch.no_grad():  # a non-degenerate head, so predictions differ between inputs
+    with torch.no_grad():
+        # Variance-preserving init, so activations stay O(1) and the initial batch-norm statistics (0, 1) are
+        # about right: a few training steps then show up in eval mode too. A non-degenerate head, so predictions
+        # differ between inputs.
+        for module in model.modules():
+            if isinstance(module, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
+            elif isinstance(module, torch.nn.BatchNorm2d):  # transformers draws BN weights around 0
+                module.weight.fill_(1.0)
+                module.bias.zero_()
         model.classifier.weight.normal_(0, 0.5)
     processor = EfficientNetImageProcessorPil(
         size={"height": image_size, "width": image_size},

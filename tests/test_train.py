@@ -1,0 +1,154 @@
+"""train.py end to end with a tiny real model and generated images: files, card, pipeline(), resume, bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = ["--epochs", "2", "--batch-size", "8", "--eval-batch-size", "16", "--val-fraction", "0.25",
+         "--test-fraction", "0.25", "--num-workers", "1", "--report-to", "none", "--learning-rate", "3e-3"]
+
+
+def run_train(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
+
+
+def front_matter(text: str) -> dict:
+    assert text.startswith("---\n"), text[:200]
+    return yaml.safe_load(text.split("---\n", 2)[1])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_model_dir):
+    import helpers
+
+    root = tmp_path_factory.mktemp("train")
+    images = helpers.make_class_folder(root / "images", per_class=12)
+    out = root / "model"
+    proc = run_train("--data-dir", images, "--output-dir", out, "--model", tiny_model_dir, *QUICK)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out, proc
+
+
+def test_writes_every_file(trained):
+    out, proc = trained
+    for name in ("model.safetensors", "config.json", "preprocessor_config.json", "metrics.json",
+                 "training_curves.png", "confusion_matrix.png", "predictions.png", "README.md"):
+        assert (out / name).is_file(), name
+        assert (out / name).stat().st_size > 0, name
+    assert sorted(p.name for p in (out / "examples").glob("*.jpg"))  # examples for the app
+    assert (out / "dataset" / "README.md").is_file()  # the dataset repo folder
+    assert "test accuracy" in proc.stdout and "macro-F1" in proc.stdout  # the final summary
+
+
+def test_config_and_pipeline_give_class_names(trained):
+    from PIL import Image
+    from transformers import pipeline
+
+    import helpers
+
+    out, _ = trained
+    config = json.loads((out / "config.json").read_text())
+    assert config["id2label"] == {"0": "clapping", "1": "running", "2": "sitting"}
+    clf = pipeline("image-classification", model=str(out))
+    preds = clf(helpers.synthetic_image(0, seed=999))
+    assert {p["label"] for p in preds} <= set(helpers.CLASSES)
+    assert not any(p["label"].startswith("LABEL_") for p in preds)
+
+
+def test_metrics_and_model_card_agree(trained):
+    out, _ = trained
+    metrics = json.loads((out / "metrics.json").read_text())
+    test = metrics["test"]
+    assert 0.0 <= test["accuracy"] <= 1.0 and 0.0 <= test["macro_f1"] <= 1.0
+    assert set(test["per_class"]) == {"clapping", "running", "sitting"}
+    cm = test["confusion_matrix"]
+    assert len(cm) == 3 and sum(map(sum, cm)) == metrics["num_test"] == test["num_examples"]
+    assert metrics["epochs_run"] == pytest.approx(2)
+
+    card = (out / "README.md").read_text()
+    meta = front_matter(card)
+    assert meta["pipeline_tag"] == "image-classification"
+    assert meta["library_name"] == "transformers"
+    assert meta["license"]
+    results = meta["model-index"][0]["results"][0]
+    values = {m["type"]: m["value"] for m in results["metrics"]}
+    assert values["accuracy"] == pytest.approx(round(test["accuracy"], 4))
+    assert values["macro_f1"] == pytest.approx(round(test["macro_f1"], 4))
+    assert results["dataset"]["split"] == "test"
+    for name in ("clapping", "running", "sitting"):
+        assert f"| {name} |" in card
+    assert "pipeline(\"image-classification\"" in card and "training_curves.png" in card
+
+
+def test_pretrained_backbone_learns_the_task(tmp_path):
+    """The default offline backbone (EfficientNet-Lite0, ImageNet weights) fine-tuned for 3 short epochs on
+    generated images must beat chance (1/3) by far on the held-out test split."""
+    import helpers
+
+    images = helpers.make_class_folder(tmp_path / "images", per_class=10, size=(120, 90), seed=3)
+    out = tmp_path / "model"
+    proc = run_train("--data-dir", images, "--output-dir", out, *QUICK, "--epochs", "3", "--num-examples", "0",
+                     "--val-fraction", "0.2", "--test-fraction", "0.2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["base_model"] == "efficientnet-lite0"
+    assert metrics["test"]["accuracy"] >= 0.8, metrics["test"]
+
+
+def test_resume_continues_from_checkpoint(tmp_path, tiny_model_dir):
+    import helpers
+
+    images = helpers.make_class_folder(tmp_path / "images", per_class=8)
+    out = tmp_path / "model"
+    base = ["--data-dir", images, "--output-dir", out, "--model", tiny_model_dir, *QUICK]
+    first = run_train(*base, "--epochs", "1")
+    assert first.returncode == 0, first.stderr[-3000:]
+    ckpts = sorted((out / "checkpoints").glob("checkpoint-*"))
+    assert ckpts, "no checkpoint written"
+    again = run_train(*base)
+    assert again.returncode == 2 and "--resume" in again.stderr  # refuses to silently start over
+    resumed = run_train(*base, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    history = json.loads((out / "metrics.json").read_text())["log_history"]
+    first_step = int(ckpts[-1].name.split("-")[1])
+    epochs = [row["epoch"] for row in history if "eval_loss" in row]
+    assert epochs == pytest.approx([1.0, 2.0])  # epoch 1 came from the first run's state, epoch 2 was added
+    assert max(row["step"] for row in history) == 2 * first_step
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["missing_folder", "unknown_model", "output_is_file", "no_input"],
+)
+def test_bad_arguments_give_one_clear_line(case, tmp_path, class_folder):
+    args = {
+        "missing_folder": ["--data-dir", tmp_path / "nope", "--output-dir", tmp_path / "out"],
+        "unknown_model": ["--data-dir", class_folder, "--output-dir", tmp_path / "out", "--model", "no-such-model-xyz"],
+        "output_is_file": ["--data-dir", class_folder, "--output-dir", tmp_path / "file.txt"],
+        "no_input": ["--output-dir", tmp_path / "out"],
+    }[case]
+    (tmp_path / "file.txt").write_text("not a folder")
+    proc = run_train(*args, *QUICK)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, proc.stderr[-2000:]
+    expected = {"missing_folder": "nope", "unknown_model": "no-such-model-xyz", "output_is_file": "file.txt",
+                "no_input": "--data-dir"}[case]
+    assert expected in lines[0]
+
+
+def test_help_reads_well():
+    proc = run_train("--help")
+    assert proc.returncode == 0
+    for option in ("--data-dir", "--dataset", "--output-dir", "--model", "--epochs", "--resume", "--push-to-hub",
+                   "--export-onnx", "efficientnet-lite0"):
+        assert option in proc.stdout, option
