@@ -1,0 +1,144 @@
+"""Training throughput: our recipe vs the plain recipe of the transformers image-classification guide, one run.
+
+Same model (efficientnet-lite0, ImageNet weights), same resolution (224), same batch size, same images, same
+number of optimizer steps (one epoch of a class-balanced subset of har15), then both models are scored on the same
+held-out images.
+
+    stock: per-example PIL decode + image processor in `set_transform`, DefaultDataCollator, default
+           TrainingArguments (fp32, everything trainable, one learning rate)
+    ours:  har_model.training recipe (decode + resize once, torch augmentation, channels-last, bf16 autocast,
+           frozen stem + early blocks) -- the one-time decode is counted in its time
+
+    python benchmarks/train_speed.py [--data ../shared/data/har15] [--per-class 64] [--eval-per-class 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def subset(data: Path, per_class: int, eval_per_class: int):
+    classes = sorted(p.name for p in data.iterdir() if p.is_dir())
+    train, held = [], []
+    for label, name in enumerate(classes):
+        files = sorted((data / name).iterdir())
+        train += [(str(f), label) for f in files[:per_class]]
+        held += [(str(f), label) for f in files[-eval_per_class:]]
+    return classes, train, held
+
+
+def to_dataset(rows, classes):
+    from datasets import ClassLabel, Dataset, Features, Image
+
+    features = Features({"image": Image(), "label": ClassLabel(names=classes)})
+    return Dataset.from_dict({"image": [r[0] for r in rows], "label": [r[1] for r in rows]}, features=features)
+
+
+def accuracy(model, processor, rows) -> float:
+    import torch
+    from PIL import Image
+
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, len(rows), 32):
+            chunk = rows[i : i + 32]
+            x = processor([Image.open(p).convert("RGB") for p, _ in chunk], return_tensors="pt")["pixel_values"]
+            pred = model(pixel_values=x).logits.argmax(-1)
+            correct += int((pred == torch.tensor([y for _, y in chunk])).sum())
+    return correct / len(rows)
+
+
+def run_stock(classes, train_rows, held_rows, batch_size, out):
+    from transformers import DefaultDataCollator, Trainer, TrainingArguments
+
+    from har_model.backbones import load_backbone
+
+    model, processor = load_backbone("efficientnet-lite0", classes)
+    ds = to_dataset(train_rows, classes)
+
+    def transform(batch):  # the guide's recipe, minus torchvision: the image processor does the work
+        batch["pixel_values"] = [processor(img.convert("RGB"), return_tensors="pt")["pixel_values"][0] for img in batch["image"]]
+        del batch["image"]
+        return batch
+
+    ds.set_transform(transform)
+    args = TrainingArguments(output_dir=str(out / "stock"), per_device_train_batch_size=batch_size, num_train_epochs=1,
+                             remove_unused_columns=False, report_to="none", save_strategy="no", use_cpu=True,
+                             learning_rate=5e-5, disable_tqdm=True, seed=0)
+    trainer = Trainer(model=model, args=args, train_dataset=ds, data_collator=DefaultDataCollator())
+    t = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - t
+    return seconds, accuracy(model, processor, held_rows)
+
+
+def run_ours(classes, train_rows, held_rows, batch_size, out):
+    import torch
+    from datasets import Image as ImageFeature
+    from transformers import Trainer as _T  # noqa: F401 (imported for parity of import cost)
+
+    from har_model import training
+    from har_model.augment import CachedImages, Geometry, decode_images
+    from har_model.backbones import load_backbone
+
+    model, processor = load_backbone("efficientnet-lite0", classes)
+    geo = Geometry.from_processor(processor)
+    args = training.build_parser().parse_args(["--data-dir", "x", "--batch-size", str(batch_size), "--epochs", "1",
+                                               "--report-to", "none", "--early-stopping-patience", "0"])
+    t = time.perf_counter()
+    ds = to_dataset(train_rows, classes).cast_column("image", ImageFeature(decode=False))
+    pixels = decode_images(ds["image"], geo=geo, train=True, num_workers=os.cpu_count() or 1)
+    train_ds = CachedImages(pixels, ds["label"], geo, augment=True)
+    n_frozen, norms = training.freeze_early_layers(model, "auto")
+    model = model.to(memory_format=torch.channels_last)
+    targs = training._training_arguments(args, out / "ours", out / "ours", 0, training.cpu_supports_bf16(), "none")
+    targs.eval_strategy = targs.save_strategy = "no"
+    targs.load_best_model_at_end = False
+    targs.disable_tqdm = True
+    Trainer = training._make_trainer_class()
+    Trainer.frozen_norms, Trainer.backbone_lr_scale = norms, args.backbone_lr_scale
+    Trainer.head_prefixes = training._head_prefixes(model)
+    trainer = Trainer(model=model, args=targs, train_dataset=train_ds)
+    trainer.train()
+    seconds = time.perf_counter() - t
+    return seconds, accuracy(model.to(memory_format=torch.contiguous_format), processor, held_rows)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "har15")
+    p.add_argument("--per-class", type=int, default=64, help="training images per class (one epoch)")
+    p.add_argument("--eval-per-class", type=int, default=20, help="held-out images per class for accuracy")
+    p.add_argument("--batch-size", type=int, default=32)
+    a = p.parse_args()
+    if not a.data.is_dir():
+        print(f"error: {a.data} is not a folder of class sub-folders", file=sys.stderr)
+        return 2
+    import torch
+
+    classes, train_rows, held_rows = subset(a.data, a.per_class, a.eval_per_class)
+    n = len(train_rows)
+    print(f"{len(classes)} classes, {n} training images (1 epoch, batch {a.batch_size}), {len(held_rows)} held-out; "
+          f"torch threads {torch.get_num_threads()}, bf16 CPU: {__import__('har_model.training').training.cpu_supports_bf16()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        ours_s, ours_acc = run_ours(classes, train_rows, held_rows, a.batch_size, out)
+        print(f"ours : {ours_s:7.1f} s  {n / ours_s:6.1f} img/s (decode included)  held-out accuracy {ours_acc:.3f}", flush=True)
+        stock_s, stock_acc = run_stock(classes, train_rows, held_rows, a.batch_size, out)
+        print(f"stock: {stock_s:7.1f} s  {n / stock_s:6.1f} img/s                     held-out accuracy {stock_acc:.3f}")
+    print(f"speed-up: {stock_s / ours_s:.2f}x   accuracy difference (ours - stock): {ours_acc - stock_acc:+.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
