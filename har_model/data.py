@@ -559,8 +559,8 @@ def _normalise_columns(ds, spec):
         ds = ds.rename_column(image_col, "image")
     if label_col != "label":
         ds = ds.rename_column(label_col, "label")
-    names = ds["train"].features["label"].names
-    return ds.cast(features_for(names))
+    target = features_for(ds["train"].features["label"].names)
+    return ds if all(ds[s].features == target for s in ds) else ds.cast(target)
 
 
 def _carve_missing_splits(ds, missing, seed, val_fraction, test_fraction, num_workers, threshold):
