@@ -149,6 +149,7 @@ def write_outputs(*, trainer, out: Path, labels: list[str], test_ds, test_split,
     import torch
     from datasets import Image as ImageFeature
 
+    from har_model.cards import render_model_card
     from har_model.evaluation import classification_report, format_report
 
     out = Path(out)
@@ -225,92 +226,3 @@ def _write_examples(folder: Path, y_true: np.ndarray, labels: list[str], origina
     for c, name in enumerate(labels):
         for k, i in enumerate(np.flatnonzero(y_true == c)[:per_class]):
             original(int(i)).save(folder / f"{name}_{k}.jpg", quality=90)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# model card (moves to har_model.cards once that module lands)
-
-MODEL_CARD_TEMPLATE = Path(__file__).resolve().parents[1] / "model_card.md"
-
-
-def _hardware() -> str:
-    import os
-    import platform
-
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    cpu = platform.processor() or "CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} cores of {cpu}"
-
-
-def render_model_card(*, metrics: dict, args, out: Path) -> str:
-    """The model card (README.md of the model folder): YAML metadata incl. model-index, body from model_card.md."""
-    from huggingface_hub import EvalResult, ModelCard, ModelCardData
-
-    test, labels = metrics["test"], metrics["labels"]
-    base = str(args.model)
-    hub_base = "/" in base and not Path(base).exists()
-    dataset_id = args.push_dataset or (args.dataset if args.dataset and not Path(args.dataset).exists() else None)
-    dataset_name = dataset_id or metrics["dataset"]
-    model_name = (args.push_to_hub or Path(out).name).split("/")[-1]
-    eval_results = [
-        EvalResult(
-            task_type="image-classification", task_name="Image Classification",
-            dataset_type=dataset_id or "imagefolder", dataset_name=dataset_name, dataset_split="test",
-            metric_type=key, metric_name=name, metric_value=round(float(test[key]), 4),
-            **({"metric_config": "macro"} if key == "macro_f1" else {}),
-        )
-        for key, name in (("accuracy", "Accuracy"), ("macro_f1", "Macro F1"))
-    ]
-    tags = ["image-classification", "human-action-recognition", "har_model", "vision"]
-    if not hub_base:
-        tags.append(Path(base).name)
-    card_data = ModelCardData(
-        license=getattr(args, "model_license", None) or "apache-2.0",
-        library_name="transformers",
-        pipeline_tag="image-classification",
-        base_model=base if hub_base else None,
-        datasets=[dataset_id] if dataset_id else None,
-        metrics=["accuracy", "f1"],
-        tags=tags,
-        model_name=model_name,
-        eval_results=eval_results,
-    )
-    f1 = {n: test["per_class"][n]["f1"] for n in labels}
-    weakest = ", ".join(f"{n} (F1 {f1[n]:.2f})" for n in sorted(f1, key=f1.get)[:3])
-    base_display = (
-        f"[{base}](https://huggingface.co/{base})" if hub_base
-        else f"{Path(base).name} (ImageNet weights, converted offline to a stock transformers EfficientNet)"
-        if base.startswith("efficientnet-lite") else Path(base).name
-    )
-    card = ModelCard.from_template(
-        card_data,
-        template_path=str(MODEL_CARD_TEMPLATE),
-        model_name=model_name,
-        labels=labels,
-        label_list=", ".join(labels),
-        num_labels=len(labels),
-        base_model_display=base_display,
-        dataset_display=f"the `{dataset_name}` dataset",
-        test=test,
-        validation=metrics.get("validation", {}),
-        weakest=weakest,
-        repo_or_path=args.push_to_hub or str(out),
-        num_train=metrics["num_train"],
-        num_validation=metrics["num_validation"],
-        num_test=metrics["num_test"],
-        recipe=metrics["recipe"],
-        epochs_run=round(metrics["epochs_run"], 2),
-        train_seconds=metrics["train_seconds"],
-        hardware=_hardware(),
-    )
-    return str(card)
