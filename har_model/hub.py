@@ -39,15 +39,18 @@ def push_folder(
     private: bool = False,
     token: str | None = None,
     commit_message: str | None = None,
+    ignore_patterns: list[str] | None = None,
 ) -> str:
-    """Create ``repo_id`` if needed (``exist_ok``) and upload ``folder``; return the repository URL."""
+    """Create ``repo_id`` if needed (``exist_ok``) and upload ``folder`` (less ``ignore_patterns``); return the URL."""
     folder = Path(folder)
     if repo_type not in ("model", "dataset"):
         raise HarError(f"repo_type must be 'model' or 'dataset', got {repo_type!r}")
     if not folder.is_dir():
         raise HarError(f"{folder}: no such folder to push")
     retry = (
-        f"The local folder {folder} is kept; retry with `hf upload {repo_id} {folder} --repo-type {repo_type}` "
+        f"The local folder {folder} is kept; retry with `hf upload {repo_id} {folder} --repo-type {repo_type}"
+        + "".join(f" --exclude '{pattern}'" for pattern in ignore_patterns or [])
+        + "` "
         f"(after `hf auth login` or with HF_TOKEN set)."
     )
     if _offline():
@@ -66,6 +69,7 @@ def push_folder(
             repo_id=url.repo_id,
             folder_path=folder,
             repo_type=repo_type,
+            ignore_patterns=ignore_patterns,
             commit_message=commit_message or f"Upload {folder.name} with har_model",
         )
     except Exception as exc:  # network, auth, permissions, bad repo id: all become one clear line
