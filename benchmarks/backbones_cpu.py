@@ -60,7 +60,7 @@ def main() -> None:
 
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, "
-          f"best of {args.repeats} timed batches")
+          f"best of {args.repeats} interleaved rounds")
     b0 = EfficientNetForImageClassification(
         EfficientNetConfig(width_coefficient=1.0, depth_coefficient=1.0, image_size=224, hidden_dim=1280,
                            dropout_rate=0.2)

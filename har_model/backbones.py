@@ -423,15 +423,22 @@ def _resolve_source(name_or_path: str, cache_dir) -> tuple[str, bool]:
     return name_or_path, False
 
 
+def _first_line(exc: Exception, limit: int = 200) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__
+
+
 def _hub_unavailable(name: str, exc: Exception) -> HarError:
     from huggingface_hub import constants
 
-    offline = constants.HF_HUB_OFFLINE or os.environ.get("TRANSFORMERS_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
-    where = "the Hugging Face Hub is offline (HF_HUB_OFFLINE=1)" if offline else "the Hugging Face Hub could not provide it"
-    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    offline = constants.HF_HUB_OFFLINE or os.environ.get("TRANSFORMERS_OFFLINE", "").upper() in ("1", "ON", "YES")
+    if offline:
+        where = "the Hugging Face Hub is offline (HF_HUB_OFFLINE=1)"
+    else:
+        where = "the Hugging Face Hub is unreachable or has no such model"
     return HarError(
         f"unknown base model {name!r}: not a built-in ({', '.join(BUILTIN_BACKBONES)}), not a local folder, "
-        f"and {where} ({reason[:200]})"
+        f"and {where} ({_first_line(exc)})"
     )
 
 
@@ -470,22 +477,18 @@ def load_backbone(name_or_path: str, labels: Sequence[str], *, cache_dir: str | 
         config = AutoConfig.from_pretrained(source)
     except (OSError, ValueError) as exc:
         if local:
-            raise HarError(f"{source}: cannot read config.json ({str(exc).splitlines()[0]})") from None
+            raise HarError(f"{source}: cannot read config.json ({_first_line(exc)})") from None
         raise _hub_unavailable(source, exc) from None
     id2label = dict(enumerate(names))
     same_labels = [config.id2label.get(i) for i in range(len(config.id2label or {}))] == names
+    config.id2label = id2label  # also sets num_labels
+    config.label2id = {n: i for i, n in id2label.items()}
     try:
-        model = AutoModelForImageClassification.from_pretrained(
-            source,
-            num_labels=len(names),
-            id2label=id2label,
-            label2id={n: i for i, n in id2label.items()},
-            ignore_mismatched_sizes=True,
-        )
+        model = AutoModelForImageClassification.from_pretrained(source, config=config, ignore_mismatched_sizes=True)
         processor = AutoImageProcessor.from_pretrained(source)
     except (OSError, ValueError) as exc:
         where = source if local else f"Hub model {source!r}"
-        raise HarError(f"{where}: cannot load as an image classifier ({str(exc).splitlines()[0]})") from None
+        raise HarError(f"{where}: cannot load as an image classifier ({_first_line(exc)})") from None
     if not same_labels:
         _reset_head(model, len(names))
     _fix_batchnorm_momentum(model)

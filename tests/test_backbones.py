@@ -324,3 +324,11 @@ def test_folder_without_config_is_rejected(tmp_path):
     (tmp_path / "weights.bin").write_bytes(b"x")
     with pytest.raises(HarError, match="no config.json"):
         load_backbone(str(tmp_path), LABELS)
+
+
+def test_folder_with_a_non_image_model_is_rejected(tmp_path):
+    from transformers import BertConfig
+
+    BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8).save_pretrained(tmp_path)
+    with pytest.raises(HarError, match="cannot load as an image classifier"):
+        load_backbone(str(tmp_path), LABELS)
