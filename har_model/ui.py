@@ -121,6 +121,8 @@ def load_model(spec: str | os.PathLike | None = None, backend: str | None = None
 
         handle.model_dir = resolve_model_dir(spec)
         handle.classifier = Classifier.load(handle.model_dir, backend=backend)
+        h, w = handle.classifier.image_size
+        handle.classifier.predict_proba([np.zeros((h, w, 3), np.uint8)])  # warm up: the first user is not slower
         handle.info = read_model_info(handle.model_dir)
     except HarError as exc:
         handle.problem = f"{exc} {TRAIN_HINT}"
@@ -445,8 +447,6 @@ def build_demo(handle: ModelHandle | None = None, settings: Settings | None = No
                 with gr.Column():
                     label_out = gr.Label(num_top_classes=TOP_K, label="Action", elem_id="image-label")
                     latency_out = gr.Markdown(elem_id="image-latency")
-            if handle.classifier is not None and handle.info.get("examples"):
-                gr.Examples([[str(p)] for p in handle.info["examples"]], inputs=[image_in], example_labels=[p.stem for p in handle.info["examples"]])
 
             @_friendly
             def on_image(payload):
@@ -454,7 +454,13 @@ def build_demo(handle: ModelHandle | None = None, settings: Settings | None = No
                     return None, ""
                 return classify_image(handle, payload, settings)
 
-            gr.on([image_in.change, image_btn.click], on_image, inputs=[image_in], outputs=[label_out, latency_out],
+            if handle.classifier is not None and handle.info.get("examples"):
+                examples = handle.info["examples"]
+                gr.Examples([[str(p)] for p in examples], inputs=[image_in], outputs=[label_out, latency_out], fn=on_image,
+                            run_on_click=True, cache_examples=False, preprocess=False, example_labels=[p.stem for p in examples])
+
+            # `input` fires once per upload, webcam snapshot, paste or clear (`change` fires twice on a replacement)
+            gr.on([image_in.input, image_btn.click], on_image, inputs=[image_in], outputs=[label_out, latency_out],
                   api_name="classify_image", preprocess=False, concurrency_limit=settings.image_concurrency, concurrency_id="image")
 
         with gr.Tab("Video", id="video"):

@@ -1,0 +1,216 @@
+"""The real Gradio app served on localhost: driven by gradio_client and by headless Chromium (Playwright).
+
+One server (the tiny model, plus example images in its folder) is shared by the whole module. The browser
+test skips when Chromium is absent, except under CI (CI installs it), where it fails instead.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from har_model.ui import TRAIN_HINT, Settings, build_demo, launch_kwargs, load_model
+from helpers import CLASSES, chromium_path, synthetic_image
+from test_video import make_clip
+
+gradio_client = pytest.importorskip("gradio_client")
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+MAX_IMAGE_BYTES = 150_000  # small, so that a test image can exceed it
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve(handle, settings=None):
+    demo = build_demo(handle, settings or Settings(max_image_bytes=MAX_IMAGE_BYTES))
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs(handle))
+    return demo, f"http://127.0.0.1:{port}/"
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, tiny_model_dir):
+    d = tmp_path_factory.mktemp("app_files")
+    model = d / "model"
+    shutil.copytree(tiny_model_dir, model)
+    (model / "examples").mkdir()
+    for i, name in enumerate(CLASSES):
+        synthetic_image(i, 99).save(model / "examples" / f"{name}.jpg")
+    good = d / "walk.jpg"
+    synthetic_image(1, 5).save(good)
+    bad = d / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 this is not really a JPEG" * 10)
+    big = d / "huge.png"  # noise does not compress: well over MAX_IMAGE_BYTES
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 300, 3), dtype=np.uint8)).save(big)
+    clip = make_clip(d / "clip.mp4")  # 4 s, 10 fps, 96x72
+    return {"model": model, "good": good, "bad": bad, "big": big, "clip": clip, "dir": d}
+
+
+@pytest.fixture(scope="module")
+def app_url(files):
+    demo, url = serve(load_model(files["model"]))
+    yield url
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(app_url):
+    return Client(app_url, verbose=False)
+
+
+# --------------------------------------------------------------------------------------------- gradio_client
+
+
+def test_api_endpoints_are_named(client):
+    names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    assert {"/classify_image", "/classify_video", "/classify_batch", "/model_info"} <= names
+
+
+def test_client_image(client, files):
+    label, latency = client.predict(handle_file(str(files["good"])), api_name="/classify_image")
+    assert label["label"] in CLASSES
+    scores = [c["confidence"] for c in label["confidences"]]
+    assert [c["label"] for c in label["confidences"]] and set(c["label"] for c in label["confidences"]) == set(CLASSES)
+    assert sum(scores) == pytest.approx(1.0, abs=1e-3) and scores == sorted(scores, reverse=True)
+    assert " ms" in latency and label["label"] in latency
+
+
+def test_client_video(client, files):
+    video, plot, segments, summary = client.predict(handle_file(str(files["clip"])), "5", 3, api_name="/classify_video")
+    path = video["video"] if isinstance(video, dict) else video
+    with av.open(path) as c:
+        stream = c.streams.video[0]
+        assert stream.codec_context.name == "h264"
+        assert sum(1 for _ in c.decode(stream)) == 40
+    assert plot["columns"] == ["time (s)", "action", "probability"] and len(plot["data"]) == 20 * len(CLASSES)
+    assert segments["headers"] == ["start (s)", "end (s)", "action", "confidence"]
+    rows = segments["data"]
+    assert rows and rows[0][0] == 0 and rows[-1][1] == pytest.approx(4.0) and all(r[2] in CLASSES for r in rows)
+    assert "40 frames" in summary and "20 classified" in summary
+
+
+def test_client_batch_with_a_bad_file(client, files):
+    table, csv_path = client.predict(
+        [handle_file(str(files["good"])), handle_file(str(files["bad"])), handle_file(str(files["model"] / "examples" / "sitting.jpg"))],
+        api_name="/classify_batch",
+    )
+    rows = table["data"]
+    assert [r[0] for r in rows] == ["walk.jpg", "broken.jpg", "sitting.jpg"]
+    assert rows[0][1] in CLASSES and rows[2][1] in CLASSES and not rows[0][4]
+    assert rows[1][1] == "" and "broken.jpg" in rows[1][4]
+    with open(csv_path, newline="") as f:
+        lines = list(csv.reader(f))
+    assert lines[0] == ["file", "prediction", "confidence", "top 3", "error"] and len(lines) == 4
+
+
+def test_client_bad_inputs_get_friendly_errors_and_the_app_keeps_serving(client, files):
+    with pytest.raises(AppError, match=r"broken\.jpg: .*(not an image|cannot decode)"):
+        client.predict(handle_file(str(files["bad"])), api_name="/classify_image")
+    with pytest.raises(AppError, match=r"huge\.png: .*over the image size limit"):
+        client.predict(handle_file(str(files["big"])), api_name="/classify_image")
+    with pytest.raises(AppError, match=r"broken\.jpg: .*(not a video|still image)"):
+        client.predict(handle_file(str(files["bad"])), "5", 3, api_name="/classify_video")
+    with pytest.raises(AppError, match="sampling rate"):
+        client.predict(handle_file(str(files["clip"])), "fast", 3, api_name="/classify_video")
+    label, _ = client.predict(handle_file(str(files["good"])), api_name="/classify_image")
+    assert label["label"] in CLASSES
+
+
+def test_model_info(client):
+    info = client.predict(api_name="/model_info")
+    assert info["loaded"] is True and info["labels"] == list(CLASSES) and info["image_size"] == [32, 32]
+
+
+def test_app_without_a_model_starts_and_explains(tmp_path):
+    handle = load_model(tmp_path / "not_trained_yet")
+    assert handle.classifier is None and "train.py" in handle.problem
+    demo, url = serve(handle)
+    try:
+        c = Client(url, verbose=False)
+        info = c.predict(api_name="/model_info")
+        assert info["loaded"] is False and "not_trained_yet" in info["problem"]
+        with pytest.raises(AppError, match="not_trained_yet.*train.py"):
+            c.predict(handle_file(str(make_clip(tmp_path / "c.mp4", seconds=(1,)))), "5", 3, api_name="/classify_video")
+    finally:
+        demo.close()
+
+
+def test_hub_id_offline_is_a_clear_problem(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    handle = load_model("someone/har-model-that-is-not-cached")
+    assert handle.classifier is None
+    assert "Hugging Face Hub" in handle.problem and TRAIN_HINT in handle.problem
+
+
+# --------------------------------------------------------------------------------------------- the browser
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if chromium_path() is None:
+        if os.environ.get("CI"):
+            pytest.fail("Chromium is required under CI (/usr/bin/chromium)")
+        pytest.skip("Chromium is not installed (/usr/bin/chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def test_browser_image_video_and_bad_file(browser, app_url, files, artifacts_dir):
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.set_default_timeout(60_000)
+    page.goto(app_url)
+
+    # Image tab: upload -> a label with bars and a latency line
+    page.locator("#image-input input[type=file]").set_input_files(str(files["good"]))
+    page.locator("#image-latency", has_text=" ms").wait_for()
+    label_text = page.locator("#image-label").inner_text()
+    assert any(name in label_text for name in CLASSES) and "%" in label_text
+    page.screenshot(path=str(artifacts_dir / "app_image.png"), full_page=True)
+
+    # a file that is not an image: a friendly error, then the page still works
+    page.locator("#image-input input[type=file]").set_input_files(str(files["bad"]))
+    toast = page.locator("[data-testid=toast-text]", has_text="broken.jpg")
+    toast.wait_for()
+    assert "not an image" in toast.inner_text() or "cannot decode" in toast.inner_text()
+    page.screenshot(path=str(artifacts_dir / "app_bad_file.png"), full_page=True)
+
+    page.get_by_role("tab", name="Video").click()
+    page.locator("#video-input input[type=file]").set_input_files(str(files["clip"]))
+    page.locator("#video-button").click()
+    page.locator("#video-summary", has_text="Processed").wait_for()
+    video = page.locator("#video-output video")
+    video.wait_for()
+    page.wait_for_function("() => { const v = document.querySelector('#video-output video'); return v && v.readyState >= 1 && v.duration > 0; }")
+    duration = video.evaluate("v => v.duration")
+    assert duration == pytest.approx(4.0, abs=0.3)
+    assert video.evaluate("v => [v.videoWidth, v.videoHeight]") == [96, 72]  # decodable by the browser
+    page.locator("#video-plot canvas, #video-plot svg").first.wait_for()
+    table = page.locator("#video-segments").inner_text()
+    assert "start (s)" in table and any(name in table.split("confidence", 1)[1] for name in CLASSES)
+    page.screenshot(path=str(artifacts_dir / "app_video.png"), full_page=True)
+
+    # after the error, the image tab still classifies
+    page.get_by_role("tab", name="Image").click()
+    page.locator("#image-input input[type=file]").set_input_files(str(files["model"] / "examples" / "running.jpg"))
+    page.locator("#image-latency", has_text=" ms").wait_for()
+    page.close()
