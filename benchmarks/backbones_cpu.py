@@ -6,7 +6,7 @@ and the ratio to the B0 float32 baseline. A last row measures what the no-op squ
 class cannot leave out) cost: lite0 after ``strip_noop_squeeze_excite`` (bit-identical outputs, inference only).
 ImageNet top-1 is the published figure of the TensorFlow repo; it cannot be measured here.
 
-    python benchmarks/backbones_cpu.py [--batch 32] [--repeats 3] [--cache-dir DIR]
+    python benchmarks/backbones_cpu.py [--batch 32] [--repeats 3] [--threads N] [--cache-dir DIR]
 """
 
 from __future__ import annotations
@@ -54,7 +54,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds over all rows (best is reported)")
     parser.add_argument("--cache-dir", default=None, help="where converted backbones are cached")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from transformers import EfficientNetConfig, EfficientNetForImageClassification
 

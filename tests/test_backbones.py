@@ -93,11 +93,11 @@ def test_converted_model_matches_reference_forward(converted, name):
     res = BUILTIN_BACKBONES[name].resolution
     model = EfficientNetForImageClassification.from_pretrained(converted[name]).eval()
     sd = {k: v.double() for k, v in _raw_state_dict(name).items()}
-    x = torch.randn(2, 3, res, res, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(1, 3, res, res, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         got = model(pixel_values=x).logits
         want = reference_forward(sd, x.double())
-    assert got.shape == (2, 1000)
+    assert got.shape == (1, 1000)
     assert (got.double() - want).abs().max().item() < 1e-4
     assert want.std().item() > 1.0  # a meaningful comparison, not two near-constant outputs
 
@@ -171,7 +171,7 @@ def test_imagenet_predictions_on_real_photos(converted, name):
         probs = model(**processor(images, return_tensors="pt")).logits.softmax(-1)
     top = [model.config.id2label[int(i)] for i in probs.argmax(-1)]
     assert top[0] in BIG_CATS - {"lion"} and top[1] == "lion", top
-    assert probs.max(-1).values.min().item() > 0.3
+    assert probs.max(-1).values.min().item() > 0.25  # lite1 is the least confident: 0.38 and 0.34
 
 
 def test_pipeline_on_converted_folder(converted):
@@ -188,7 +188,7 @@ def test_squeeze_excite_is_an_exact_no_op_with_zero_gradients(converted):
 
     assert torch.sigmoid(torch.tensor(30.0)).item() == 1.0
     model = EfficientNetForImageClassification.from_pretrained(converted["efficientnet-lite0"]).train()
-    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(2))
+    x = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(2))  # any size shows it
     model(pixel_values=x, labels=torch.tensor([1, 2])).loss.backward()
     se_grads = [p.grad for n, p in model.named_parameters() if ".squeeze_excite." in n]
     assert se_grads and all(g is None or not g.any() for g in se_grads)
@@ -199,7 +199,7 @@ def test_stripping_the_no_op_squeeze_excite_keeps_outputs_bit_identical(converte
     from transformers import EfficientNetForImageClassification
 
     model = EfficientNetForImageClassification.from_pretrained(converted["efficientnet-lite1"]).eval()
-    x = torch.randn(2, 3, 240, 240, generator=torch.Generator().manual_seed(3))
+    x = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(3))
     with torch.inference_mode():
         before = model(pixel_values=x).logits
         with torch.autocast("cpu", dtype=torch.bfloat16):
