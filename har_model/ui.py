@@ -42,6 +42,11 @@ TRAIN_HINT = (
 SAMPLE_RATES = ("1", "2", "5", "10", "every frame")
 TOP_K = 5
 PLOT_CLASSES = 5  # classes drawn in the probability plot (the most likely ones over the clip)
+MODEL_IMAGES = {
+    "confusion_matrix.png": "Confusion matrix on the test split (rows: true class)",
+    "training_curves.png": "Training curves",
+    "predictions.png": "Test predictions (mistakes marked)",
+}
 HUB_FILES = ["*.json", "*.safetensors", "*.md", "*.png", "examples/*", "onnx/*"]
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -125,7 +130,7 @@ def load_model(spec: str | os.PathLike | None = None, backend: str | None = None
         handle.classifier.predict_proba([np.zeros((h, w, 3), np.uint8)])  # warm up: the first user is not slower
         handle.info = read_model_info(handle.model_dir)
     except HarError as exc:
-        handle.problem = f"{exc} {TRAIN_HINT}"
+        handle.problem = f"{str(exc).rstrip('.')}. {TRAIN_HINT}"
     except Exception as exc:  # a broken model folder must not stop the app from starting
         log.exception("loading the model from %s failed", spec)
         handle.problem = f"{spec}: the model could not be loaded ({type(exc).__name__}: {exc}). {TRAIN_HINT}"
@@ -148,12 +153,24 @@ def read_model_info(model_dir: Path) -> dict:
         info["card"] = metadata_load(model_dir / "README.md") or {}
     except Exception:
         info["card"] = {}
-    info["images"] = {n: model_dir / n for n in ("confusion_matrix.png", "training_curves.png") if (model_dir / n).is_file()}
-    ex = model_dir / "examples"
+    info["images"] = {n: model_dir / n for n in MODEL_IMAGES if (model_dir / n).is_file()}
+    info["examples"] = pick_examples(model_dir / "examples")
+    return info
+
+
+def pick_examples(folder: Path, limit: int = 30) -> list[Path]:
+    """Example images from the model folder, one per class first (train.py names them <class>_<k>.jpg)."""
     from har_model.imaging import is_image_path
 
-    info["examples"] = sorted(p for p in ex.iterdir() if p.is_file() and is_image_path(p))[:20] if ex.is_dir() else []
-    return info
+    if not folder.is_dir():
+        return []
+    files = sorted(p for p in folder.iterdir() if p.is_file() and is_image_path(p))
+    first, rest, seen = [], [], set()
+    for p in files:
+        key = p.stem.rsplit("_", 1)[0] if "_" in p.stem else p.stem
+        (rest if key in seen else first).append(p)
+        seen.add(key)
+    return (first + rest)[:limit] if len(first) < limit else first[:limit]
 
 
 # --------------------------------------------------------------------------------------------- handlers
@@ -350,7 +367,7 @@ def model_markdown(handle: ModelHandle) -> str:
     lines.append(f"- **Classes ({len(facts['labels'])})**: {', '.join(facts['labels'])}")
     if facts["base_model"]:
         lines.append(f"- **Base model**: `{facts['base_model']}`")
-    datasets = (handle.info.get("card") or {}).get("datasets")
+    datasets = (handle.info.get("card") or {}).get("datasets") or metrics.get("dataset")
     if datasets:
         lines.append(f"- **Dataset**: {', '.join(datasets) if isinstance(datasets, list) else datasets}")
     for key, label in (("test_accuracy", "Test accuracy"), ("test_macro_f1", "Test macro-F1")):
@@ -457,7 +474,8 @@ def build_demo(handle: ModelHandle | None = None, settings: Settings | None = No
             if handle.classifier is not None and handle.info.get("examples"):
                 examples = handle.info["examples"]
                 gr.Examples([[str(p)] for p in examples], inputs=[image_in], outputs=[label_out, latency_out], fn=on_image,
-                            run_on_click=True, cache_examples=False, preprocess=False, example_labels=[p.stem for p in examples])
+                            run_on_click=True, cache_examples=False, preprocess=False, example_labels=[p.stem for p in examples],
+                            examples_per_page=15)
 
             # `input` fires once per upload, webcam snapshot, paste or clear (`change` fires twice on a replacement)
             gr.on([image_in.input, image_btn.click], on_image, inputs=[image_in], outputs=[label_out, latency_out],
@@ -503,11 +521,8 @@ def build_demo(handle: ModelHandle | None = None, settings: Settings | None = No
                 per_class = per_class_frame(handle)
                 if len(per_class):
                     gr.Dataframe(per_class, label="Per-class test metrics", interactive=False)
-                images = handle.info.get("images", {})
-                with gr.Row():
-                    for name, title in (("confusion_matrix.png", "Confusion matrix (rows: true class)"), ("training_curves.png", "Training curves")):
-                        if name in images:
-                            gr.Image(str(images[name]), label=title, interactive=False)
+                for name, path in handle.info.get("images", {}).items():
+                    gr.Image(str(path), label=MODEL_IMAGES[name], interactive=False, elem_id=f"model-{Path(name).stem}")
 
         def model_info_api() -> dict:
             return model_info(handle)

@@ -7,6 +7,7 @@ test skips when Chromium is absent, except under CI (CI installs it), where it f
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import socket
@@ -52,7 +53,14 @@ def files(tmp_path_factory, tiny_model_dir):
     shutil.copytree(tiny_model_dir, model)
     (model / "examples").mkdir()
     for i, name in enumerate(CLASSES):
-        synthetic_image(i, 99).save(model / "examples" / f"{name}.jpg")
+        for k in range(2):  # as train.py writes them: <class>_<k>.jpg
+            synthetic_image(i, 99 + k).save(model / "examples" / f"{name}_{k}.jpg")
+    per_class = {c: {"precision": 0.5, "recall": 0.25, "f1": 1 / 3, "support": 4} for c in CLASSES}
+    metrics = {"test": {"accuracy": 0.8125, "macro_f1": 0.75, "per_class": per_class, "confusion_matrix": [[4, 0, 0], [1, 3, 0], [0, 2, 2]]},
+               "labels": list(CLASSES), "base_model": "efficientnet-lite0", "dataset": "toy", "train_seconds": 90.0}
+    (model / "metrics.json").write_text(json.dumps(metrics))
+    (model / "README.md").write_text("---\nbase_model: google/efficientnet-b0\ndatasets:\n- someone/toy-actions\n---\n# card\n")
+    Image.new("RGB", (120, 90), (200, 30, 30)).save(model / "confusion_matrix.png")
     good = d / "walk.jpg"
     synthetic_image(1, 5).save(good)
     bad = d / "broken.jpg"
@@ -108,11 +116,11 @@ def test_client_video(client, files):
 
 def test_client_batch_with_a_bad_file(client, files):
     table, csv_path = client.predict(
-        [handle_file(str(files["good"])), handle_file(str(files["bad"])), handle_file(str(files["model"] / "examples" / "sitting.jpg"))],
+        [handle_file(str(files["good"])), handle_file(str(files["bad"])), handle_file(str(files["model"] / "examples" / "sitting_0.jpg"))],
         api_name="/classify_batch",
     )
     rows = table["data"]
-    assert [r[0] for r in rows] == ["walk.jpg", "broken.jpg", "sitting.jpg"]
+    assert [r[0] for r in rows] == ["walk.jpg", "broken.jpg", "sitting_0.jpg"]
     assert rows[0][1] in CLASSES and rows[2][1] in CLASSES and not rows[0][4]
     assert rows[1][1] == "" and "broken.jpg" in rows[1][4]
     with open(csv_path, newline="") as f:
@@ -136,6 +144,15 @@ def test_client_bad_inputs_get_friendly_errors_and_the_app_keeps_serving(client,
 def test_model_info(client):
     info = client.predict(api_name="/model_info")
     assert info["loaded"] is True and info["labels"] == list(CLASSES) and info["image_size"] == [32, 32]
+    assert info["test_accuracy"] == 0.8125 and info["base_model"] == "google/efficientnet-b0"  # the card wins
+
+
+def test_examples_one_per_class_first(files):
+    from har_model.ui import pick_examples
+
+    names = [p.name for p in pick_examples(files["model"] / "examples")]
+    assert names[:3] == [f"{c}_0.jpg" for c in CLASSES] and len(names) == 6
+    assert [p.name for p in pick_examples(files["model"] / "examples", limit=2)] == ["clapping_0.jpg", "running_0.jpg"]
 
 
 def test_app_without_a_model_starts_and_explains(tmp_path):
@@ -209,8 +226,18 @@ def test_browser_image_video_and_bad_file(browser, app_url, files, artifacts_dir
     assert "start (s)" in table and any(name in table.split("confidence", 1)[1] for name in CLASSES)
     page.screenshot(path=str(artifacts_dir / "app_video.png"), full_page=True)
 
+    page.get_by_role("tab", name="Model").click()
+    facts = page.locator("#model-facts")
+    facts.wait_for()
+    assert "0.812" in facts.inner_text() and "google/efficientnet-b0" in facts.inner_text() and "sitting" in facts.inner_text()
+    page.locator("#model-confusion_matrix img").wait_for()
+    page.screenshot(path=str(artifacts_dir / "app_model.png"), full_page=True)
+
     # after the error, the image tab still classifies
     page.get_by_role("tab", name="Image").click()
-    page.locator("#image-input input[type=file]").set_input_files(str(files["model"] / "examples" / "running.jpg"))
+    page.locator("#image-input button[aria-label='Remove Image']").click()  # clearing empties the outputs
+    page.wait_for_function("() => !document.querySelector('#image-latency').innerText.includes(' ms')")
+    page.get_by_text("running_0", exact=True).click()  # an example from the model folder runs on click
     page.locator("#image-latency", has_text=" ms").wait_for()
+    assert any(name in page.locator("#image-label").inner_text() for name in CLASSES)
     page.close()
