@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--overwrite", action="store_true", help="start afresh even if OUTPUT_DIR holds checkpoints")
 
     h = p.add_argument_group("training recipe")
-    h.add_argument("--epochs", type=float, default=8.0, help="maximum number of epochs")
+    h.add_argument("--epochs", type=float, default=6.0, help="maximum number of epochs")
     h.add_argument("--batch-size", type=int, default=32, help="training batch size per device")
     h.add_argument("--eval-batch-size", type=int, default=64, help="evaluation batch size per device")
     h.add_argument("--learning-rate", type=float, default=2e-3, help="peak learning rate of the new head")
@@ -342,8 +342,8 @@ def run(args) -> int:  # noqa: C901 - the one linear story of a training run
         from har_model.onnx_export import export_onnx
 
         export_onnx(out)
-    _push(args, out, dataset_dir)
-    print(summary)
+    print(summary, flush=True)
+    _push(args, out, dataset_dir)  # last: a failed push (one clear error line) leaves everything above on disk
     return 0
 
 

@@ -32,9 +32,24 @@ def trained(tmp_path_factory, tiny_model_dir):
     root = tmp_path_factory.mktemp("train")
     images = helpers.make_class_folder(root / "images", per_class=12)
     out = root / "model"
-    proc = run_train("--data-dir", images, "--output-dir", out, "--model", tiny_model_dir, *QUICK)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # The Hub is unreachable (tests run with HF_HUB_OFFLINE=1): the push must fail last, cleanly, keeping the files.
+    proc = run_train("--data-dir", images, "--output-dir", out, "--model", tiny_model_dir, *QUICK, "--export-onnx",
+                     "--push-to-hub", "someone/har-test")
+    assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out, proc
+
+
+def test_failed_push_keeps_everything_and_says_how_to_retry(trained):
+    out, proc = trained
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "someone/har-test" in errors[0] and "kept" in errors[0], proc.stderr[-2000:]
+    assert "hf upload" in errors[0] and "Traceback" not in proc.stderr
+    assert (out / "model.safetensors").is_file() and (out / "README.md").is_file()
+
+
+def test_export_onnx_writes_onnx_files(trained):
+    out, _ = trained
+    assert list((out / "onnx").glob("*.onnx")) if (out / "onnx").is_dir() else list(out.glob("*.onnx"))
 
 
 def test_writes_every_file(trained):
