@@ -13,6 +13,7 @@ the real-time factor (clip seconds / processing seconds; > 1 means faster than t
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -104,6 +105,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         clip = make_clip(Path(tmp) / "clip.mp4", args.seconds, (w, h), args.fps)
         print(f"model: {model_dir} ({clf.backend}, input {clf.image_size[0]}x{clf.image_size[1]}, {len(clf.labels)} classes)")
+        print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other work on the machine slows every row)")
         print(f"clip: {args.seconds:g} s, {w}x{h} @ {args.fps} fps = {int(args.seconds * args.fps)} frames, H.264; output scaled to 640 px")
         t_dec = decode_only(clip)
         print(f"\n{'run':<44} {'sec':>7} {'fps':>7} {'x real time':>12}")
@@ -122,6 +124,7 @@ def main() -> int:
         print(f"\nspeed-up, every frame batched vs baseline: {base.seconds / every.seconds:.2f}x")
         print(f"speed-up, default sampling vs baseline:     {base.seconds / default.seconds:.2f}x")
         verdict = "faster" if default.seconds < default.duration else "SLOWER"
+        print(f"load average after: {os.getloadavg()[0]:.1f}")
         print(f"default settings process the clip {verdict} than it plays ({default.seconds:.2f} s for {default.duration:.2f} s)")
     return 0
 
