@@ -291,8 +291,8 @@ def analyse_video(
     source_duration = _duration(container, stream)
     total = min(source_duration, max_seconds) if source_duration else None
     width, height = output_size(stream.codec_context.width, stream.codec_context.height, max_side)
-    painter = LabelPainter(width, height)
-    writer = _Writer(Path(out_path), width, height, src_fps) if out_path is not None else None
+    painter = writer = None  # made at the first frame, once its rotation (phone videos) is known
+    turns = 0
 
     times: list[float] = []
     raw: list[np.ndarray] = []
@@ -336,6 +336,13 @@ def analyse_video(
                 truncated = True
                 break
             rgb = frame.to_ndarray(format="rgb24", width=width, height=height)
+            if frames == 0:
+                turns = round((getattr(frame, "rotation", 0) or 0) / 90) % 4  # display matrix: degrees counter-clockwise
+                painter = LabelPainter(*((height, width) if turns % 2 else (width, height)))
+                if out_path is not None:
+                    writer = _Writer(Path(out_path), painter.width, painter.height, src_fps)
+            if turns:
+                rgb = np.ascontiguousarray(np.rot90(rgb, turns))
             frames += 1
             last_t = t
             s = math.floor(t * sample_fps + 1e-6) if sample_fps else frames

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from fractions import Fraction
 from pathlib import Path
 
@@ -228,3 +230,20 @@ def test_audio_only_file_has_no_video_stream(tmp_path):
             c.mux(packet)
     with pytest.raises(HarError, match="no video stream"):
         analyse_video(path, ColourClassifier())
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg command to tag a rotation")
+def test_phone_rotation_is_applied(tmp_path):
+    clip = make_clip(tmp_path / "landscape.mp4", seconds=(1,), size=(96, 64))
+    rotated = tmp_path / "portrait.mp4"  # same pixels, tagged "display rotated 90 degrees" like a phone clip
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(clip), "-c", "copy", "-metadata:s:v:0", "rotate=90", str(rotated)], check=True)
+    with av.open(str(rotated)) as c:
+        if next(c.decode(video=0)).rotation != 90:
+            pytest.skip("this ffmpeg does not write the rotation tag")
+    result = analyse_video(rotated, ColourClassifier(), out_path=tmp_path / "out.mp4")
+    frames, (_, _, w, h) = decode_all(tmp_path / "out.mp4")
+    assert (w, h) == (64, 96) and result.frames == 10
+    source, _ = decode_all(clip)
+    band = LabelPainter(w, h).band
+    expected = np.rot90(source[3], 1)  # counter-clockwise, as players show it
+    assert np.abs(frames[3][band:].astype(int) - expected[band:].astype(int)).mean() < 12
