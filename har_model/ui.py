@@ -113,7 +113,8 @@ def resolve_model_dir(spec: str | os.PathLike) -> Path:
         return Path(snapshot_download(spec, allow_patterns=HUB_FILES))
     except Exception as exc:  # offline, unknown repo, gated, network: all mean "no model"
         offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-        why = "the Hub is disabled here (HF_HUB_OFFLINE=1) and it is not in the local cache" if offline else type(exc).__name__
+        detail = (str(exc).strip().splitlines() or [""])[0][:200]
+        why = "the Hub is disabled here (HF_HUB_OFFLINE=1) and it is not in the local cache" if offline else f"{type(exc).__name__}: {detail}"
         raise HarError(f"HAR_MODEL={spec}: not a local folder, and it could not be fetched from the Hugging Face Hub ({why})") from None
 
 
