@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--backbone-lr-scale", type=float, default=0.25,
                    help="learning rate of the (unfrozen) backbone relative to the head")
     h.add_argument("--freeze-layers", default="auto",
-                   help="freeze the stem and this many of the first backbone blocks ('auto': about 3/8 of them; 0: none)")
+                   help="freeze the stem and this many of the first backbone blocks ('auto': half of them; 0: none)")
     h.add_argument("--weight-decay", type=float, default=0.01)
     h.add_argument("--warmup-ratio", type=float, default=0.05)
     h.add_argument("--label-smoothing", type=float, default=0.1)
@@ -122,7 +122,7 @@ def freeze_early_layers(model, spec: str | int) -> tuple[int, list]:
     blocks = main_block_list(model)
     if blocks is None:
         return 0, []
-    n = round(len(blocks) * 3 / 8) if str(spec) == "auto" else int(spec)
+    n = len(blocks) // 2 if str(spec) == "auto" else int(spec)
     if n <= 0:
         return 0, []
     n = min(n, len(blocks))
@@ -204,7 +204,7 @@ def _make_trainer_class():
                 {"params": backbone_decay, "lr": lr * self.backbone_lr_scale, "weight_decay": wd},
                 {"params": backbone_no_decay, "lr": lr * self.backbone_lr_scale, "weight_decay": 0.0},
             ]
-            self.optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
+            self.optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, fused=True)
             return self.optimizer
 
     return HarTrainer
