@@ -36,6 +36,15 @@ ONNX_DIR = "onnx"
 # Preferred ONNX files, best first; "auto" uses the first one present (see choose_onnx_file).
 ONNX_FILES = ("model.onnx", "model_int8.onnx")
 
+# Image processors whose steps Preprocessing reproduces exactly (resize, centre crop, rescale, normalize);
+# others (e.g. ConvNext's crop_pct) run through their own code (StockPreprocessing), correct but slower.
+REPRODUCED_PROCESSORS = ("EfficientNet", "ViT", "DeiT", "MobileNetV1", "MobileNetV2", "Bit", "CLIP", "Siglip")
+
+
+class UnsupportedProcessor(HarError):
+    """The saved image processor does something Preprocessing does not reproduce."""
+
+
 ImageInput = Image.Image | np.ndarray | str | os.PathLike
 
 
@@ -87,9 +96,12 @@ class Preprocessing:
                 return int(d["height"]), int(d["width"])
             raise HarError(f"{source}: unsupported {what} {d!r} (need height and width)")
 
+        kind = str(cfg.get("image_processor_type", ""))
+        if not kind.startswith(REPRODUCED_PROCESSORS):
+            raise UnsupportedProcessor(f"{source}: image processor {kind or '(unnamed)'} is not reproduced")
         unsupported = [k for k in ("crop_pct", "do_pad", "do_reduce_labels") if cfg.get(k)]
         if unsupported:
-            raise HarError(f"{source}: unsupported image processor option(s) {', '.join(unsupported)}")
+            raise UnsupportedProcessor(f"{source}: unsupported image processor option(s) {', '.join(unsupported)}")
         resize_hw = shortest = None
         if cfg.get("do_resize", True):
             size = cfg.get("size")
@@ -115,20 +127,9 @@ class Preprocessing:
             mean = np.broadcast_to(np.asarray(cfg.get("image_mean", [0.5, 0.5, 0.5]), np.float64), (3,))
             std = np.broadcast_to(np.asarray(cfg.get("image_std", [0.5, 0.5, 0.5]), np.float64), (3,))
             scale, offset = scale / std, (offset - mean) / std
-            if cfg.get("include_top", False) and "EfficientNet" in str(cfg.get("image_processor_type", "")):
+            if cfg.get("include_top", False) and kind.startswith("EfficientNet"):
                 scale, offset = scale / std, offset / std
         return cls(resize_hw, shortest, resample, crop_hw, tuple(scale.tolist()), tuple(offset.tolist()))
-
-    @classmethod
-    def from_model_dir(cls, model_dir: Path) -> "Preprocessing":
-        path = Path(model_dir) / "preprocessor_config.json"
-        if not path.is_file():
-            raise HarError(f"{model_dir}: no preprocessor_config.json (not a saved image classifier?)")
-        try:
-            cfg = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise HarError(f"{path}: cannot read ({exc})") from None
-        return cls.from_dict(cfg, str(path))
 
     def resize_crop(self, img: Image.Image) -> np.ndarray:
         """RGB PIL image -> uint8 array (H, W, 3) at the model's input size, exactly as the image processor does."""
@@ -157,6 +158,44 @@ class Preprocessing:
             np.multiply(batch[..., c], scale[c], out=out[:, c], dtype=np.float32)
             out[:, c] += offset[c]
         return out
+
+
+class StockPreprocessing:
+    """Fallback for image processors that Preprocessing does not reproduce: the saved processor, image by image."""
+
+    def __init__(self, model_dir: Path):
+        from transformers import AutoImageProcessor
+
+        try:
+            self.processor = AutoImageProcessor.from_pretrained(model_dir)
+        except (OSError, ValueError, KeyError) as exc:
+            raise HarError(f"{model_dir}: cannot load the image processor ({str(exc).splitlines()[0]})") from None
+        probe = self.resize_crop(Image.new("RGB", (64, 48)))
+        self.output_hw = tuple(probe.shape[1:])
+        self.draft_size = None
+
+    def resize_crop(self, img: Image.Image) -> np.ndarray:
+        return np.asarray(self.processor(images=img, return_tensors="np")["pixel_values"][0], np.float32)
+
+    def normalize(self, batch: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(batch, np.float32)
+
+
+def load_preprocessing(model_dir: Path) -> Preprocessing | StockPreprocessing:
+    """The model folder's image processor, reproduced by Preprocessing when possible, else StockPreprocessing."""
+    path = Path(model_dir) / "preprocessor_config.json"
+    if not path.is_file():
+        raise HarError(f"{model_dir}: no preprocessor_config.json (not a saved image classifier?)")
+    try:
+        cfg = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise HarError(f"{path}: cannot read ({exc})") from None
+    if not isinstance(cfg, dict):
+        raise HarError(f"{path}: not a JSON object")
+    try:
+        return Preprocessing.from_dict(cfg, str(path))
+    except UnsupportedProcessor:
+        return StockPreprocessing(Path(model_dir))
 
 
 def _center_crop(arr: np.ndarray, crop_hw: tuple[int, int]) -> np.ndarray:
@@ -208,9 +247,15 @@ class _TorchRunner:
         self.torch = torch
         try:
             model = AutoModelForImageClassification.from_pretrained(model_dir, dtype=torch.float32)
-        except (OSError, ValueError, KeyError) as exc:
+        except Exception as exc:  # OSError, ValueError, safetensors' own errors, ...: all mean "not usable"
             raise HarError(f"{model_dir}: cannot load the model ({str(exc).splitlines()[0]})") from None
         model.eval()
+        try:  # built-in EfficientNet-Lite models carry exact no-op squeeze-excite layers: skip them
+            from har_model.backbones import strip_noop_squeeze_excite
+
+            strip_noop_squeeze_excite(model)
+        except ImportError:
+            pass
         self.dtype = torch.bfloat16 if bf16 else torch.float32
         self.model = model.to(dtype=self.dtype, memory_format=torch.channels_last)
 
@@ -297,11 +342,14 @@ class Classifier:
         self._run = runner
 
     @classmethod
-    def load(cls, model_dir: str | Path, *, backend: str = "auto", num_threads: int | None = None) -> "Classifier":
+    def load(
+        cls, model_dir: str | Path, *, backend: str = "auto", num_threads: int | None = None, onnx_file: str | None = None
+    ) -> "Classifier":
         """Load ``model_dir`` (as written by save_pretrained) with the requested backend.
 
         ``auto`` uses the ONNX file in ``model_dir/onnx/`` when there is one and onnxruntime is importable,
-        else float32 torch. Raises HarError naming the folder when it is not a usable model.
+        else float32 torch. ``onnx_file`` picks a file in ``onnx/`` by name instead of the default order.
+        Raises HarError naming the folder when it is not a usable model.
         """
         model_dir = Path(model_dir)
         if backend not in BACKENDS:
@@ -309,8 +357,10 @@ class Classifier:
         if not model_dir.is_dir():
             raise HarError(f"{model_dir}: no such model folder")
         labels = _read_labels(model_dir)
-        prep = Preprocessing.from_model_dir(model_dir)
-        onnx_path = choose_onnx_file(model_dir)
+        prep = load_preprocessing(model_dir)
+        onnx_path = choose_onnx_file(model_dir) if onnx_file is None else model_dir / ONNX_DIR / onnx_file
+        if onnx_path is not None and not onnx_path.is_file():
+            raise HarError(f"{onnx_path}: no such ONNX file")
         if backend == "auto":
             backend = "torch"
             if onnx_path is not None:
@@ -429,7 +479,12 @@ def main(argv: list[str] | None = None) -> int:
         raise HarError("--top-k must be at least 1")
     if args.batch_size < 1:
         raise HarError("--batch-size must be at least 1")
+    if args.csv and not Path(args.csv).resolve().parent.is_dir():
+        raise HarError(f"{args.csv}: folder {Path(args.csv).parent} does not exist")
     paths = expand_paths(args.paths)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # one table on stdout, errors as one line on stderr
     clf = Classifier.load(args.model, backend=args.backend, num_threads=args.threads)
     k = min(args.top_k, len(clf.labels))
     header = ["path"] + [f"{what}_{i}" for i in range(1, k + 1) for what in ("label", "score")] + ["error"]
@@ -447,8 +502,6 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
     if args.csv:
         out = Path(args.csv)
-        if out.parent and not out.parent.is_dir():
-            raise HarError(f"{out}: folder {out.parent} does not exist")
         with open(out, "w", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(header)

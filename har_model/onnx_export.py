@@ -28,16 +28,22 @@ def export_onnx(model_dir: str | Path, *, quantize: bool = True, check: bool = T
     import torch
     from transformers import AutoModelForImageClassification
 
-    from har_model.inference import ONNX_DIR, Preprocessing
+    from har_model.inference import ONNX_DIR, load_preprocessing
 
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise HarError(f"{model_dir}: no config.json (not a saved model folder)")
-    height, width = Preprocessing.from_model_dir(model_dir).output_hw
+    height, width = load_preprocessing(model_dir).output_hw
     try:
         model = AutoModelForImageClassification.from_pretrained(model_dir, dtype=torch.float32).eval()
-    except (OSError, ValueError, KeyError) as exc:
+    except Exception as exc:  # OSError, ValueError, safetensors' own errors, ...: all mean "not usable"
         raise HarError(f"{model_dir}: cannot load the model ({str(exc).splitlines()[0]})") from None
+    try:  # exact no-op squeeze-excite layers (built-in EfficientNet-Lite) need not be in the graph
+        from har_model.backbones import strip_noop_squeeze_excite
+
+        strip_noop_squeeze_excite(model)
+    except ImportError:
+        pass
     out_dir = model_dir / ONNX_DIR
     out_dir.mkdir(exist_ok=True)
     fp32 = out_dir / "model.onnx"

@@ -1,0 +1,341 @@
+"""The fast inference path gives the stock pipeline's results, for every input type and backend, and the predict CLI."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+
+import helpers
+import numpy as np
+import pytest
+from PIL import Image
+
+from har_model import cli
+from har_model.errors import HarError
+from har_model.inference import Classifier, Preprocessing, StockPreprocessing, load_preprocessing
+
+
+def _sizes():
+    return [(96, 72), (40, 64), (33, 33), (300, 200)]
+
+
+def _images():
+    """Varied RGB pictures of each class at several sizes (so resizing both up and down is exercised)."""
+    return [helpers.synthetic_image(i % 3, i, size) for i, size in enumerate(_sizes() * 3)]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_model_dir, tmp_path_factory):
+    """The tiny model with its head rescaled so that the test images get varied, unsaturated predictions."""
+    import torch
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    folder = tmp_path_factory.mktemp("balanced") / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    model = AutoModelForImageClassification.from_pretrained(folder).eval()
+    pixels = AutoImageProcessor.from_pretrained(folder)(images=_images(), return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        logits = model(pixel_values=pixels).logits
+        scale = 1.5 / logits.std(dim=0).clamp_min(1e-6)
+        model.classifier.weight.mul_(scale[:, None])
+        model.classifier.bias.copy_(model.classifier.bias * scale - (logits * scale).mean(dim=0))
+    model.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def pipe(model_dir):
+    from transformers import pipeline
+
+    return pipeline("image-classification", model=str(model_dir), device=-1)
+
+
+def _pipeline_proba(pipe, images, labels) -> np.ndarray:
+    out = pipe(images, top_k=len(labels))
+    return np.array([[{r["label"]: r["score"] for r in rows}[name] for name in labels] for rows in out], np.float32)
+
+
+@pytest.fixture(scope="module")
+def onnx_model_dir(model_dir, tmp_path_factory):
+    """A copy of the test model with its ONNX exports (the torch-only folder stays as it is)."""
+    from har_model.onnx_export import export_onnx
+
+    folder = tmp_path_factory.mktemp("onnx_model") / "model"
+    shutil.copytree(model_dir, folder)
+    paths = export_onnx(folder, quantize=True)
+    assert paths["fp32"].is_file() and paths["int8"].is_file()
+    return folder
+
+
+# ------------------------------------------------------------------------------------------ preprocessing
+
+
+PROCESSOR_CASES = {
+    "efficientnet-top-offset-bicubic": (
+        "transformers.models.efficientnet.image_processing_pil_efficientnet.EfficientNetImageProcessorPil",
+        dict(size={"height": 40, "width": 48}, include_top=True, rescale_offset=True, resample=3),
+    ),
+    "vit-bilinear": ("transformers.models.vit.image_processing_pil_vit.ViTImageProcessorPil", dict(size={"height": 30, "width": 30})),
+    "mobilenetv2-shortest-edge-crop": (
+        "transformers.models.mobilenet_v2.image_processing_pil_mobilenet_v2.MobileNetV2ImageProcessorPil",
+        dict(size={"shortest_edge": 40}, crop_size={"height": 32, "width": 36}),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PROCESSOR_CASES))
+def test_preprocessing_reproduces_the_image_processor(case, tmp_path):
+    import importlib
+
+    dotted, kwargs = PROCESSOR_CASES[case]
+    module, name = dotted.rsplit(".", 1)
+    processor = getattr(importlib.import_module(module), name)(**kwargs)
+    processor.save_pretrained(tmp_path)
+    prep = load_preprocessing(tmp_path)
+    assert isinstance(prep, Preprocessing)
+    images = _images()[:6]
+    ours = prep.normalize(np.stack([prep.resize_crop(im) for im in images]))
+    ref = np.stack([processor(images=im, return_tensors="np")["pixel_values"][0] for im in images])
+    assert ours.shape == ref.shape and ours.dtype == np.float32
+    np.testing.assert_allclose(ours, ref, atol=2e-5, rtol=0)
+
+
+def test_unreproduced_processor_falls_back_to_the_stock_one(tmp_path):
+    from transformers.models.convnext.image_processing_pil_convnext import ConvNextImageProcessorPil
+
+    processor = ConvNextImageProcessorPil(size={"shortest_edge": 40}, crop_pct=0.875)
+    processor.save_pretrained(tmp_path)
+    prep = load_preprocessing(tmp_path)
+    assert isinstance(prep, StockPreprocessing) and prep.output_hw == (40, 40)
+    image = _images()[0]
+    np.testing.assert_allclose(prep.resize_crop(image), processor(images=image, return_tensors="np")["pixel_values"][0])
+
+
+# ------------------------------------------------------------------------------------------ agreement with pipeline()
+
+
+@pytest.mark.parametrize(
+    "backend, atol",
+    [("torch", 1e-5), ("torch-bf16", 0.05), ("onnx", 1e-4), ("onnx-int8", 0.15)],
+)
+def test_backends_agree_with_the_stock_pipeline(backend, atol, model_dir, onnx_model_dir, pipe, tmp_path):
+    images = _images()
+    if backend.startswith("onnx"):
+        clf = Classifier.load(onnx_model_dir, backend="onnx", onnx_file="model_int8.onnx" if backend == "onnx-int8" else None)
+        assert clf.backend == ("onnx:model_int8.onnx" if backend == "onnx-int8" else "onnx:model.onnx")
+    else:
+        clf = Classifier.load(model_dir, backend=backend)
+        assert clf.backend == backend
+    ref = _pipeline_proba(pipe, images, clf.labels)
+    assert len(set(ref.argmax(1))) == 3 and ref.max() < 0.999, "the test model must give varied predictions"
+
+    # the same pictures as PIL images, as RGB numpy frames and as JPEG... PNG files (lossless, so identical pixels)
+    paths = []
+    for i, im in enumerate(images):
+        paths.append(tmp_path / f"{i}.png")
+        im.save(paths[-1])
+    for inputs in (images, [np.asarray(im) for im in images], paths, [str(p) for p in paths]):
+        probs = clf.predict_proba(inputs, batch_size=5)
+        assert probs.shape == (len(images), 3) and probs.dtype == np.float32
+        np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+        np.testing.assert_allclose(probs, ref, atol=atol)
+        if atol <= 1e-4:
+            assert (probs.argmax(1) == ref.argmax(1)).all()
+
+
+def test_odd_modes_and_exif_orientation_match_the_pipeline(model_dir, pipe, tmp_path):
+    base = helpers.synthetic_image(1, 7, (80, 50))
+    rotated = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # display rotated by 90 degrees
+    base.save(rotated, exif=exif, quality=95)
+    images = [base.convert("L"), base.convert("P"), base.convert("CMYK"), Image.open(rotated)]
+    clf = Classifier.load(model_dir, backend="torch")
+    probs = clf.predict_proba(images + [rotated])
+    ref = _pipeline_proba(pipe, images + [str(rotated)], clf.labels)
+    np.testing.assert_allclose(probs, ref, atol=1e-5)
+    assert clf.predict_proba([np.asarray(base.convert("L"))]).shape == (1, 3)
+
+
+def test_large_jpeg_is_decoded_in_draft_mode_with_the_same_result(model_dir, pipe, tmp_path):
+    big = helpers.synthetic_image(2, 3, (1280, 960)).resize((1280, 960))
+    path = tmp_path / "big.jpg"
+    big.save(path, quality=95)
+    clf = Classifier.load(model_dir, backend="torch")
+    assert clf.preprocessing.draft_size == (32, 32)
+    from har_model.imaging import open_rgb
+
+    assert open_rgb(path, draft_size=clf.preprocessing.draft_size).size == (160, 120)  # 1/8 scale DCT decode
+    probs = clf.predict_proba([path])
+    ref = _pipeline_proba(pipe, [str(path)], clf.labels)
+    np.testing.assert_allclose(probs, ref, atol=0.02)
+    assert probs.argmax() == ref.argmax()
+
+
+def test_predict_top_k_and_batching(tiny_model_dir):
+    clf = Classifier.load(tiny_model_dir)
+    assert clf.backend == "torch" and clf.labels == list(helpers.CLASSES) and clf.image_size == (32, 32)
+    images = _images()
+    full = clf.predict_proba(images, batch_size=32)
+    np.testing.assert_allclose(clf.predict_proba(images, batch_size=1), full, atol=1e-5)
+    top = clf.predict(images, top_k=2)
+    assert len(top) == len(images) and all(len(t) == 2 for t in top)
+    for row, probs in zip(top, full):
+        assert row[0][0] == clf.labels[int(probs.argmax())] and row[0][1] >= row[1][1]
+    assert len(clf.predict([images[0]], top_k=10)[0]) == 3
+    assert clf.predict_proba(images[0]).shape == (1, 3)  # a single image is accepted too
+
+
+def test_predict_files_reports_unreadable_files_in_order(tiny_model_dir, tmp_path):
+    clf = Classifier.load(tiny_model_dir)
+    paths = []
+    for i in range(5):
+        paths.append(tmp_path / f"{i}.jpg")
+        helpers.synthetic_image(i % 3, i).save(paths[-1])
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8 truncated")
+    order = [paths[0], paths[1], bad, paths[2], tmp_path / "missing.jpg", paths[3], paths[4]]
+    rows = list(clf.predict_files(order, batch_size=2))
+    assert [r[0] for r in rows] == [str(p) for p in order]
+    assert [r[2] is None for r in rows] == [True, True, False, True, False, True, True]
+    assert "bad.jpg" in rows[2][2] and "no such file" in rows[4][2]
+    ok = [r[1] for r in rows if r[1] is not None]
+    np.testing.assert_allclose(np.stack(ok), clf.predict_proba([paths[i] for i in range(5)]), atol=1e-5)
+    with pytest.raises(HarError, match="bad.jpg"):
+        clf.predict_proba([paths[0], bad])
+
+
+# ------------------------------------------------------------------------------------------ ONNX
+
+
+def test_auto_backend_prefers_the_onnx_export(onnx_model_dir, tiny_model_dir):
+    assert Classifier.load(onnx_model_dir).backend == "onnx:model.onnx"
+    assert Classifier.load(tiny_model_dir, backend="auto").backend == "torch"
+    (onnx_model_dir / "onnx" / "model.onnx").rename(onnx_model_dir / "onnx" / "model.onnx.bak")
+    try:
+        assert Classifier.load(onnx_model_dir).backend == "onnx:model_int8.onnx"
+    finally:
+        (onnx_model_dir / "onnx" / "model.onnx.bak").rename(onnx_model_dir / "onnx" / "model.onnx")
+
+
+def test_model_folder_with_onnx_still_loads_in_plain_pipeline(onnx_model_dir):
+    from transformers import pipeline
+
+    out = pipeline("image-classification", model=str(onnx_model_dir))(_images()[0])
+    assert {r["label"] for r in out} == set(helpers.CLASSES)
+
+
+def test_export_onnx_command_and_errors(tiny_model_dir, tmp_path, capsys):
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, folder)
+    assert cli.main(["export-onnx", "--model", str(folder), "--no-int8"]) == 0
+    assert (folder / "onnx" / "model.onnx").is_file() and not (folder / "onnx" / "model_int8.onnx").exists()
+    assert "model.onnx" in capsys.readouterr().out
+    assert cli.main(["export-onnx", "--model", str(tmp_path / "nothing")]) == 2
+    assert "no config.json" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------ load errors
+
+
+def test_load_errors_are_one_clear_line(tiny_model_dir, tmp_path):
+    with pytest.raises(HarError, match="no such model folder"):
+        Classifier.load(tmp_path / "absent")
+    with pytest.raises(HarError, match="no config.json"):
+        Classifier.load(tmp_path)
+    with pytest.raises(HarError, match="unknown backend"):
+        Classifier.load(tiny_model_dir, backend="cuda")
+    with pytest.raises(HarError, match="no ONNX model"):
+        Classifier.load(tiny_model_dir, backend="onnx")
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model_dir, broken)
+    (broken / "preprocessor_config.json").write_text("{not json")
+    with pytest.raises(HarError, match="preprocessor_config.json: cannot read"):
+        Classifier.load(broken)
+    (broken / "preprocessor_config.json").unlink()
+    with pytest.raises(HarError, match="no preprocessor_config.json"):
+        Classifier.load(broken)
+    shutil.copy(tiny_model_dir / "preprocessor_config.json", broken)
+    (broken / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(HarError, match="cannot load the model"):
+        Classifier.load(broken, backend="torch")
+
+
+def test_bad_inputs_raise_harerror(tiny_model_dir):
+    clf = Classifier.load(tiny_model_dir)
+    with pytest.raises(HarError, match="shape"):
+        clf.predict_proba([np.zeros((4, 4, 5), np.uint8)])
+    with pytest.raises(HarError, match="type int"):
+        clf.predict_proba([3])
+
+
+# ------------------------------------------------------------------------------------------ predict command
+
+
+@pytest.fixture()
+def image_tree(tmp_path):
+    root = helpers.make_class_folder(tmp_path / "imgs", per_class=2)
+    (root / "notes.txt").write_text("not an image")
+    (root / "running" / "corrupt.jpg").write_bytes(b"not a jpeg at all")
+    return root
+
+
+def test_predict_command_folder_glob_and_files(tiny_model_dir, image_tree, capsys):
+    assert cli.main(["predict", "--model", str(tiny_model_dir), "--top-k", "2", str(image_tree)]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].split() == ["path", "label_1", "score_1", "label_2", "score_2", "error"]
+    assert sum("img_" in line for line in lines) == 6 and "notes.txt" not in out
+    assert "corrupt.jpg" in out and "not an image" in out and "7 images, 1 unreadable" in out
+
+    assert cli.main(["predict", "--model", str(tiny_model_dir), str(image_tree / "sitting" / "*.jpg")]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if "img_" in line]
+    assert len(rows) == 2 and all("/sitting/" in row for row in rows)
+
+    one = image_tree / "clapping" / "img_000.jpg"
+    assert cli.main(["predict", "--model", str(tiny_model_dir), str(one), str(image_tree / "running" / "**" / "*.jpg")]) == 0
+    out = capsys.readouterr().out
+    assert "4 images, 1 unreadable" in out
+
+
+def test_predict_command_csv(tiny_model_dir, image_tree, tmp_path, capsys):
+    out_csv = tmp_path / "preds.csv"
+    rc = cli.main(["predict", "--model", str(tiny_model_dir), "--top-k", "3", "--csv", str(out_csv),
+                   "--batch-size", "4", "--backend", "torch", str(image_tree)])
+    assert rc == 0 and "wrote 7 rows" in capsys.readouterr().out
+    with open(out_csv, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 7
+    clf = Classifier.load(tiny_model_dir)
+    for row in rows:
+        if row["path"].endswith("corrupt.jpg"):
+            assert row["label_1"] == "" and "not an image" in row["error"]
+            continue
+        assert row["error"] == ""
+        probs = clf.predict_proba([row["path"]])[0]
+        assert row["label_1"] == clf.labels[int(probs.argmax())]
+        assert abs(float(row["score_1"]) - float(probs.max())) < 1e-3
+        assert {row["label_1"], row["label_2"], row["label_3"]} == set(helpers.CLASSES)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["{model}", "{tmp}/nope.jpg"], "nope.jpg: no such file or folder"),
+        (["{model}", "{tmp}/empty"], "no images found"),
+        (["{model}", "{tmp}/empty/*.png"], "no images match"),
+        (["{tmp}/empty", "{img}"], "no config.json"),
+        (["{model}", "--top-k", "0", "{img}"], "--top-k must be at least 1"),
+        (["{model}", "--csv", "{tmp}/no/such/dir/out.csv", "{img}"], "does not exist"),
+    ],
+)
+def test_predict_command_errors(args, message, tiny_model_dir, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "readme.txt").write_text("no images here")
+    img = tmp_path / "x.jpg"
+    helpers.synthetic_image(0, 0).save(img)
+    filled = [a.format(model=tiny_model_dir, tmp=tmp_path, img=img) for a in args]
+    assert cli.main(["predict", "--model", *filled]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
