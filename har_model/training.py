@@ -324,6 +324,7 @@ def run(args) -> int:  # noqa: C901 - the one linear story of a training run
     from har_model.reports import write_outputs
 
     trainer.save_model(str(out))
+    (out / "training_args.bin").unlink(missing_ok=True)  # a pickle: kept in checkpoints/ for --resume, not shipped
     processor.save_pretrained(str(out))
     summary = write_outputs(
         trainer=trainer,
