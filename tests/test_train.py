@@ -59,6 +59,7 @@ def test_writes_every_file(trained):
         assert (out / name).is_file(), name
         assert (out / name).stat().st_size > 0, name
     assert sorted(p.name for p in (out / "examples").glob("*.jpg"))  # examples for the app
+    assert not (out / "training_args.bin").exists()  # no pickle in the shipped folder
     assert (out / "dataset" / "README.md").is_file()  # the dataset repo folder
     assert "test accuracy" in proc.stdout and "macro-F1" in proc.stdout  # the final summary
 
