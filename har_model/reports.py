@@ -160,9 +160,9 @@ def write_outputs(*, trainer, out: Path, labels: list[str], test_ds, test_split,
     probs = torch.softmax(torch.as_tensor(np.asarray(logits, dtype=np.float32)), -1).numpy()
     y_pred, y_true = probs.argmax(-1), np.asarray(pred.label_ids)
     test = classification_report(y_pred, y_true, labels)
+    log_history = list(trainer.state.log_history)  # the per-epoch story, before the re-evaluation below logs a row
+    # validation metrics of the model we ship (the best checkpoint, not necessarily the last epoch)
     val = {k.removeprefix("eval_"): v for k, v in trainer.evaluate().items() if k.startswith("eval_")}
-
-    log_history = trainer.state.log_history
     epochs_run = max((row.get("epoch", 0) for row in log_history), default=0)
     metrics = {
         "test": test,
