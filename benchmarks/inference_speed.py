@@ -194,6 +194,7 @@ def main() -> int:
             t0 = time.perf_counter()
             pred = paths[name](files)
             times[name].append(time.perf_counter() - t0)
+            print(f"  {name}: {len(files) / times[name][-1]:.1f} img/s", flush=True)
             preds.setdefault(name, pred)
         print(f"round {r + 1}/{args.rounds} done", flush=True)
 
