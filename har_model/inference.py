@@ -6,8 +6,10 @@ is done once per batch in numpy instead of per image in Python, JPEGs are decode
 model input is much smaller (draft mode), and the network runs batched in one of:
 
     torch        float32, channels-last, inference mode
-    torch-bf16   bfloat16 weights and activations (only where the CPU has native bf16)
-    onnx         ONNX Runtime on ``onnx/model_int8.onnx`` or ``onnx/model.onnx`` (see har_model.onnx_export)
+    torch-bf16   bfloat16 weights and activations (fast only where the CPU has native bf16; not bit-exact)
+    onnx         ONNX Runtime on ``onnx/model.onnx`` (or ``model_int8.onnx``), see har_model.onnx_export
+
+``auto`` (the default) takes the ONNX export when the folder has one, else float32 torch.
 
     clf = Classifier.load("outputs/har15")
     clf.predict(["a.jpg", pil_image, rgb_frame], top_k=3)  # [[("running", 0.93), ...], ...]
@@ -33,7 +35,8 @@ from har_model.imaging import is_image_path, open_rgb, to_rgb
 
 BACKENDS = ("auto", "torch", "torch-bf16", "onnx")
 ONNX_DIR = "onnx"
-# Preferred ONNX files, best first; "auto" uses the first one present (see choose_onnx_file).
+# ONNX files, best first; "auto" uses the first one present. float32 first: dynamic int8 (ConvInteger) measured
+# several times slower than float32 on AVX-512 CPUs and it changes predictions (benchmarks/inference_speed.py).
 ONNX_FILES = ("model.onnx", "model_int8.onnx")
 
 # Image processors whose steps Preprocessing reproduces exactly (resize, centre crop, rescale, normalize);

@@ -15,6 +15,17 @@ from har_model.errors import HarError
 from har_model.inference import Classifier, Preprocessing, StockPreprocessing, load_preprocessing
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """One intra-op thread: on a CPU shared with other jobs, OpenMP threads waiting on each other are far slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _sizes():
     return [(96, 72), (40, 64), (33, 33), (300, 200)]
 
