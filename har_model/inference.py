@@ -187,14 +187,7 @@ class StockPreprocessing:
 def load_preprocessing(model_dir: Path) -> Preprocessing | StockPreprocessing:
     """The model folder's image processor, reproduced by Preprocessing when possible, else StockPreprocessing."""
     path = Path(model_dir) / "preprocessor_config.json"
-    if not path.is_file():
-        raise HarError(f"{model_dir}: no preprocessor_config.json (not a saved image classifier?)")
-    try:
-        cfg = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise HarError(f"{path}: cannot read ({exc})") from None
-    if not isinstance(cfg, dict):
-        raise HarError(f"{path}: not a JSON object")
+    cfg = _read_json(path, "not a saved image classifier?")
     try:
         return Preprocessing.from_dict(cfg, str(path))
     except UnsupportedProcessor:
@@ -330,14 +323,21 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------- classifier
 
 
-def _read_labels(model_dir: Path) -> list[str]:
-    path = model_dir / "config.json"
+def _read_json(path: Path, missing_hint: str) -> dict:
     if not path.is_file():
-        raise HarError(f"{model_dir}: no config.json (not a saved model folder)")
+        raise HarError(f"{path.parent}: no {path.name} ({missing_hint})")
     try:
-        config = json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise HarError(f"{path}: cannot read ({exc})") from None
+    if not isinstance(data, dict):
+        raise HarError(f"{path}: not a JSON object")
+    return data
+
+
+def _read_labels(model_dir: Path) -> list[str]:
+    path = model_dir / "config.json"
+    config = _read_json(path, "not a saved model folder")
     id2label = config.get("id2label") or {}
     try:
         labels = [str(id2label[k]) for k in sorted(id2label, key=int)]
