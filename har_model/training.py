@@ -42,15 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--overwrite", action="store_true", help="start afresh even if OUTPUT_DIR holds checkpoints")
 
     h = p.add_argument_group("training recipe")
-    h.add_argument("--epochs", type=float, default=8.0, help="maximum number of epochs")
+    h.add_argument("--epochs", type=float, default=6.0, help="maximum number of epochs")
     h.add_argument("--batch-size", type=int, default=32, help="training batch size per device")
     h.add_argument("--eval-batch-size", type=int, default=64, help="evaluation batch size per device")
     h.add_argument("--learning-rate", type=float, default=2e-3, help="peak learning rate of the new head")
-    h.add_argument("--backbone-lr-scale", type=float, default=0.5,
+    h.add_argument("--backbone-lr-scale", type=float, default=0.25,
                    help="learning rate of the (unfrozen) backbone relative to the head")
     h.add_argument("--freeze-layers", default="auto",
-                   help="freeze the stem and this many of the first backbone blocks ('auto': the first 3/16, i.e. the "
-                        "high-resolution stages; 0: none)")
+                   help="freeze the stem and this many of the first backbone blocks ('auto': the first half; 0: none)")
     h.add_argument("--weight-decay", type=float, default=0.01)
     h.add_argument("--warmup-ratio", type=float, default=0.05)
     h.add_argument("--label-smoothing", type=float, default=0.1)
@@ -123,7 +122,7 @@ def freeze_early_layers(model, spec: str | int) -> tuple[int, list]:
     blocks = main_block_list(model)
     if blocks is None:
         return 0, []
-    n = round(len(blocks) * 3 / 16) if str(spec) == "auto" else int(spec)
+    n = len(blocks) // 2 if str(spec) == "auto" else int(spec)
     if n <= 0:
         return 0, []
     n = min(n, len(blocks))
