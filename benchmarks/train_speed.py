@@ -88,6 +88,7 @@ def run_ours(classes, train_rows, held_rows, batch_size, out):
     from transformers import Trainer as _T  # noqa: F401 (imported for parity of import cost)
 
     from har_model import training
+    from har_model.inference import cpu_has_bf16
     from har_model.augment import CachedImages, Geometry, decode_images
     from har_model.backbones import load_backbone
 
@@ -101,7 +102,7 @@ def run_ours(classes, train_rows, held_rows, batch_size, out):
     train_ds = CachedImages(pixels, ds["label"], geo, augment=True)
     n_frozen, norms = training.freeze_early_layers(model, "auto")
     model = model.to(memory_format=torch.channels_last)
-    targs = training._training_arguments(args, out / "ours", out / "ours", 0, training.cpu_supports_bf16(), "none")
+    targs = training._training_arguments(args, out / "ours", out / "ours", 0, cpu_has_bf16(), "none")
     targs.eval_strategy = targs.save_strategy = "no"
     targs.load_best_model_at_end = False
     targs.disable_tqdm = True
@@ -126,10 +127,12 @@ def main() -> int:
         return 2
     import torch
 
+    from har_model.inference import cpu_has_bf16
+
     classes, train_rows, held_rows = subset(a.data, a.per_class, a.eval_per_class)
     n = len(train_rows)
     print(f"{len(classes)} classes, {n} training images (1 epoch, batch {a.batch_size}), {len(held_rows)} held-out; "
-          f"torch threads {torch.get_num_threads()}, bf16 CPU: {__import__('har_model.training').training.cpu_supports_bf16()}")
+          f"torch threads {torch.get_num_threads()}, bf16 CPU: {cpu_has_bf16()}")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         ours_s, ours_acc = run_ours(classes, train_rows, held_rows, a.batch_size, out)

@@ -77,15 +77,6 @@ def build_parser() -> argparse.ArgumentParser:
 # helpers
 
 
-def cpu_supports_bf16() -> bool:
-    """True where bf16 matmuls/convs run natively (AVX-512 BF16 or AMX), so autocast pays off."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def _check_output_dir(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise HarError(f"--output-dir {out}: exists and is a file, not a folder")
@@ -252,6 +243,7 @@ def run(args) -> int:  # noqa: C901 - the one linear story of a training run
     from har_model import backbones, data
     from har_model.augment import CachedImages, Geometry, decode_images
     from har_model.evaluation import compute_metrics_fn
+    from har_model.inference import cpu_has_bf16
 
     transformers.logging.set_verbosity_warning()
     seed = args.seed if args.train_seed is None else args.train_seed
@@ -271,7 +263,7 @@ def run(args) -> int:  # noqa: C901 - the one linear story of a training run
         model = model.to(memory_format=torch.channels_last)
     use_bf16 = args.precision == "bf16" or (
         args.precision == "auto" and (torch.cuda.is_available() and torch.cuda.is_bf16_supported() or
-                                      not torch.cuda.is_available() and cpu_supports_bf16())
+                                      not torch.cuda.is_available() and cpu_has_bf16())
     )
 
     # ---- decode and resize every image once
