@@ -106,10 +106,9 @@ def run_ours(classes, train_rows, held_rows, batch_size, out):
     targs.eval_strategy = targs.save_strategy = "no"
     targs.load_best_model_at_end = False
     targs.disable_tqdm = True
-    Trainer = training._make_trainer_class()
-    Trainer.frozen_norms, Trainer.backbone_lr_scale = norms, args.backbone_lr_scale
-    Trainer.head_prefixes = training._head_prefixes(model)
-    trainer = Trainer(model=model, args=targs, train_dataset=train_ds)
+    trainer = training._make_trainer_class()(model=model, args=targs, train_dataset=train_ds, frozen_norms=norms,
+                                             backbone_lr_scale=args.backbone_lr_scale,
+                                             head_prefixes=training._head_prefixes(model))
     trainer.train()
     seconds = time.perf_counter() - t
     return seconds, accuracy(model.to(memory_format=torch.contiguous_format), processor, held_rows)

@@ -144,13 +144,11 @@ def _make_trainer_class():
     class HarTrainer(Trainer):
         """Trainer + frozen BN kept in eval mode, channels-last inputs, train accuracy, head/backbone learning rates."""
 
-        frozen_norms: list = []
-        channels_last: bool = True
-        backbone_lr_scale: float = 1.0
-        head_prefixes: tuple = ("classifier",)
-
-        def __init__(self, *a, **kw):
+        def __init__(self, *a, frozen_norms=(), channels_last=True, backbone_lr_scale=1.0,
+                     head_prefixes=("classifier",), **kw):
             super().__init__(*a, **kw)
+            self.frozen_norms, self.channels_last = list(frozen_norms), channels_last
+            self.backbone_lr_scale, self.head_prefixes = backbone_lr_scale, tuple(head_prefixes)
             self._train_correct = 0
             self._train_seen = 0
 
@@ -287,19 +285,18 @@ def run(args) -> int:  # noqa: C901 - the one linear story of a training run
             report_to = "none"
     training_args = _training_arguments(args, ckpt_dir, out, seed, use_bf16, report_to)
 
-    Trainer = _make_trainer_class()
-    Trainer.frozen_norms = frozen_norms
-    Trainer.channels_last = channels_last
-    Trainer.backbone_lr_scale = args.backbone_lr_scale
-    Trainer.head_prefixes = _head_prefixes(model)
     callbacks = [EarlyStoppingCallback(args.early_stopping_patience)] if args.early_stopping_patience > 0 else []
-    trainer = Trainer(
+    trainer = _make_trainer_class()(
         model=model,
         args=training_args,
         train_dataset=train_ds,
         eval_dataset=val_ds,
         compute_metrics=compute_metrics_fn(labels),
         callbacks=callbacks,
+        frozen_norms=frozen_norms,
+        channels_last=channels_last,
+        backbone_lr_scale=args.backbone_lr_scale,
+        head_prefixes=_head_prefixes(model),
     )
     print(
         f"training {args.model} on {len(train_ds)} images ({len(labels)} classes), validating on {len(val_ds)}, "
