@@ -7,6 +7,8 @@ same test images given as JPEG files: images/s over the whole set, top-1 agreeme
 pipeline, accuracy, then the p50 latency of one single-image call (paths timed interleaved, image by image), and
 the fraction of this CPU's FLOP peak each path reaches. Other processes share this machine, so every path is timed
 in every round, in rotating order, and the figures are medians over rounds; compare ratios, not absolutes.
+On a CPU that other jobs are using, also run with ``--threads 1``: OpenMP threads that wait on each other while
+another process holds a core make every multi-threaded torch path (stock included) erratic.
 
 --data is a dataset folder (``datasets.load_from_disk`` or ``load_dataset``; the test split is used) or an image
 folder with one sub-folder per class. --model defaults to outputs/har15; when absent, the ImageNet
