@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from har_model.data import image_bytes
 from har_model.imaging import open_rgb
 
 _PIL_RESAMPLE = {0: Image.NEAREST, 1: Image.LANCZOS, 2: Image.BILINEAR, 3: Image.BICUBIC, 4: Image.BOX, 5: Image.HAMMING}
@@ -92,15 +93,6 @@ def _decode_eval(job) -> np.ndarray:
     return resize_for_eval(open_rgb(data), geo)
 
 
-def _image_bytes(example_image) -> bytes:
-    if isinstance(example_image, dict):
-        if example_image.get("bytes"):
-            return example_image["bytes"]
-        with open(example_image["path"], "rb") as fh:
-            return fh.read()
-    raise TypeError(f"expected an undecoded datasets Image value, got {type(example_image)}")
-
-
 def decode_images(images: Sequence, *, geo: Geometry, train: bool, num_workers: int = 1, desc: str = "") -> torch.Tensor:
     """Decode a column of undecoded `datasets.Image` values once, into an [N, 3, H, W] uint8 tensor.
 
@@ -111,11 +103,11 @@ def decode_images(images: Sequence, *, geo: Geometry, train: bool, num_workers: 
 
     if train:
         hw = train_base_hw(geo)
-        jobs = ((_image_bytes(im), hw, geo.resample) for im in images)
+        jobs = ((image_bytes(im), hw, geo.resample) for im in images)
         fn = _decode_one
     else:
         hw = geo.out_hw
-        jobs = ((_image_bytes(im), geo) for im in images)
+        jobs = ((image_bytes(im), geo) for im in images)
         fn = _decode_eval
     out = torch.empty((len(images), 3, *hw), dtype=torch.uint8)
     bar = tqdm(total=len(images), desc=desc or "decoding", unit="img", leave=False)

@@ -427,11 +427,11 @@ def write_dataset_repo(ds, output_dir: str | os.PathLike, *, license: str = "oth
         labels = raw["label"]
         for label in labels:
             counts[class_names[label]][s] += 1
-        rows = ((_image_bytes(r["image"]), r["image"].get("path") or "", r["label"]) for r in raw)
+        rows = ((image_bytes(r["image"]), r["image"].get("path") or "", r["label"]) for r in raw)
         split_bytes[s] = _write_split(out, s, rows, len(raw), raw.data.nbytes, features)
     for r in ds["train"].cast_column("image", ImageFeature(decode=False)):
         if len(samples[class_names[r["label"]]]) < SAMPLES_PER_CLASS:
-            samples[class_names[r["label"]]].append(_image_bytes(r["image"]))
+            samples[class_names[r["label"]]].append(image_bytes(r["image"]))
     _write_card_and_figures(
         out, class_names, counts, split_bytes, samples, license=license, pretty_name=pretty_name, source=source,
         summary=None, features=features,
@@ -439,7 +439,8 @@ def write_dataset_repo(ds, output_dir: str | os.PathLike, *, license: str = "oth
     return out
 
 
-def _image_bytes(value: dict) -> bytes:
+def image_bytes(value: dict) -> bytes:
+    """The encoded bytes of an undecoded `datasets.Image` value (its bytes, or the file at its path)."""
     if value.get("bytes"):
         return value["bytes"]
     if value.get("path"):
@@ -572,7 +573,7 @@ def _carve_missing_splits(ds, missing, seed, val_fraction, test_fraction, num_wo
     fractions = {"train": 1.0 - sum(asked[s] for s in missing), **{s: asked[s] for s in missing}}
     check_fractions(val_fraction, test_fraction)
     raw = train.cast_column("image", ImageFeature(decode=False))
-    hashes = _hash_images([_image_bytes(v) for v in raw["image"]], num_workers)
+    hashes = _hash_images([image_bytes(v) for v in raw["image"]], num_workers)
     groups, _ = group_images([h[0] for h in hashes], [h[1] for h in hashes], [h[2] for h in hashes], threshold)
     names = train.features["label"].names
     idx = grouped_stratified_split(train["label"], groups, names, fractions, seed=seed)

@@ -194,11 +194,11 @@ def write_outputs(*, trainer, out: Path, labels: list[str], test_ds, test_split,
 
     # predictions grid and examples use the original test images (not the resized tensors)
     raw = test_split.cast_column("image", ImageFeature(decode=False))["image"]
+    from har_model.data import image_bytes
     from har_model.imaging import open_rgb
 
     def original(i: int):
-        item = raw[i]
-        return open_rgb(item["bytes"] if item.get("bytes") else item["path"])
+        return open_rgb(image_bytes(raw[i]))
 
     grid = _pick_grid(y_true, y_pred, len(labels), size=max(12, min(24, len(labels) + 9)), seed=args.seed)
     plot_predictions(
