@@ -65,6 +65,22 @@ class Geometry:
         return cls(resize_hw, crop_hw, resample, mean, std, rescale)
 
 
+def scale_processor(processor, factor: float) -> None:
+    """Scale an image processor's resize (and centre-crop) size in place, keeping its other settings."""
+    if factor == 1:
+        return
+
+    def scaled(value):
+        if isinstance(value, int):
+            return int(round(value * factor))
+        return {k: int(round(v * factor)) if k in ("height", "width", "shortest_edge") else v for k, v in value.items()}
+
+    for attr in ("size", "crop_size"):
+        value = getattr(processor, attr, None)
+        if value is not None:
+            setattr(processor, attr, scaled(dict(value) if not isinstance(value, int) else value))
+
+
 def resize_for_eval(img: Image.Image, geo: Geometry) -> np.ndarray:
     """PIL image -> HxWx3 uint8 exactly as the image processor would size it (resize, then centre crop)."""
     h, w = geo.resize_hw

@@ -144,7 +144,7 @@ def _pick_grid(y_true: np.ndarray, y_pred: np.ndarray, n_labels: int, size: int,
 
 
 def write_outputs(*, trainer, out: Path, labels: list[str], test_ds, test_split, args, train_seconds: float,
-                  total_seconds_start: float, precision: str, frozen_blocks: int, geo) -> str:
+                  total_seconds_start: float, precision: str, frozen_blocks: int, geo, train_geo=None) -> str:
     """Evaluate the best model on the test split and write every report file; return a short printable summary."""
     import torch
     from datasets import Image as ImageFeature
@@ -184,7 +184,8 @@ def write_outputs(*, trainer, out: Path, labels: list[str], test_ds, test_split,
             "backbone_lr_scale": args.backbone_lr_scale, "frozen_blocks": frozen_blocks,
             "weight_decay": args.weight_decay, "label_smoothing": args.label_smoothing,
             "warmup_ratio": args.warmup_ratio, "precision": precision, "seed": args.seed,
-            "input_size": list(geo.out_hw), "early_stopping_patience": args.early_stopping_patience,
+            "input_size": list(geo.out_hw), "train_crop_size": list((train_geo or geo).out_hw),
+            "early_stopping_patience": args.early_stopping_patience,
         },
         "log_history": log_history,
     }

@@ -43,6 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     h = p.add_argument_group("training recipe")
     h.add_argument("--epochs", type=float, default=6.0, help="maximum number of epochs")
+    h.add_argument("--image-size", type=int, default=None,
+                   help="training crop size in pixels (default: 256 for the built-in backbones (their native size if larger), "
+                   "the base model's own input size for other models)")
+    h.add_argument("--eval-size", default="auto",
+                   help="input size for validation, test and the saved model: a number, 'same' (= --image-size) or "
+                   "'auto' (convolutional models: about 1.3x the training size, rounded to 32, which undoes the "
+                   "object enlargement of random-resized-crop training (FixRes); other models: same)")
     h.add_argument("--batch-size", type=int, default=32, help="training batch size per device")
     h.add_argument("--eval-batch-size", type=int, default=64, help="evaluation batch size per device")
     h.add_argument("--learning-rate", type=float, default=2e-3, help="peak learning rate of the new head")
@@ -199,6 +206,60 @@ def _make_trainer_class():
     return HarTrainer
 
 
+# Models without position embeddings or fixed-size layers: they take any input size, so they can be evaluated at
+# a larger size than they were trained at.
+_CONV_MODEL_TYPES = {"efficientnet", "resnet", "convnext", "convnextv2", "regnet", "mobilenet_v1", "mobilenet_v2", "bit"}
+FIXRES_RATIO = 1.3
+
+
+def _parse_eval_size(spec, train_size: int, model_type: str | None) -> int:
+    spec = str(spec).strip().lower()
+    if spec == "same":
+        return train_size
+    if spec == "auto":
+        if model_type not in _CONV_MODEL_TYPES:
+            return train_size
+        return max(32, int(round(train_size * FIXRES_RATIO / 32)) * 32)
+    try:
+        size = int(spec)
+    except ValueError:
+        raise HarError(f"--eval-size {spec!r}: give a number of pixels, 'same' or 'auto'") from None
+    if size < 16:
+        raise HarError(f"--eval-size {size}: too small (at least 16 pixels)")
+    return size
+
+
+def _train_eval_geometry(model, processor, image_size: int | None, eval_size):
+    """(training geometry, evaluation geometry); the processor (saved with the model) is set to the evaluation size.
+
+    Random-resized-crop training shows objects larger than a plain resize of the whole photo does; evaluating a
+    convolutional model at ~1.3x the training size makes them match again (Touvron et al., "Fixing the train-test
+    resolution discrepancy", 2019). On har15 with Lite0 trained at 224 this lifts validation accuracy from 78% at 224
+    to 81% at 288 (README, "Accuracy").
+    """
+    from har_model.augment import Geometry, scale_processor
+
+    base = Geometry.from_processor(processor)
+    base_size = base.out_hw[0]
+    train_size = image_size or base_size
+    if image_size is not None and image_size < 16:
+        raise HarError(f"--image-size {image_size}: too small (at least 16 pixels)")
+    model_type = getattr(model.config, "model_type", None)
+    test_size = _parse_eval_size(eval_size, train_size, model_type)
+    if image_size is not None and image_size != base_size and model_type not in _CONV_MODEL_TYPES:
+        raise HarError(f"--image-size {image_size}: {model_type or 'this'} models take only {base_size} pixels "
+                       "(position embeddings); leave --image-size out")
+    if test_size != train_size and model_type not in _CONV_MODEL_TYPES:
+        raise HarError(f"--eval-size {test_size}: {model_type or 'this'} models take only their training size; "
+                       "use --eval-size same")
+    scale_processor(processor, train_size / base_size)
+    train_geo = Geometry.from_processor(processor)
+    scale_processor(processor, test_size / train_size)
+    if hasattr(model.config, "image_size"):
+        model.config.image_size = test_size
+    return train_geo, Geometry.from_processor(processor)
+
+
 def _head_prefixes(model) -> tuple:
     """Parameter-name prefixes of the classification head (the new, randomly initialised part)."""
     names = [n for n, _ in model.named_parameters()]
@@ -239,7 +300,7 @@ def run(args) -> int:  # noqa: C901 - the one linear story of a training run
     from transformers import EarlyStoppingCallback, set_seed
 
     from har_model import backbones, data
-    from har_model.augment import CachedImages, Geometry, decode_images
+    from har_model.augment import CachedImages, decode_images
     from har_model.evaluation import compute_metrics_fn
     from har_model.inference import cpu_has_bf16
 
@@ -254,7 +315,8 @@ def run(args) -> int:  # noqa: C901 - the one linear story of a training run
 
     # ---- model
     model, processor = backbones.load_backbone(args.model, labels)
-    geo = Geometry.from_processor(processor)
+    image_size = args.image_size or backbones.default_train_size(args.model)
+    train_geo, geo = _train_eval_geometry(model, processor, image_size, args.eval_size)
     n_frozen, frozen_norms = freeze_early_layers(model, args.freeze_layers)
     channels_last = not args.no_channels_last
     if channels_last:
@@ -270,8 +332,9 @@ def run(args) -> int:  # noqa: C901 - the one linear story of a training run
 
     def cached(split: str, train: bool) -> CachedImages:
         ds = dsd[split].cast_column("image", ImageFeature(decode=False))
-        pixels = decode_images(ds["image"], geo=geo, train=train, num_workers=workers, desc=f"decoding {split}")
-        return CachedImages(pixels, ds["label"], geo, augment=train)
+        g = train_geo if train else geo
+        pixels = decode_images(ds["image"], geo=g, train=train, num_workers=workers, desc=f"decoding {split}")
+        return CachedImages(pixels, ds["label"], g, augment=train)
 
     train_ds, val_ds, test_ds = cached("train", True), cached("validation", False), cached("test", False)
 
@@ -300,7 +363,8 @@ def run(args) -> int:  # noqa: C901 - the one linear story of a training run
     )
     print(
         f"training {args.model} on {len(train_ds)} images ({len(labels)} classes), validating on {len(val_ds)}, "
-        f"testing on {len(test_ds)}; input {geo.out_hw[0]}x{geo.out_hw[1]}, {'bf16' if use_bf16 else 'fp32'}, "
+        f"testing on {len(test_ds)}; training crops {train_geo.out_hw[0]}x{train_geo.out_hw[1]}, evaluation input "
+        f"{geo.out_hw[0]}x{geo.out_hw[1]}, {'bf16' if use_bf16 else 'fp32'}, "
         f"{n_frozen} blocks frozen",
         flush=True,
     )
@@ -326,6 +390,7 @@ def run(args) -> int:  # noqa: C901 - the one linear story of a training run
         precision="bf16" if use_bf16 else "fp32",
         frozen_blocks=n_frozen,
         geo=geo,
+        train_geo=train_geo,
     )
 
     if args.export_onnx:

@@ -117,6 +117,11 @@ def test_pretrained_backbone_learns_the_task(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["base_model"] == "efficientnet-lite0"
     assert metrics["test"]["accuracy"] >= 0.8, metrics["test"]
+    # trained on 224 crops, evaluated and saved at 288 (FixRes); the card says both
+    assert metrics["recipe"]["train_crop_size"] == [224, 224] and metrics["recipe"]["input_size"] == [288, 288]
+    assert json.loads((out / "preprocessor_config.json").read_text())["size"] == {"height": 288, "width": 288}
+    card = (out / "README.md").read_text()
+    assert "| input size (validation, test, inference) | 288x288 |\n| training crops | 224x224" in card
 
 
 def test_resume_continues_from_checkpoint(tmp_path, tiny_model_dir):
@@ -168,3 +173,47 @@ def test_help_reads_well():
     for option in ("--data-dir", "--dataset", "--output-dir", "--model", "--epochs", "--resume", "--push-to-hub",
                    "--export-onnx", "efficientnet-lite0"):
         assert option in proc.stdout, option
+
+
+def _tiny_vit(out_dir: Path) -> Path:
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    config = ViTConfig(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                       intermediate_size=32, num_labels=3)
+    ViTForImageClassification(config).save_pretrained(out_dir)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(out_dir)
+    return out_dir
+
+
+def test_eval_size_follows_the_training_size(tmp_path):
+    """Convolutional models are evaluated (and saved) at ~1.3x the training crop size (FixRes); the training
+    crops keep the requested size; models with position embeddings keep one size; bad sizes are one clear error."""
+    import helpers
+    from har_model import backbones
+    from har_model.errors import HarError
+    from har_model.training import _train_eval_geometry
+
+    conv = helpers.make_tiny_model(tmp_path / "conv", image_size=64)
+    labels = list(helpers.CLASSES)
+    cases = [(None, "auto", 64, 96), (None, "same", 64, 64), (None, "80", 64, 80), (128, "auto", 128, 160),
+             (224, "auto", 224, 288), (256, "auto", 256, 320)]
+    for image_size, eval_size, train_hw, eval_hw in cases:
+        model, processor = backbones.load_backbone(str(conv), labels)
+        train_geo, geo = _train_eval_geometry(model, processor, image_size, eval_size)
+        assert (train_geo.out_hw, geo.out_hw) == ((train_hw,) * 2, (eval_hw,) * 2), (image_size, eval_size)
+        assert model.config.image_size == eval_hw
+        processor.save_pretrained(tmp_path / "saved")
+        saved = json.loads((tmp_path / "saved" / "preprocessor_config.json").read_text())
+        assert saved["size"] == {"height": eval_hw, "width": eval_hw}
+
+    vit = _tiny_vit(tmp_path / "vit")
+    model, processor = backbones.load_backbone(str(vit), labels)
+    train_geo, geo = _train_eval_geometry(model, processor, None, "auto")
+    assert train_geo.out_hw == geo.out_hw == (32, 32)
+    for image_size, eval_size in [(48, "auto"), (None, "64")]:
+        model, processor = backbones.load_backbone(str(vit), labels)
+        with pytest.raises(HarError, match="--(image|eval)-size"):
+            _train_eval_geometry(model, processor, image_size, eval_size)
+    model, processor = backbones.load_backbone(str(conv), labels)
+    with pytest.raises(HarError, match="--eval-size 'big'"):
+        _train_eval_geometry(model, processor, None, "big")
