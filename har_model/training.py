@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--overwrite", action="store_true", help="start afresh even if OUTPUT_DIR holds checkpoints")
 
     h = p.add_argument_group("training recipe")
-    h.add_argument("--epochs", type=float, default=6.0, help="maximum number of epochs")
+    h.add_argument("--epochs", type=float, default=7.0, help="maximum number of epochs")
     h.add_argument("--image-size", type=int, default=None,
                    help="training crop size in pixels (default: 256 for the built-in backbones (their native size if larger), "
                    "the base model's own input size for other models)")

@@ -117,11 +117,11 @@ def test_pretrained_backbone_learns_the_task(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["base_model"] == "efficientnet-lite0"
     assert metrics["test"]["accuracy"] >= 0.8, metrics["test"]
-    # trained on 224 crops, evaluated and saved at 288 (FixRes); the card says both
-    assert metrics["recipe"]["train_crop_size"] == [224, 224] and metrics["recipe"]["input_size"] == [288, 288]
-    assert json.loads((out / "preprocessor_config.json").read_text())["size"] == {"height": 288, "width": 288}
+    # the defaults: trained on 256 crops, evaluated and saved at 320 (FixRes); the card says both
+    assert metrics["recipe"]["train_crop_size"] == [256, 256] and metrics["recipe"]["input_size"] == [320, 320]
+    assert json.loads((out / "preprocessor_config.json").read_text())["size"] == {"height": 320, "width": 320}
     card = (out / "README.md").read_text()
-    assert "| input size (validation, test, inference) | 288x288 |\n| training crops | 224x224" in card
+    assert "| input size (validation, test, inference) | 320x320 |\n| training crops | 256x256" in card
 
 
 def test_resume_continues_from_checkpoint(tmp_path, tiny_model_dir):
