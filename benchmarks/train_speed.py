@@ -1,6 +1,7 @@
 """Training throughput: our recipe vs the plain recipe of the transformers image-classification guide, one run.
 
-Same model (efficientnet-lite0, ImageNet weights), same resolution (224), same batch size, same images, same
+Same model (efficientnet-lite0, ImageNet weights), same resolution (256 by default, the size
+our default recipe trains at), same batch size, same images, same
 number of optimizer steps (one epoch of a class-balanced subset of har15), then both models are scored on the same
 held-out images.
 
@@ -9,7 +10,7 @@ held-out images.
     ours:  har_model.training recipe (decode + resize once, torch augmentation, channels-last, bf16 autocast,
            frozen stem + early blocks) -- the one-time decode is counted in its time
 
-    python benchmarks/train_speed.py [--data ../shared/data/har15] [--per-class 64] [--eval-per-class 20]
+    python benchmarks/train_speed.py [--data ../shared/data/har15] [--per-class 64] [--eval-per-class 20] [--image-size 256]
 """
 
 from __future__ import annotations
@@ -58,12 +59,20 @@ def accuracy(model, processor, rows) -> float:
     return correct / len(rows)
 
 
-def run_stock(classes, train_rows, held_rows, batch_size, out):
-    from transformers import DefaultDataCollator, Trainer, TrainingArguments
-
+def sized_backbone(classes, size: int):
+    """Lite0 with its image processor set to `size` (training and held-out scoring), the same for both recipes."""
+    from har_model.augment import Geometry, scale_processor
     from har_model.backbones import load_backbone
 
     model, processor = load_backbone("efficientnet-lite0", classes)
+    scale_processor(processor, size / Geometry.from_processor(processor).out_hw[0])
+    return model, processor
+
+
+def run_stock(classes, train_rows, held_rows, batch_size, out, size):
+    from transformers import DefaultDataCollator, Trainer, TrainingArguments
+
+    model, processor = sized_backbone(classes, size)
     ds = to_dataset(train_rows, classes)
 
     def transform(batch):  # the guide's recipe, minus torchvision: the image processor does the work
@@ -82,7 +91,7 @@ def run_stock(classes, train_rows, held_rows, batch_size, out):
     return seconds, accuracy(model, processor, held_rows)
 
 
-def run_ours(classes, train_rows, held_rows, batch_size, out):
+def run_ours(classes, train_rows, held_rows, batch_size, out, size):
     import torch
     from datasets import Image as ImageFeature
     from transformers import Trainer as _T  # noqa: F401 (imported for parity of import cost)
@@ -90,9 +99,7 @@ def run_ours(classes, train_rows, held_rows, batch_size, out):
     from har_model import training
     from har_model.inference import cpu_has_bf16
     from har_model.augment import CachedImages, Geometry, decode_images
-    from har_model.backbones import load_backbone
-
-    model, processor = load_backbone("efficientnet-lite0", classes)
+    model, processor = sized_backbone(classes, size)
     geo = Geometry.from_processor(processor)
     args = training.build_parser().parse_args(["--data-dir", "x", "--batch-size", str(batch_size), "--epochs", "1",
                                                "--report-to", "none", "--early-stopping-patience", "0"])
@@ -120,6 +127,7 @@ def main() -> int:
     p.add_argument("--per-class", type=int, default=64, help="training images per class (one epoch)")
     p.add_argument("--eval-per-class", type=int, default=20, help="held-out images per class for accuracy")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--image-size", type=int, default=256, help="input size of both recipes")
     a = p.parse_args()
     if not a.data.is_dir():
         print(f"error: {a.data} is not a folder of class sub-folders", file=sys.stderr)
@@ -130,13 +138,14 @@ def main() -> int:
 
     classes, train_rows, held_rows = subset(a.data, a.per_class, a.eval_per_class)
     n = len(train_rows)
-    print(f"{len(classes)} classes, {n} training images (1 epoch, batch {a.batch_size}), {len(held_rows)} held-out; "
+    print(f"{len(classes)} classes, {n} training images (1 epoch, batch {a.batch_size}, {a.image_size}x{a.image_size}), "
+          f"{len(held_rows)} held-out; "
           f"torch threads {torch.get_num_threads()}, bf16 CPU: {cpu_has_bf16()}")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
-        ours_s, ours_acc = run_ours(classes, train_rows, held_rows, a.batch_size, out)
+        ours_s, ours_acc = run_ours(classes, train_rows, held_rows, a.batch_size, out, a.image_size)
         print(f"ours : {ours_s:7.1f} s  {n / ours_s:6.1f} img/s (decode included)  held-out accuracy {ours_acc:.3f}", flush=True)
-        stock_s, stock_acc = run_stock(classes, train_rows, held_rows, a.batch_size, out)
+        stock_s, stock_acc = run_stock(classes, train_rows, held_rows, a.batch_size, out, a.image_size)
         print(f"stock: {stock_s:7.1f} s  {n / stock_s:6.1f} img/s                     held-out accuracy {stock_acc:.3f}")
     print(f"speed-up: {stock_s / ours_s:.2f}x   accuracy difference (ours - stock): {ours_acc - stock_acc:+.3f}")
     return 0
