@@ -99,6 +99,7 @@ def run_ours(classes, train_rows, held_rows, batch_size, out, size):
     from har_model import training
     from har_model.inference import cpu_has_bf16
     from har_model.augment import CachedImages, Geometry, decode_images
+
     model, processor = sized_backbone(classes, size)
     geo = Geometry.from_processor(processor)
     args = training.build_parser().parse_args(["--data-dir", "x", "--batch-size", str(batch_size), "--epochs", "1",
