@@ -10,6 +10,7 @@ early stopping, `--resume`, TensorBoard when installed, and it runs unchanged un
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import shutil
@@ -45,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--epochs", type=float, default=7.0, help="maximum number of epochs")
     h.add_argument("--image-size", type=int, default=None,
                    help="training crop size in pixels (default: 256 for the built-in backbones (their native size if larger), "
-                   "the base model's own input size for other models)")
+                   "the training crop size recorded by train.py for a model folder it wrote, the base model's own input size "
+                   "for other models)")
     h.add_argument("--eval-size", default="auto",
                    help="input size for validation, test and the saved model: a number, 'same' (= --image-size) or "
                    "'auto' (convolutional models: about 1.3x the training size, rounded to 32, which undoes the "
@@ -253,12 +255,28 @@ def _train_eval_geometry(model, processor, image_size: int | None, eval_size):
     if test_size != train_size and model_type not in _CONV_MODEL_TYPES:
         raise HarError(f"--eval-size {test_size}: {model_type or 'this'} models take only their training size; "
                        "use --eval-size same")
-    scale_processor(processor, train_size / base_size)
-    train_geo = Geometry.from_processor(processor)
-    scale_processor(processor, test_size / train_size)
+    train_processor = copy.deepcopy(processor)
+    scale_processor(train_processor, train_size / base_size)
+    scale_processor(processor, test_size / base_size)  # both scaled from the base sizes: no double rounding
+    train_geo = Geometry.from_processor(train_processor)
     if hasattr(model.config, "image_size"):
         model.config.image_size = test_size
     return train_geo, Geometry.from_processor(processor)
+
+
+def default_image_size(model: str) -> int | None:
+    """Default training crop size: a folder written by train.py trains at the crop size it was trained at (its saved
+    processor holds the larger evaluation size), a built-in backbone at its fine-tuning size, else the model's own."""
+    metrics = Path(model) / "metrics.json"
+    if metrics.is_file():
+        try:
+            crop = json.loads(metrics.read_text())["recipe"]["train_crop_size"]
+            return int(crop[0] if isinstance(crop, (list, tuple)) else crop)
+        except (ValueError, KeyError, TypeError, IndexError):
+            pass  # not one of ours, or an older one: the saved processor's size is the best guess
+    from har_model import backbones
+
+    return backbones.default_train_size(model)
 
 
 def _head_prefixes(model) -> tuple:
@@ -316,7 +334,7 @@ def run(args) -> int:  # noqa: C901 - the one linear story of a training run
 
     # ---- model
     model, processor = backbones.load_backbone(args.model, labels)
-    image_size = args.image_size or backbones.default_train_size(args.model)
+    image_size = args.image_size or default_image_size(args.model)
     train_geo, geo = _train_eval_geometry(model, processor, image_size, args.eval_size)
     n_frozen, frozen_norms = freeze_early_layers(model, args.freeze_layers)
     channels_last = not args.no_channels_last

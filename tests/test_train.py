@@ -217,3 +217,31 @@ def test_eval_size_follows_the_training_size(tmp_path):
     model, processor = backbones.load_backbone(str(conv), labels)
     with pytest.raises(HarError, match="--eval-size 'big'"):
         _train_eval_geometry(model, processor, None, "big")
+
+    # shortest-edge + centre-crop processors: both sizes are scaled from the base (64 -> 80 and 64 -> 96 here);
+    # scaling the training size again would round twice (61 -> 76 -> 91 instead of 92)
+    model, processor = backbones.load_backbone(str(conv), labels)
+    processor.size, processor.crop_size, processor.do_center_crop = {"shortest_edge": 61}, {"height": 64, "width": 64}, True
+    train_geo, geo = _train_eval_geometry(model, processor, 80, "auto")
+    assert (train_geo.resize_hw, train_geo.crop_hw) == ((76, 76), (80, 80))
+    assert (geo.resize_hw, geo.crop_hw) == ((92, 92), (96, 96))
+
+
+def test_fine_tuning_a_trained_folder_keeps_its_sizes(tmp_path, tiny_model_dir):
+    """A folder written by train.py saves its evaluation size; training on from it must use the crop size it was
+    trained at (from its metrics.json), not the larger saved size, so the sizes do not creep up run after run."""
+    import helpers
+    from har_model.training import default_image_size
+
+    images = helpers.make_class_folder(tmp_path / "images", per_class=8)
+    runs = [(tmp_path / "first", tiny_model_dir, ["--image-size", "48"]), (tmp_path / "again", tmp_path / "first", [])]
+    for out, model, extra in runs:
+        proc = run_train("--data-dir", images, "--output-dir", out, "--model", model, *QUICK, "--max-steps", "2",
+                         "--num-examples", "0", *extra)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    first, second = (json.loads((out / "metrics.json").read_text())["recipe"] for out, _, _ in runs)
+    assert (first["train_crop_size"], first["input_size"]) == ([48, 48], [64, 64])
+    assert (second["train_crop_size"], second["input_size"]) == ([48, 48], [64, 64])
+    assert default_image_size(str(tmp_path / "first")) == 48
+    assert default_image_size("efficientnet-lite0") == 256
+    assert default_image_size(str(tiny_model_dir)) is None  # not written by train.py: the model's own size
