@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--weight-decay", type=float, default=0.01)
     h.add_argument("--warmup-ratio", type=float, default=0.05)
     h.add_argument("--label-smoothing", type=float, default=0.1)
+    h.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA",
+                   help="mixup strength: blend pairs of training images and their labels with a Beta(ALPHA, ALPHA) "
+                   "weight (0 = off)")
     h.add_argument("--gradient-accumulation-steps", type=int, default=1)
     h.add_argument("--early-stopping-patience", type=int, default=3,
                    help="stop after this many evaluations without a better validation macro-F1 (0: never)")
@@ -146,6 +149,33 @@ def freeze_early_layers(model, spec: str | int) -> tuple[int, list]:
     return n, norms
 
 
+def _make_clock():
+    """A callback that keeps the training wall-clock time in the checkpoints, so a run continued with --resume
+    reports the time of all its sessions (the Trainer's own train_runtime counts only the last one)."""
+    from transformers import TrainerCallback
+    from transformers.trainer_callback import ExportableState
+
+    class TrainingClock(TrainerCallback, ExportableState):
+        def __init__(self, seconds_before: float = 0.0):
+            self.seconds_before = float(seconds_before)
+            self._since = None
+
+        @property
+        def seconds(self) -> float:
+            return self.seconds_before + (time.time() - self._since if self._since is not None else 0.0)
+
+        def on_train_begin(self, args, state, control, **kw):
+            self._since = time.time()
+
+        def on_train_end(self, args, state, control, **kw):
+            self.seconds_before, self._since = self.seconds, None
+
+        def state(self) -> dict:
+            return {"args": {"seconds_before": self.seconds}, "attributes": {}}
+
+    return TrainingClock()
+
+
 def _make_trainer_class():
     import torch
     from transformers import Trainer
@@ -154,8 +184,9 @@ def _make_trainer_class():
         """Trainer + frozen BN kept in eval mode, channels-last inputs, train accuracy, head/backbone learning rates."""
 
         def __init__(self, *a, frozen_norms=(), channels_last=True, backbone_lr_scale=1.0,
-                     head_prefixes=("classifier",), **kw):
+                     head_prefixes=("classifier",), mixup_alpha=0.0, **kw):
             super().__init__(*a, **kw)
+            self.mixup_alpha = float(mixup_alpha)
             self.frozen_norms, self.channels_last = list(frozen_norms), channels_last
             self.backbone_lr_scale, self.head_prefixes = backbone_lr_scale, tuple(head_prefixes)
             self._train_correct = 0
@@ -167,13 +198,35 @@ def _make_trainer_class():
             if self.channels_last:
                 inputs["pixel_values"] = inputs["pixel_values"].contiguous(memory_format=torch.channels_last)
             labels = inputs.get("labels")
-            loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+            if model.training and self.mixup_alpha > 0 and labels is not None:
+                loss, outputs = self._mixup_loss(model, inputs)
+            else:
+                loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
+                                                     num_items_in_batch=num_items_in_batch)
             if model.training and labels is not None:
                 with torch.no_grad():
                     logits = outputs["logits"] if isinstance(outputs, dict) else outputs[1]
                     self._train_correct += int((logits.argmax(-1) == labels).sum())
                     self._train_seen += int(labels.numel())
             return (loss, outputs) if return_outputs else loss
+
+        def _mixup_loss(self, model, inputs):
+            """mixup (Zhang et al., 2018): train on convex blends of two images with the same blend of their
+            (label-smoothed) targets; the loss is linear in the target, so it is the blend of the two losses."""
+            labels = inputs.pop("labels")
+            lam = float(torch.distributions.Beta(self.mixup_alpha, self.mixup_alpha).sample())
+            perm = torch.randperm(labels.numel(), device=labels.device)
+            x = inputs["pixel_values"]
+            inputs["pixel_values"] = x * lam + x[perm] * (1 - lam)
+            outputs = model(**inputs)
+            logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+            eps = self.args.label_smoothing_factor
+
+            def ce(target):
+                return torch.nn.functional.cross_entropy(logits.float(), target, label_smoothing=eps)
+
+            inputs["labels"] = labels
+            return lam * ce(labels) + (1 - lam) * ce(labels[perm]), outputs
 
         def log(self, logs, start_time=None):
             if "loss" in logs and self._train_seen:
@@ -301,6 +354,8 @@ def run(args) -> int:  # noqa: C901 - the one linear story of a training run
     t_start = time.time()
     if not args.data_dir and not args.dataset:
         raise HarError("give the images with --data-dir FOLDER (one sub-folder per class) or --dataset HUB_ID_OR_FOLDER")
+    if args.mixup < 0:
+        raise HarError(f"--mixup {args.mixup}: give 0 (off) or a positive Beta alpha such as 0.2")
     out = Path(args.output_dir) if args.output_dir else _default_output_dir(args)
     _check_output_dir(out)
     ckpt_dir = out / "checkpoints"
@@ -367,7 +422,8 @@ def run(args) -> int:  # noqa: C901 - the one linear story of a training run
             report_to = "none"
     training_args = _training_arguments(args, ckpt_dir, out, seed, use_bf16, report_to)
 
-    callbacks = [EarlyStoppingCallback(args.early_stopping_patience)] if args.early_stopping_patience > 0 else []
+    clock = _make_clock()
+    callbacks = [clock] + ([EarlyStoppingCallback(args.early_stopping_patience)] if args.early_stopping_patience > 0 else [])
     trainer = _make_trainer_class()(
         model=model,
         args=training_args,
@@ -379,6 +435,7 @@ def run(args) -> int:  # noqa: C901 - the one linear story of a training run
         channels_last=channels_last,
         backbone_lr_scale=args.backbone_lr_scale,
         head_prefixes=_head_prefixes(model),
+        mixup_alpha=args.mixup,
     )
     print(
         f"training {args.model} on {len(train_ds)} images ({len(labels)} classes), validating on {len(val_ds)}, "
@@ -387,9 +444,9 @@ def run(args) -> int:  # noqa: C901 - the one linear story of a training run
         f"{n_frozen} blocks frozen",
         flush=True,
     )
-    t_train = time.time()
     trainer.train(resume_from_checkpoint=resume)
-    train_seconds = time.time() - t_train
+    clock = next(c for c in trainer.callback_handler.callbacks if type(c).__name__ == "TrainingClock")  # restored on --resume
+    train_seconds = clock.seconds
 
     # ---- save the model (best checkpoint), evaluate on the held-out test split, write the reports
     from har_model.reports import write_outputs
@@ -449,6 +506,7 @@ def _training_arguments(args, ckpt_dir: Path, out: Path, seed: int, use_bf16: bo
         seed=seed,
         data_seed=seed,
         dataloader_num_workers=0,
+        restore_callback_states_from_checkpoint=True,  # early-stopping patience and the training clock
         remove_unused_columns=False,
         report_to=report_to,
         disable_tqdm=False,

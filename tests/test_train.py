@@ -134,6 +134,9 @@ def test_resume_continues_from_checkpoint(tmp_path, tiny_model_dir):
     assert first.returncode == 0, first.stderr[-3000:]
     ckpts = sorted((out / "checkpoints").glob("checkpoint-*"))
     assert ckpts, "no checkpoint written"
+    first_seconds = json.loads((out / "metrics.json").read_text())["train_seconds"]
+    saved_clock = json.loads((ckpts[-1] / "trainer_state.json").read_text())["stateful_callbacks"]["TrainingClock"]
+    assert 0 < saved_clock["args"]["seconds_before"] <= first_seconds + 0.1  # metrics.json rounds to 0.1 s
     again = run_train(*base)
     assert again.returncode == 2 and "--resume" in again.stderr  # refuses to silently start over
     resumed = run_train(*base, "--resume")
@@ -143,11 +146,13 @@ def test_resume_continues_from_checkpoint(tmp_path, tiny_model_dir):
     epochs = [row["epoch"] for row in history if "eval_loss" in row]
     assert epochs == pytest.approx([1.0, 2.0])  # epoch 1 came from the first run's state, epoch 2 was added
     assert max(row["step"] for row in history) == 2 * first_step
+    # the reported training time covers both sessions, not just the resumed one
+    assert json.loads((out / "metrics.json").read_text())["train_seconds"] > saved_clock["args"]["seconds_before"]
 
 
 @pytest.mark.parametrize(
     "case",
-    ["missing_folder", "unknown_model", "output_is_file", "no_input"],
+    ["missing_folder", "unknown_model", "output_is_file", "no_input", "negative_mixup"],
 )
 def test_bad_arguments_give_one_clear_line(case, tmp_path, class_folder):
     args = {
@@ -155,6 +160,7 @@ def test_bad_arguments_give_one_clear_line(case, tmp_path, class_folder):
         "unknown_model": ["--data-dir", class_folder, "--output-dir", tmp_path / "out", "--model", "no-such-model-xyz"],
         "output_is_file": ["--data-dir", class_folder, "--output-dir", tmp_path / "file.txt"],
         "no_input": ["--output-dir", tmp_path / "out"],
+        "negative_mixup": ["--data-dir", class_folder, "--output-dir", tmp_path / "out", "--mixup", "-1"],
     }[case]
     (tmp_path / "file.txt").write_text("not a folder")
     proc = run_train(*args, *QUICK)
@@ -163,7 +169,7 @@ def test_bad_arguments_give_one_clear_line(case, tmp_path, class_folder):
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1, proc.stderr[-2000:]
     expected = {"missing_folder": "nope", "unknown_model": "no-such-model-xyz", "output_is_file": "file.txt",
-                "no_input": "--data-dir"}[case]
+                "no_input": "--data-dir", "negative_mixup": "--mixup"}[case]
     assert expected in lines[0]
 
 
@@ -234,13 +240,16 @@ def test_fine_tuning_a_trained_folder_keeps_its_sizes(tmp_path, tiny_model_dir):
     from har_model.training import default_image_size
 
     images = helpers.make_class_folder(tmp_path / "images", per_class=8)
-    runs = [(tmp_path / "first", tiny_model_dir, ["--image-size", "48"]), (tmp_path / "again", tmp_path / "first", [])]
+    runs = [(tmp_path / "first", tiny_model_dir, ["--image-size", "48", "--mixup", "0.4"]),
+            (tmp_path / "again", tmp_path / "first", [])]
     for out, model, extra in runs:
         proc = run_train("--data-dir", images, "--output-dir", out, "--model", model, *QUICK, "--max-steps", "2",
                          "--num-examples", "0", *extra)
         assert proc.returncode == 0, proc.stderr[-3000:]
     first, second = (json.loads((out / "metrics.json").read_text())["recipe"] for out, _, _ in runs)
     assert (first["train_crop_size"], first["input_size"]) == ([48, 48], [64, 64])
+    assert (first["mixup_alpha"], second["mixup_alpha"]) == (0.4, 0.0)  # the first run also went through mixup
+    assert "colour jitter, mixup (alpha 0.4) |" in (tmp_path / "first" / "README.md").read_text()
     assert (second["train_crop_size"], second["input_size"]) == ([48, 48], [64, 64])
     assert default_image_size(str(tmp_path / "first")) == 48
     assert default_image_size("efficientnet-lite0") == 256
