@@ -199,7 +199,7 @@ def _make_trainer_class():
                 inputs["pixel_values"] = inputs["pixel_values"].contiguous(memory_format=torch.channels_last)
             labels = inputs.get("labels")
             if model.training and self.mixup_alpha > 0 and labels is not None:
-                loss, outputs = self._mixup_loss(model, inputs)
+                loss, outputs, labels = self._mixup_loss(model, inputs)  # train accuracy: the larger share's label
             else:
                 loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
                                                      num_items_in_batch=num_items_in_batch)
@@ -226,7 +226,7 @@ def _make_trainer_class():
                 return torch.nn.functional.cross_entropy(logits.float(), target, label_smoothing=eps)
 
             inputs["labels"] = labels
-            return lam * ce(labels) + (1 - lam) * ce(labels[perm]), outputs
+            return lam * ce(labels) + (1 - lam) * ce(labels[perm]), outputs, labels if lam >= 0.5 else labels[perm]
 
         def log(self, logs, start_time=None):
             if "loss" in logs and self._train_seen:
