@@ -144,7 +144,7 @@ def _pick_grid(y_true: np.ndarray, y_pred: np.ndarray, n_labels: int, size: int,
 
 
 def write_outputs(*, trainer, out: Path, labels: list[str], test_ds, test_split, args, train_seconds: float,
-                  total_seconds_start: float, precision: str, frozen_blocks: int, geo, train_geo=None) -> str:
+                  total_seconds_start: float, precision: str, frozen_blocks: int, geo, train_geo) -> str:
     """Evaluate the best model on the test split and write every report file; return a short printable summary."""
     import torch
     from datasets import Image as ImageFeature
@@ -185,7 +185,7 @@ def write_outputs(*, trainer, out: Path, labels: list[str], test_ds, test_split,
             "weight_decay": args.weight_decay, "label_smoothing": args.label_smoothing,
             "mixup_alpha": args.mixup,
             "warmup_ratio": args.warmup_ratio, "precision": precision, "seed": args.seed,
-            "input_size": list(geo.out_hw), "train_crop_size": list((train_geo or geo).out_hw),
+            "input_size": list(geo.out_hw), "train_crop_size": list(train_geo.out_hw),
             "early_stopping_patience": args.early_stopping_patience,
         },
         "log_history": log_history,

@@ -225,7 +225,6 @@ def _make_trainer_class():
             def ce(target):
                 return torch.nn.functional.cross_entropy(logits.float(), target, label_smoothing=eps)
 
-            inputs["labels"] = labels
             return lam * ce(labels) + (1 - lam) * ce(labels[perm]), outputs, labels if lam >= 0.5 else labels[perm]
 
         def log(self, logs, start_time=None):
@@ -422,8 +421,7 @@ def run(args) -> int:  # noqa: C901 - the one linear story of a training run
             report_to = "none"
     training_args = _training_arguments(args, ckpt_dir, out, seed, use_bf16, report_to)
 
-    clock = _make_clock()
-    callbacks = [clock] + ([EarlyStoppingCallback(args.early_stopping_patience)] if args.early_stopping_patience > 0 else [])
+    callbacks = [_make_clock()] + ([EarlyStoppingCallback(args.early_stopping_patience)] if args.early_stopping_patience > 0 else [])
     trainer = _make_trainer_class()(
         model=model,
         args=training_args,
@@ -445,8 +443,8 @@ def run(args) -> int:  # noqa: C901 - the one linear story of a training run
         flush=True,
     )
     trainer.train(resume_from_checkpoint=resume)
-    clock = next(c for c in trainer.callback_handler.callbacks if type(c).__name__ == "TrainingClock")  # restored on --resume
-    train_seconds = clock.seconds
+    # the clock in the handler: on --resume the Trainer swaps in the one restored from the checkpoint
+    train_seconds = next(c for c in trainer.callback_handler.callbacks if type(c).__name__ == "TrainingClock").seconds
 
     # ---- save the model (best checkpoint), evaluate on the held-out test split, write the reports
     from har_model.reports import write_outputs
