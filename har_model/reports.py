@@ -144,7 +144,7 @@ def _pick_grid(y_true: np.ndarray, y_pred: np.ndarray, n_labels: int, size: int,
 
 
 def write_outputs(*, trainer, out: Path, labels: list[str], test_ds, test_split, args, train_seconds: float,
-                  total_seconds_start: float, precision: str, frozen_blocks: int, geo, train_geo) -> str:
+                  total_seconds_start: float, precision: str, frozen_blocks: int, geo, train_geo, soup: dict | None = None) -> str:
     """Evaluate the best model on the test split and write every report file; return a short printable summary."""
     import torch
     from datasets import Image as ImageFeature
@@ -183,12 +183,13 @@ def write_outputs(*, trainer, out: Path, labels: list[str], test_ds, test_split,
             "epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
             "backbone_lr_scale": args.backbone_lr_scale, "frozen_blocks": frozen_blocks,
             "weight_decay": args.weight_decay, "label_smoothing": args.label_smoothing,
-            "mixup_alpha": args.mixup,
+            "mixup_alpha": args.mixup, "soup": getattr(args, "soup", 1),
             "warmup_ratio": args.warmup_ratio, "precision": precision, "seed": args.seed,
             "input_size": list(geo.out_hw), "train_crop_size": list(train_geo.out_hw),
             "early_stopping_patience": args.early_stopping_patience,
         },
-        "log_history": log_history,
+        "soup": soup,  # members (seed, time, validation macro-F1), the soup's validation macro-F1, what was shipped
+        "log_history": log_history,  # of the last soup member
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     plot_training_curves(log_history, out / "training_curves.png")
@@ -210,11 +211,12 @@ def write_outputs(*, trainer, out: Path, labels: list[str], test_ds, test_split,
     _write_examples(out / "examples", y_true, labels, original, args.num_examples)
 
     card = render_model_card(metrics=metrics, args=args, out=out)
+    soup_text = f" x {len(soup['members'])} soup members (shipped: the {soup['shipped']})" if soup else ""
     (out / "README.md").write_text(card)
     return (
         f"\n{format_report(test)}\n\n"
         f"test accuracy {test['accuracy']:.4f}, macro-F1 {test['macro_f1']:.4f} on {len(test_ds)} held-out images; "
-        f"trained {epochs_run:g} epochs in {train_seconds / 60:.1f} min ({precision}).\n"
+        f"trained {epochs_run:g} epochs{soup_text} in {train_seconds / 60:.1f} min ({precision}).\n"
         f"model folder: {out} (pipeline('image-classification', model='{out}'))"
     )
 

@@ -43,7 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--overwrite", action="store_true", help="start afresh even if OUTPUT_DIR holds checkpoints")
 
     h = p.add_argument_group("training recipe")
-    h.add_argument("--epochs", type=float, default=7.0, help="maximum number of epochs")
+    h.add_argument("--epochs", type=float, default=5.0, help="maximum number of epochs (of each soup member)")
+    h.add_argument("--soup", type=int, default=2, metavar="N",
+                   help="train N models from the same pretrained weights (training seeds SEED, SEED+1, ...) and "
+                   "average their weights into one model of the same size and speed (a model soup, Wortsman et al. "
+                   "2022); the soup is shipped when it scores at least as well as its best member on validation, "
+                   "else that member is. 1: a single model")
     h.add_argument("--image-size", type=int, default=None,
                    help="training crop size in pixels (default: 256 for the built-in backbones (their native size if larger), "
                    "the training crop size recorded by train.py for a model folder it wrote, the base model's own input size "
@@ -355,22 +360,24 @@ def run(args) -> int:  # noqa: C901 - the one linear story of a training run
         raise HarError("give the images with --data-dir FOLDER (one sub-folder per class) or --dataset HUB_ID_OR_FOLDER")
     if args.mixup < 0:
         raise HarError(f"--mixup {args.mixup}: give 0 (off) or a positive Beta alpha such as 0.2")
+    if args.soup < 1:
+        raise HarError(f"--soup {args.soup}: give 1 (a single model) or more members")
     out = Path(args.output_dir) if args.output_dir else _default_output_dir(args)
     _check_output_dir(out)
     ckpt_dir = out / "checkpoints"
-    resume = None
+    # one checkpoint folder per soup member (checkpoints/ itself for a single model)
+    member_dirs = [ckpt_dir] if args.soup == 1 else [ckpt_dir / f"member-{i}" for i in range(args.soup)]
     if args.resume:
-        from transformers.trainer_utils import get_last_checkpoint
-
-        resume = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
-        if resume is None:
-            raise HarError(f"--resume: no checkpoint found in {ckpt_dir}")
-    elif ckpt_dir.is_dir() and any(ckpt_dir.glob("checkpoint-*")) and not args.overwrite:
+        if not any(d.is_dir() and any(d.glob("checkpoint-*")) for d in member_dirs):
+            raise HarError(f"--resume: no checkpoint found in {ckpt_dir}"
+                           + (f" for a soup of {args.soup}" if args.soup > 1 else ""))
+    elif ckpt_dir.is_dir() and any(ckpt_dir.rglob("checkpoint-*")) and not args.overwrite:
         raise HarError(f"{out} already holds checkpoints: continue with --resume, or start afresh with --overwrite")
 
     import torch
     import transformers
     from transformers import EarlyStoppingCallback, set_seed
+    from transformers.trainer_utils import get_last_checkpoint
 
     from har_model import backbones, data
     from har_model.augment import CachedImages, decode_images
@@ -386,20 +393,25 @@ def run(args) -> int:  # noqa: C901 - the one linear story of a training run
     dsd = data.dataset_from_args(args, dataset_dir)
     labels = list(dsd["train"].features["label"].names)
 
-    # ---- model
-    model, processor = backbones.load_backbone(args.model, labels)
+    # ---- model (rebuilt from the same pretrained weights for every soup member)
     image_size = args.image_size or default_image_size(args.model)
-    train_geo, geo = _train_eval_geometry(model, processor, image_size, args.eval_size)
-    n_frozen, frozen_norms = freeze_early_layers(model, args.freeze_layers)
     channels_last = not args.no_channels_last
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+
+    def build_model():
+        model, processor = backbones.load_backbone(args.model, labels)
+        train_geo, geo = _train_eval_geometry(model, processor, image_size, args.eval_size)
+        n_frozen, frozen_norms = freeze_early_layers(model, args.freeze_layers)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        return model, processor, train_geo, geo, n_frozen, frozen_norms
+
+    model, processor, train_geo, geo, n_frozen, frozen_norms = build_model()
     use_bf16 = args.precision == "bf16" or (
         args.precision == "auto" and (torch.cuda.is_available() and torch.cuda.is_bf16_supported() or
                                       not torch.cuda.is_available() and cpu_has_bf16())
     )
 
-    # ---- decode and resize every image once
+    # ---- decode and resize every image once (shared by all soup members)
     workers = args.num_workers or os.cpu_count() or 1
     from datasets import Image as ImageFeature
 
@@ -419,34 +431,53 @@ def run(args) -> int:  # noqa: C901 - the one linear story of a training run
             report_to = "tensorboard"
         except ImportError:
             report_to = "none"
-    training_args = _training_arguments(args, ckpt_dir, out, seed, use_bf16, report_to)
 
-    callbacks = [_make_clock()] + ([EarlyStoppingCallback(args.early_stopping_patience)] if args.early_stopping_patience > 0 else [])
-    trainer = _make_trainer_class()(
-        model=model,
-        args=training_args,
-        train_dataset=train_ds,
-        eval_dataset=val_ds,
-        compute_metrics=compute_metrics_fn(labels),
-        callbacks=callbacks,
-        frozen_norms=frozen_norms,
-        channels_last=channels_last,
-        backbone_lr_scale=args.backbone_lr_scale,
-        head_prefixes=_head_prefixes(model),
-        mixup_alpha=args.mixup,
-    )
     print(
         f"training {args.model} on {len(train_ds)} images ({len(labels)} classes), validating on {len(val_ds)}, "
         f"testing on {len(test_ds)}; training crops {train_geo.out_hw[0]}x{train_geo.out_hw[1]}, evaluation input "
         f"{geo.out_hw[0]}x{geo.out_hw[1]}, {'bf16' if use_bf16 else 'fp32'}, "
-        f"{n_frozen} blocks frozen",
+        f"{n_frozen} blocks frozen" + (f"; a soup of {args.soup} models" if args.soup > 1 else ""),
         flush=True,
     )
-    trainer.train(resume_from_checkpoint=resume)
-    # the clock in the handler: on --resume the Trainer swaps in the one restored from the checkpoint
-    train_seconds = next(c for c in trainer.callback_handler.callbacks if type(c).__name__ == "TrainingClock").seconds
+    members = []
+    for i, member_dir in enumerate(member_dirs):
+        member_seed = seed + i
+        if i:
+            set_seed(member_seed)  # a new random head and new augmentations; the same pretrained backbone
+            model = build_model()[0]
+            frozen_norms = freeze_early_layers(model, args.freeze_layers)[1]
+        if args.soup > 1:
+            print(f"soup member {i + 1} of {args.soup} (training seed {member_seed})", flush=True)
+        resume = get_last_checkpoint(str(member_dir)) if args.resume and member_dir.is_dir() else None
+        callbacks = [_make_clock()] + (
+            [EarlyStoppingCallback(args.early_stopping_patience)] if args.early_stopping_patience > 0 else [])
+        trainer = _make_trainer_class()(
+            model=model,
+            args=_training_arguments(args, member_dir, out, member_seed, use_bf16, report_to),
+            train_dataset=train_ds,
+            eval_dataset=val_ds,
+            compute_metrics=compute_metrics_fn(labels),
+            callbacks=callbacks,
+            frozen_norms=frozen_norms,
+            channels_last=channels_last,
+            backbone_lr_scale=args.backbone_lr_scale,
+            head_prefixes=_head_prefixes(model),
+            mixup_alpha=args.mixup,
+        )
+        trainer.train(resume_from_checkpoint=resume)
+        # the clock in the handler: on --resume the Trainer swaps in the one restored from the checkpoint
+        clock = next(c for c in trainer.callback_handler.callbacks if type(c).__name__ == "TrainingClock")
+        members.append({
+            "seed": member_seed,
+            "train_seconds": round(clock.seconds, 1),
+            "validation_macro_f1": trainer.state.best_metric,
+            "best_checkpoint": trainer.state.best_model_checkpoint,
+            "state": {k: v.detach().clone() for k, v in trainer.model.state_dict().items()},  # the best checkpoint
+        })
+    train_seconds = sum(m["train_seconds"] for m in members)
+    soup = cook_soup(trainer, members) if len(members) > 1 else None
 
-    # ---- save the model (best checkpoint), evaluate on the held-out test split, write the reports
+    # ---- save the model (best checkpoint or soup), evaluate on the held-out test split, write the reports
     from har_model.reports import write_outputs
 
     trainer.save_model(str(out))
@@ -465,6 +496,7 @@ def run(args) -> int:  # noqa: C901 - the one linear story of a training run
         frozen_blocks=n_frozen,
         geo=geo,
         train_geo=train_geo,
+        soup=soup,
     )
 
     if args.export_onnx:
@@ -474,6 +506,34 @@ def run(args) -> int:  # noqa: C901 - the one linear story of a training run
     print(summary, flush=True)
     _push(args, out, dataset_dir)  # last: a failed push (one clear error line) leaves everything above on disk
     return 0
+
+
+def average_state_dicts(states: list[dict]) -> dict:
+    """Element-wise mean of floating-point tensors (weights and BatchNorm statistics); integer buffers (BatchNorm's
+    batch counter) are taken from the first."""
+    first = states[0]
+    return {k: (sum(s[k].float() for s in states) / len(states)).to(v.dtype) if v.is_floating_point() else v
+            for k, v in first.items()}
+
+
+def cook_soup(trainer, members: list[dict]) -> dict:
+    """Load the weight average of the members' best checkpoints into `trainer.model` (a uniform model soup), or,
+    if the soup scores lower macro-F1 on validation than the best member, that member. Returns what was done."""
+    model = trainer.model
+    model.load_state_dict(average_state_dicts([m["state"] for m in members]))
+    soup_f1 = trainer.evaluate(metric_key_prefix="soup")["soup_macro_f1"]
+    best = max(range(len(members)), key=lambda i: members[i]["validation_macro_f1"] or 0.0)
+    shipped = "soup"
+    if soup_f1 < (members[best]["validation_macro_f1"] or 0.0):
+        model.load_state_dict(members[best]["state"])
+        shipped = f"member {best + 1}"
+    member_f1 = ", ".join(f"{m['validation_macro_f1']:.4f}" for m in members)
+    print(f"model soup: validation macro-F1 {soup_f1:.4f} (members: {member_f1}); shipping the {shipped}", flush=True)
+    return {
+        "members": [{k: v for k, v in m.items() if k != "state"} for m in members],
+        "soup_validation_macro_f1": soup_f1,
+        "shipped": shipped,
+    }
 
 
 def _training_arguments(args, ckpt_dir: Path, out: Path, seed: int, use_bf16: bool, report_to: str):

@@ -104,6 +104,31 @@ def test_metrics_and_model_card_agree(trained):
     assert "pipeline(\"image-classification\"" in card and "training_curves.png" in card
 
 
+def test_default_ships_a_model_soup(trained):
+    """By default two models are trained (seeds 42 and 43) and the shipped weights are their average, unless a member
+    scored better on validation; metrics.json and the card say which."""
+    import torch
+    from safetensors.torch import load_file
+
+    out, proc = trained
+    soup = json.loads((out / "metrics.json").read_text())["soup"]
+    assert [m["seed"] for m in soup["members"]] == [42, 43]
+    shipped = load_file(out / "model.safetensors")
+    members = [load_file(Path(m["best_checkpoint"]) / "model.safetensors") for m in soup["members"]]
+    f1s = [m["validation_macro_f1"] for m in soup["members"]]
+    if soup["shipped"] == "soup":
+        assert soup["soup_validation_macro_f1"] >= max(f1s)
+        expected = {k: (members[0][k].float() + members[1][k].float()) / 2 for k in shipped}
+    else:
+        assert soup["soup_validation_macro_f1"] < max(f1s) and soup["shipped"] == f"member {f1s.index(max(f1s)) + 1}"
+        expected = {k: members[f1s.index(max(f1s))][k].float() for k in shipped}
+    for k, v in shipped.items():
+        if v.is_floating_point():
+            torch.testing.assert_close(v.float(), expected[k], rtol=0, atol=1e-6, msg=k)
+    assert any(not torch.equal(members[0][k], members[1][k]) for k in shipped)  # two different models
+    assert "soup" in proc.stdout and "| model soup |" in (out / "README.md").read_text()
+
+
 def test_pretrained_backbone_learns_the_task(tmp_path):
     """The default offline backbone (EfficientNet-Lite0, ImageNet weights) fine-tuned for 3 short epochs on
     generated images must beat chance (1/3) by far on the held-out test split."""
@@ -124,35 +149,45 @@ def test_pretrained_backbone_learns_the_task(tmp_path):
     assert "| input size (validation, test, inference) | 320x320 |\n| training crops | 256x256" in card
 
 
-def test_resume_continues_from_checkpoint(tmp_path, tiny_model_dir):
+@pytest.mark.parametrize("soup", [1, 2])
+def test_resume_continues_from_checkpoint(tmp_path, tiny_model_dir, soup):
     import helpers
 
     images = helpers.make_class_folder(tmp_path / "images", per_class=8)
     out = tmp_path / "model"
-    base = ["--data-dir", images, "--output-dir", out, "--model", tiny_model_dir, *QUICK]
+    base = ["--data-dir", images, "--output-dir", out, "--model", tiny_model_dir, *QUICK, "--soup", str(soup)]
     first = run_train(*base, "--epochs", "1")
     assert first.returncode == 0, first.stderr[-3000:]
-    ckpts = sorted((out / "checkpoints").glob("checkpoint-*"))
-    assert ckpts, "no checkpoint written"
+    member_dirs = [out / "checkpoints"] if soup == 1 else [out / "checkpoints" / f"member-{i}" for i in range(soup)]
+    last = []
+    for d in member_dirs:
+        ckpts = sorted(d.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+        assert ckpts, f"no checkpoint written in {d}"
+        last.append(ckpts[-1])
     first_seconds = json.loads((out / "metrics.json").read_text())["train_seconds"]
-    saved_clock = json.loads((ckpts[-1] / "trainer_state.json").read_text())["stateful_callbacks"]["TrainingClock"]
-    assert 0 < saved_clock["args"]["seconds_before"] <= first_seconds + 0.1  # metrics.json rounds to 0.1 s
+    saved = [json.loads((c / "trainer_state.json").read_text())["stateful_callbacks"]["TrainingClock"]["args"]
+             ["seconds_before"] for c in last]
+    assert all(s > 0 for s in saved) and sum(saved) <= first_seconds + 0.1 * soup  # metrics.json rounds to 0.1 s
     again = run_train(*base)
     assert again.returncode == 2 and "--resume" in again.stderr  # refuses to silently start over
     resumed = run_train(*base, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    history = json.loads((out / "metrics.json").read_text())["log_history"]
-    first_step = int(ckpts[-1].name.split("-")[1])
-    epochs = [row["epoch"] for row in history if "eval_loss" in row]
+    metrics = json.loads((out / "metrics.json").read_text())
+    first_step = int(last[-1].name.split("-")[1])
+    epochs = [row["epoch"] for row in metrics["log_history"] if "eval_loss" in row]
     assert epochs == pytest.approx([1.0, 2.0])  # epoch 1 came from the first run's state, epoch 2 was added
-    assert max(row["step"] for row in history) == 2 * first_step
-    # the reported training time covers both sessions, not just the resumed one
-    assert json.loads((out / "metrics.json").read_text())["train_seconds"] > saved_clock["args"]["seconds_before"]
+    assert max(row["step"] for row in metrics["log_history"]) == 2 * first_step
+    # the reported training time covers both sessions of every member, not just the resumed ones
+    assert metrics["train_seconds"] > sum(saved)
+    if soup > 1:
+        assert [m["seed"] for m in metrics["soup"]["members"]] == [42, 43]
+        for d in member_dirs:  # every member went on to epoch 2
+            assert any(int(p.name.split("-")[1]) == 2 * first_step for p in d.glob("checkpoint-*")), d
 
 
 @pytest.mark.parametrize(
     "case",
-    ["missing_folder", "unknown_model", "output_is_file", "no_input", "negative_mixup"],
+    ["missing_folder", "unknown_model", "output_is_file", "no_input", "negative_mixup", "empty_soup"],
 )
 def test_bad_arguments_give_one_clear_line(case, tmp_path, class_folder):
     args = {
@@ -161,6 +196,7 @@ def test_bad_arguments_give_one_clear_line(case, tmp_path, class_folder):
         "output_is_file": ["--data-dir", class_folder, "--output-dir", tmp_path / "file.txt"],
         "no_input": ["--output-dir", tmp_path / "out"],
         "negative_mixup": ["--data-dir", class_folder, "--output-dir", tmp_path / "out", "--mixup", "-1"],
+        "empty_soup": ["--data-dir", class_folder, "--output-dir", tmp_path / "out", "--soup", "0"],
     }[case]
     (tmp_path / "file.txt").write_text("not a folder")
     proc = run_train(*args, *QUICK)
@@ -169,7 +205,8 @@ def test_bad_arguments_give_one_clear_line(case, tmp_path, class_folder):
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1, proc.stderr[-2000:]
     expected = {"missing_folder": "nope", "unknown_model": "no-such-model-xyz", "output_is_file": "file.txt",
-                "no_input": "--data-dir", "negative_mixup": "--mixup"}[case]
+                "no_input": "--data-dir", "negative_mixup": "--mixup",
+                "empty_soup": "--soup"}[case]
     assert expected in lines[0]
 
 
@@ -177,7 +214,7 @@ def test_help_reads_well():
     proc = run_train("--help")
     assert proc.returncode == 0
     for option in ("--data-dir", "--dataset", "--output-dir", "--model", "--epochs", "--resume", "--push-to-hub",
-                   "--export-onnx", "efficientnet-lite0"):
+                   "--export-onnx", "--soup", "efficientnet-lite0"):
         assert option in proc.stdout, option
 
 
