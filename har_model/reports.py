@@ -211,8 +211,8 @@ def write_outputs(*, trainer, out: Path, labels: list[str], test_ds, test_split,
     _write_examples(out / "examples", y_true, labels, original, args.num_examples)
 
     card = render_model_card(metrics=metrics, args=args, out=out)
-    soup_text = f" x {len(soup['members'])} soup members (shipped: the {soup['shipped']})" if soup else ""
     (out / "README.md").write_text(card)
+    soup_text = f" x {len(soup['members'])} soup members (shipped: the {soup['shipped']})" if soup else ""
     return (
         f"\n{format_report(test)}\n\n"
         f"test accuracy {test['accuracy']:.4f}, macro-F1 {test['macro_f1']:.4f} on {len(test_ds)} held-out images; "

@@ -444,8 +444,7 @@ def run(args) -> int:  # noqa: C901 - the one linear story of a training run
         member_seed = seed + i
         if i:
             set_seed(member_seed)  # a new random head and new augmentations; the same pretrained backbone
-            model = build_model()[0]
-            frozen_norms = freeze_early_layers(model, args.freeze_layers)[1]
+            model, _, _, _, _, frozen_norms = build_model()
         if args.soup > 1:
             print(f"soup member {i + 1} of {args.soup} (training seed {member_seed})", flush=True)
         resume = get_last_checkpoint(str(member_dir)) if args.resume and member_dir.is_dir() else None
