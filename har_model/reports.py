@@ -144,8 +144,11 @@ def _pick_grid(y_true: np.ndarray, y_pred: np.ndarray, n_labels: int, size: int,
 
 
 def write_outputs(*, trainer, out: Path, labels: list[str], test_ds, test_split, args, train_seconds: float,
-                  total_seconds_start: float, precision: str, frozen_blocks: int, geo, train_geo, soup: dict | None = None) -> str:
-    """Evaluate the best model on the test split and write every report file; return a short printable summary."""
+                  total_seconds_start: float, precision: str, frozen_blocks: int, geo, train_geo, soup: dict | None = None,
+                  validation: dict | None = None) -> str:
+    """Evaluate the best model on the test split and write every report file; return a short printable summary.
+
+    `validation`: the shipped model's validation metrics when the caller has already measured them (the soup)."""
     import torch
     from datasets import Image as ImageFeature
 
@@ -162,7 +165,7 @@ def write_outputs(*, trainer, out: Path, labels: list[str], test_ds, test_split,
     test = classification_report(y_pred, y_true, labels)
     log_history = list(trainer.state.log_history)  # the per-epoch story, before the re-evaluation below logs a row
     # validation metrics of the model we ship (the best checkpoint, not necessarily the last epoch)
-    val = {k.removeprefix("eval_"): v for k, v in trainer.evaluate().items() if k.startswith("eval_")}
+    val = validation or {k.removeprefix("eval_"): v for k, v in trainer.evaluate().items() if k.startswith("eval_")}
     epochs_run = max((row.get("epoch", 0) for row in log_history), default=0)
     metrics = {
         "test": test,
@@ -183,7 +186,7 @@ def write_outputs(*, trainer, out: Path, labels: list[str], test_ds, test_split,
             "epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
             "backbone_lr_scale": args.backbone_lr_scale, "frozen_blocks": frozen_blocks,
             "weight_decay": args.weight_decay, "label_smoothing": args.label_smoothing,
-            "mixup_alpha": args.mixup, "soup": getattr(args, "soup", 1),
+            "mixup_alpha": args.mixup, "soup": args.soup,
             "warmup_ratio": args.warmup_ratio, "precision": precision, "seed": args.seed,
             "input_size": list(geo.out_hw), "train_crop_size": list(train_geo.out_hw),
             "early_stopping_patience": args.early_stopping_patience,

@@ -474,7 +474,7 @@ def run(args) -> int:  # noqa: C901 - the one linear story of a training run
             "state": {k: v.detach().clone() for k, v in trainer.model.state_dict().items()},  # the best checkpoint
         })
     train_seconds = sum(m["train_seconds"] for m in members)
-    soup = cook_soup(trainer, members) if len(members) > 1 else None
+    soup, validation = cook_soup(trainer, members) if len(members) > 1 else (None, None)
 
     # ---- save the model (best checkpoint or soup), evaluate on the held-out test split, write the reports
     from har_model.reports import write_outputs
@@ -496,6 +496,7 @@ def run(args) -> int:  # noqa: C901 - the one linear story of a training run
         geo=geo,
         train_geo=train_geo,
         soup=soup,
+        validation=validation,
     )
 
     if args.export_onnx:
@@ -515,24 +516,27 @@ def average_state_dicts(states: list[dict]) -> dict:
             for k, v in first.items()}
 
 
-def cook_soup(trainer, members: list[dict]) -> dict:
+def cook_soup(trainer, members: list[dict]) -> tuple[dict, dict | None]:
     """Load the weight average of the members' best checkpoints into `trainer.model` (a uniform model soup), or,
-    if the soup scores lower macro-F1 on validation than the best member, that member. Returns what was done."""
+    if the soup scores lower macro-F1 on validation than the best member, that member. Returns what was done and,
+    when the soup is shipped, its validation metrics (so they are not measured twice)."""
     model = trainer.model
     model.load_state_dict(average_state_dicts([m["state"] for m in members]))
-    soup_f1 = trainer.evaluate(metric_key_prefix="soup")["soup_macro_f1"]
+    validation = {k.removeprefix("soup_"): v for k, v in trainer.evaluate(metric_key_prefix="soup").items()
+                  if k.startswith("soup_")}
+    soup_f1 = validation["macro_f1"]
     best = max(range(len(members)), key=lambda i: members[i]["validation_macro_f1"] or 0.0)
     shipped = "soup"
     if soup_f1 < (members[best]["validation_macro_f1"] or 0.0):
         model.load_state_dict(members[best]["state"])
-        shipped = f"member {best + 1}"
+        shipped, validation = f"member {best + 1}", None  # write_outputs measures the member's
     member_f1 = ", ".join(f"{m['validation_macro_f1']:.4f}" for m in members)
     print(f"model soup: validation macro-F1 {soup_f1:.4f} (members: {member_f1}); shipping the {shipped}", flush=True)
     return {
         "members": [{k: v for k, v in m.items() if k != "state"} for m in members],
         "soup_validation_macro_f1": soup_f1,
         "shipped": shipped,
-    }
+    }, validation
 
 
 def _training_arguments(args, ckpt_dir: Path, out: Path, seed: int, use_bf16: bool, report_to: str):
