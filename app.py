@@ -1,9 +1,9 @@
 """Hugging Face Space entry point: `python app.py` (HAR_MODEL = model folder or Hub id; default outputs/har15).
 
-Everything lives in har_model.ui; this file only builds the app and launches it.
+Everything lives in har_model.serve.ui; this file only builds the app and launches it.
 """
 
-from har_model.ui import build_demo, launch_kwargs
+from har_model.serve.ui import build_demo, launch_kwargs
 
 demo = build_demo()
 

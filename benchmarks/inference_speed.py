@@ -1,4 +1,4 @@
-"""Stock ``pipeline("image-classification")`` versus ``har_model.inference.Classifier`` on CPU, in one run.
+"""Stock ``pipeline("image-classification")`` versus ``har_model.serve.inference.Classifier`` on CPU, in one run.
 
     python benchmarks/inference_speed.py --model outputs/har15 --data outputs/har15/dataset
 
@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from har_model.imaging import is_image_path  # noqa: E402
-from har_model.inference import Classifier, cpu_has_bf16  # noqa: E402
+from har_model.hardware import cpu_has_bf16  # noqa: E402
+from har_model.serve.inference import Classifier  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -112,7 +113,7 @@ def model_gflops(model_dir: Path, hw: tuple[int, int]) -> float:
 
     model = AutoModelForImageClassification.from_pretrained(model_dir).eval()
     try:
-        from har_model.backbones import strip_noop_squeeze_excite
+        from har_model.train.backbones import strip_noop_squeeze_excite
 
         strip_noop_squeeze_excite(model)
     except ImportError:
@@ -156,7 +157,7 @@ def main() -> int:
     threads = torch.get_num_threads()
     model_dir = args.model
     if not (model_dir / "config.json").is_file():
-        from har_model.backbones import builtin_checkpoint
+        from har_model.train.backbones import builtin_checkpoint
 
         print(f"note: {model_dir} has no model; using the ImageNet EfficientNet-Lite0 (accuracy is meaningless)")
         model_dir = builtin_checkpoint("efficientnet-lite0")

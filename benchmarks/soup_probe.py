@@ -34,11 +34,11 @@ def main() -> int:
     from datasets import Image as ImageFeature
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-    from har_model.augment import Geometry, decode_images, normalize
+    from har_model.train.augment import Geometry, decode_images, normalize
     from har_model.data import load_dataset_folder
-    from har_model.evaluation import classification_report
-    from har_model.inference import cpu_has_bf16
-    from har_model.training import average_state_dicts
+    from har_model.train.evaluation import classification_report
+    from har_model.hardware import cpu_has_bf16
+    from har_model.train.run import average_state_dicts
 
     geos = {Geometry.from_processor(AutoImageProcessor.from_pretrained(m)) for m in args.models}
     if len(geos) != 1:

@@ -7,7 +7,7 @@ held-out images.
 
     stock: per-example PIL decode + image processor in `set_transform`, DefaultDataCollator, default
            TrainingArguments (fp32, everything trainable, one learning rate)
-    ours:  har_model.training recipe (decode + resize once, torch augmentation, channels-last, bf16 autocast,
+    ours:  har_model.train.run recipe (decode + resize once, torch augmentation, channels-last, bf16 autocast,
            frozen stem + early blocks) -- the one-time decode is counted in its time
 
     python benchmarks/train_speed.py [--data ../shared/data/har15] [--per-class 64] [--eval-per-class 20] [--image-size 256]
@@ -61,8 +61,8 @@ def accuracy(model, processor, rows) -> float:
 
 def sized_backbone(classes, size: int):
     """Lite0 with its image processor set to `size` (training and held-out scoring), the same for both recipes."""
-    from har_model.augment import Geometry, scale_processor
-    from har_model.backbones import load_backbone
+    from har_model.train.augment import Geometry, scale_processor
+    from har_model.train.backbones import load_backbone
 
     model, processor = load_backbone("efficientnet-lite0", classes)
     scale_processor(processor, size / Geometry.from_processor(processor).out_hw[0])
@@ -96,9 +96,9 @@ def run_ours(classes, train_rows, held_rows, batch_size, out, size):
     from datasets import Image as ImageFeature
     from transformers import Trainer as _T  # noqa: F401 (imported for parity of import cost)
 
-    from har_model import training
-    from har_model.inference import cpu_has_bf16
-    from har_model.augment import CachedImages, Geometry, decode_images
+    from har_model.train import run as training
+    from har_model.hardware import cpu_has_bf16
+    from har_model.train.augment import CachedImages, Geometry, decode_images
 
     model, processor = sized_backbone(classes, size)
     geo = Geometry.from_processor(processor)
@@ -135,7 +135,7 @@ def main() -> int:
         return 2
     import torch
 
-    from har_model.inference import cpu_has_bf16
+    from har_model.hardware import cpu_has_bf16
 
     classes, train_rows, held_rows = subset(a.data, a.per_class, a.eval_per_class)
     n = len(train_rows)

@@ -3,7 +3,7 @@
     python benchmarks/video_fps.py [--model DIR] [--seconds 10] [--size 1280x720] [--fps 30]
 
 Model: --model, else the lead's ``outputs/har15`` when it exists, else a random-head EfficientNet-Lite0 from
-``har_model.backbones`` (same network size as the default model; speed does not depend on the weights).
+``har_model.train.backbones`` (same network size as the default model; speed does not depend on the weights).
 Clip: a slideshow with a slow pan over real photos from ../shared/data/har15 when present (never saved in the
 repo), else synthetic frames, encoded to H.264 in /tmp. Baseline in the same run: the prototype's way
 (every frame, one at a time); then every frame batched, then the app's default sampling rate. Prints fps,
@@ -24,7 +24,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from har_model.video import DEFAULT_SAMPLE_FPS, DEFAULT_WINDOW, analyse_video  # noqa: E402
+from har_model.serve.video import DEFAULT_SAMPLE_FPS, DEFAULT_WINDOW, analyse_video  # noqa: E402
 
 HAR15 = ROOT.parent / "shared" / "data" / "har15"
 
@@ -35,7 +35,7 @@ def default_model() -> Path:
         return trained
     out = Path(tempfile.gettempdir()) / "har_bench_lite0"
     if not (out / "config.json").is_file():
-        from har_model.backbones import load_backbone
+        from har_model.train.backbones import load_backbone
 
         labels = sorted(p.name for p in HAR15.iterdir() if p.is_dir()) if HAR15.is_dir() else [f"action_{i}" for i in range(15)]
         model, processor = load_backbone("efficientnet-lite0", labels)
@@ -96,7 +96,7 @@ def main() -> int:
     ap.add_argument("--fps", type=int, default=30)
     ap.add_argument("--backend", default="auto")
     args = ap.parse_args()
-    from har_model.inference import Classifier
+    from har_model.serve.inference import Classifier
 
     model_dir = args.model or default_model()
     clf = Classifier.load(model_dir, backend=args.backend)

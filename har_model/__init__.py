@@ -1,20 +1,19 @@
 """har_model: human action recognition from images, the Hugging Face way.
 
-Modules (one place for each thing):
-    errors      -- HarError, the one user-facing error type (one clear line, no traceback)
-    imaging     -- opening images safely: EXIF orientation, mode conversion to RGB
-    data        -- image folders -> validated, de-duplicated, split DatasetDict + dataset repo folder
-    backbones   -- base model resolution, offline EfficientNet-Lite conversion
-    augment     -- torch/PIL augmentation (no torchvision)
-    training    -- fine-tuning with transformers' Trainer
-    evaluation  -- metrics with `evaluate`, reports
-    plots       -- curves, confusion matrix, grids, charts
-    cards       -- dataset / model card rendering
-    hub         -- pushing folders to the Hub
-    inference   -- the one fast inference path (torch bf16 / ONNX Runtime)
-    video       -- per-frame classification, smoothing, drawing, segments
-    ui          -- the Gradio app
-    cli         -- `python train.py [prepare|train|predict|export-onnx] ...`
+The folder tree is the architecture; each stage imports only earlier stages and the shared modules:
+
+    data/       dataset stage: image folders -> validated, de-duplicated, split Hugging Face dataset
+    train/      training stage: backbones, image cache and augmentation, Trainer, evaluation, reports, the run
+    serve/      serving stage: inference, ONNX export, video, the Gradio UI
+
+Shared modules (imported by any stage, importing no stage):
+    errors      HarError, the one user-facing error type (one clear line, no traceback)
+    imaging     opening images safely: EXIF orientation, mode conversion to RGB
+    hardware    native bf16 on this CPU, a one-line machine description
+    figures     grids and charts for cards and reports
+    cards       dataset / model cards and their Jinja templates
+    hub         pushing folders to the Hub
+    cli         `python train.py [train|prepare|predict|export-onnx] ...`
 """
 
 __version__ = "0.1.0"

@@ -15,10 +15,10 @@ import importlib
 import sys
 
 COMMANDS = {
-    "train": ("har_model.training", "fine-tune a pretrained model (default command)"),
-    "prepare": ("har_model.data", "validate, de-duplicate and split an image folder into a HF dataset"),
-    "predict": ("har_model.inference", "classify images with a trained model"),
-    "export-onnx": ("har_model.onnx_export", "export a trained model to ONNX (+ dynamic int8)"),
+    "train": ("har_model.train.run", "fine-tune a pretrained model (default command)"),
+    "prepare": ("har_model.data.build", "validate, de-duplicate and split an image folder into a HF dataset"),
+    "predict": ("har_model.serve.inference", "classify images with a trained model"),
+    "export-onnx": ("har_model.serve.onnx_export", "export a trained model to ONNX (+ dynamic int8)"),
 }
 
 USAGE = "usage: python train.py [{}] ...\n\ncommands:\n{}\n\nRun `python train.py COMMAND --help` for the options of one command.".format(
@@ -39,14 +39,22 @@ def main(argv: list[str] | None = None) -> int:
     else:
         command = "train"
     module = importlib.import_module(COMMANDS[command][0])
+    extra = {"export": _export_onnx} if command == "train" else {}
     try:
-        return int(module.main(argv) or 0)
+        return int(module.main(argv, **extra) or 0)
     except HarError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+
+
+def _export_onnx(model_dir) -> None:
+    """The serving stage's ONNX export, handed to the training run (which must not import serving itself)."""
+    from har_model.serve.onnx_export import export_onnx
+
+    export_onnx(model_dir)
 
 
 if __name__ == "__main__":

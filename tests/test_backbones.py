@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from har_model import backbones
-from har_model.backbones import BUILTIN_BACKBONES, builtin_checkpoint, load_backbone
+from har_model.train import backbones
+from har_model.train.backbones import BUILTIN_BACKBONES, builtin_checkpoint, load_backbone
 from har_model.errors import HarError
 from har_model.imaging import open_rgb
 

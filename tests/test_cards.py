@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 import helpers
-from har_model import cards, hub, plots
+from har_model import cards, figures, hub
 from har_model.data import features_for
 from har_model.errors import HarError
 
@@ -69,12 +69,12 @@ def test_size_categories():
 def test_sample_grid_and_distribution_chart(tmp_path):
     images = {c: [helpers.synthetic_image(i, k) for k in range(4)] for i, c in enumerate(helpers.CLASSES)}
     images["sitting"] = images["sitting"][:2]
-    grid = Image.open(plots.sample_grid(images, tmp_path / "g.jpg", thumb=50, label_width=100))
+    grid = Image.open(figures.sample_grid(images, tmp_path / "g.jpg", thumb=50, label_width=100))
     assert grid.size == (100 + 4 * 54 + 4, 3 * 54 + 4)
     arr = np.asarray(grid)
     assert arr[4 + 2 * 54 + 25, 100 + 4 + 3 * 54 + 25].min() > 240  # the missing tiles stay white
     assert arr[4 + 25, 100 + 4 + 25].std() > 0 or arr[4:54, 104:154].std() > 5  # a real picture is there
-    chart = plots.class_distribution_chart(
+    chart = figures.class_distribution_chart(
         {"a": {"train": 5, "test": 1}, "b": {"train": 3, "validation": 2}}, tmp_path / "sub" / "c.png"
     )
     img = Image.open(chart)

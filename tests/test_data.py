@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 
 import helpers
-from har_model import cli, data, scan
+from har_model import cli, data
+from har_model.data import build, scan
 from har_model.errors import HarError
 
 
@@ -282,7 +283,7 @@ def test_near_duplicates_can_be_disabled(dup_folder, tmp_path):
 
 
 def test_pool_gives_the_same_result_as_serial(dup_folder, tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "_SERIAL_BELOW", 0)
+    monkeypatch.setattr(build, "SERIAL_BELOW", 0)
     serial = _split_paths(_prepare(dup_folder, tmp_path / "a", num_workers=1))
     pooled = _split_paths(_prepare(dup_folder, tmp_path / "b", num_workers=2))
     assert serial == pooled

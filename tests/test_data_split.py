@@ -9,10 +9,10 @@ import pytest
 from PIL import Image
 
 import helpers
-from har_model.dedup import group_images, near_duplicate_pairs
+from har_model.data.dedup import group_images, near_duplicate_pairs
 from har_model.errors import HarError
-from har_model.scan import perceptual_hashes
-from har_model.splits import SPLITS, check_fractions, grouped_stratified_split
+from har_model.data.scan import perceptual_hashes
+from har_model.data.splits import SPLITS, check_fractions, grouped_stratified_split
 
 NAMES = ["a", "b", "c"]
 

@@ -232,9 +232,9 @@ def test_eval_size_follows_the_training_size(tmp_path):
     """Convolutional models are evaluated (and saved) at ~1.3x the training crop size (FixRes); the training
     crops keep the requested size; models with position embeddings keep one size; bad sizes are one clear error."""
     import helpers
-    from har_model import backbones
+    from har_model.train import backbones
     from har_model.errors import HarError
-    from har_model.training import _train_eval_geometry
+    from har_model.train.run import _train_eval_geometry
 
     conv = helpers.make_tiny_model(tmp_path / "conv", image_size=64)
     labels = list(helpers.CLASSES)
@@ -274,7 +274,7 @@ def test_fine_tuning_a_trained_folder_keeps_its_sizes(tmp_path, tiny_model_dir):
     """A folder written by train.py saves its evaluation size; training on from it must use the crop size it was
     trained at (from its metrics.json), not the larger saved size, so the sizes do not creep up run after run."""
     import helpers
-    from har_model.training import default_image_size
+    from har_model.train.run import default_image_size
 
     images = helpers.make_class_folder(tmp_path / "images", per_class=8)
     runs = [(tmp_path / "first", tiny_model_dir, ["--image-size", "48", "--mixup", "0.4"]),

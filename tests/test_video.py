@@ -1,4 +1,4 @@
-"""har_model.video: smoothing, segments and the full decode -> classify -> draw -> encode path on real clips."""
+"""har_model.serve.video: smoothing, segments and the full decode -> classify -> draw -> encode path on real clips."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from har_model.errors import HarError
-from har_model.video import (
+from har_model.serve.video import (
     LabelPainter,
     analyse_video,
     output_size,

@@ -1,4 +1,4 @@
-"""Dataset and model cards, rendered with huggingface_hub from the Jinja templates at the repository root.
+"""Dataset and model cards, rendered with huggingface_hub from the Jinja templates beside this file.
 
 ``render_model_card`` fills ``model_card.md`` for a trained model folder: YAML metadata (license, base_model,
 datasets, metrics, pipeline_tag, tags, ``model-index`` with the measured test results) and a body with the results
@@ -16,14 +16,15 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from har_model import hardware
 from har_model.errors import HarError
 
-ROOT = Path(__file__).resolve().parents[1]
+TEMPLATES = Path(__file__).resolve().parent
 
 
 def _template(name: str) -> str:
-    """Path of a card template at the repository root, or HarError when it is missing."""
-    path = ROOT / name
+    """Path of a card template of this package, or HarError when it is missing."""
+    path = TEMPLATES / name
     if not path.is_file():
         raise HarError(f"{path}: card template is missing")
     return str(path)
@@ -111,24 +112,6 @@ def save_card(card, folder: str | os.PathLike) -> Path:
     return path
 
 
-def _hardware() -> str:
-    import platform
-
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    cpu = platform.processor() or "CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} cores of {cpu}"
-
-
 def render_model_card(*, metrics: dict, args, out: Path) -> str:
     """The model card (README.md of the model folder): YAML metadata incl. model-index, body from model_card.md."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -189,6 +172,6 @@ def render_model_card(*, metrics: dict, args, out: Path) -> str:
         soup=metrics.get("soup"),
         epochs_run=round(metrics["epochs_run"], 2),
         train_seconds=metrics["train_seconds"],
-        hardware=_hardware(),
+        hardware=hardware.describe(),
     )
     return str(card)

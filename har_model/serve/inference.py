@@ -7,7 +7,7 @@ model input is much smaller (draft mode), and the network runs batched in one of
 
     torch        float32, channels-last, inference mode
     torch-bf16   bfloat16 weights and activations (fast only where the CPU has native bf16; not bit-exact)
-    onnx         ONNX Runtime on ``onnx/model.onnx`` (or ``model_int8.onnx``), see har_model.onnx_export
+    onnx         ONNX Runtime on ``onnx/model.onnx`` (or ``model_int8.onnx``), see har_model.serve.onnx_export
 
 ``auto`` (the default) takes the ONNX export when the folder has one, else float32 torch.
 
@@ -254,7 +254,7 @@ class _TorchRunner:
             raise HarError(f"{model_dir}: cannot load the model ({str(exc).splitlines()[0]})") from None
         model.eval()
         try:  # built-in EfficientNet-Lite models carry exact no-op squeeze-excite layers: skip them
-            from har_model.backbones import strip_noop_squeeze_excite
+            from har_model.train.backbones import strip_noop_squeeze_excite
 
             strip_noop_squeeze_excite(model)
         except ImportError:
@@ -294,15 +294,6 @@ class _OnnxRunner:
 
     def __call__(self, pixel_values: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: pixel_values})[0]
-
-
-def cpu_has_bf16() -> bool:
-    """True when the CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slow."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
 def choose_onnx_file(model_dir: Path) -> Path | None:

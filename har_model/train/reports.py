@@ -11,118 +11,13 @@ Files written into the model folder:
 
 from __future__ import annotations
 
-import io
 import json
-import math
 import time
 from pathlib import Path
 
 import numpy as np
 
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# plots
-
-
-def epoch_history(log_history: list[dict]) -> dict[str, list[tuple[float, float]]]:
-    """Trainer log history -> series of (epoch, value) for train/validation loss and accuracy."""
-    series = {"train_loss": [], "train_accuracy": [], "eval_loss": [], "eval_accuracy": [], "eval_macro_f1": []}
-    for row in log_history:
-        epoch = row.get("epoch")
-        if epoch is None:
-            continue
-        if "loss" in row:
-            series["train_loss"].append((epoch, row["loss"]))
-        if "train_accuracy" in row:
-            series["train_accuracy"].append((epoch, row["train_accuracy"]))
-        for key in ("eval_loss", "eval_accuracy", "eval_macro_f1"):
-            if key in row:
-                series[key].append((epoch, row[key]))
-    return series
-
-
-def plot_training_curves(log_history: list[dict], path: Path) -> Path:
-    plt = _plt()
-    s = epoch_history(log_history)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    for key, label, style in (("train_loss", "train", "o-"), ("eval_loss", "validation", "s-")):
-        if s[key]:
-            ax1.plot(*zip(*s[key]), style, label=label)
-    ax1.set(title="loss", xlabel="epoch")
-    ax1.legend()
-    for key, label, style in (
-        ("train_accuracy", "train accuracy", "o-"),
-        ("eval_accuracy", "validation accuracy", "s-"),
-        ("eval_macro_f1", "validation macro-F1", "^--"),
-    ):
-        if s[key]:
-            ax2.plot(*zip(*s[key]), style, label=label)
-    ax2.set(title="accuracy", xlabel="epoch", ylim=(0, 1.02))
-    ax2.legend()
-    for ax in (ax1, ax2):
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def plot_confusion_matrix(matrix, labels: list[str], path: Path, title: str = "test confusion matrix") -> Path:
-    plt = _plt()
-    cm = np.asarray(matrix, dtype=float)
-    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    n = len(labels)
-    size = max(5.0, 0.55 * n + 2)
-    fig, ax = plt.subplots(figsize=(size, size * 0.9))
-    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(n), labels, rotation=60, ha="right")
-    ax.set_yticks(range(n), labels)
-    ax.set(xlabel="predicted", ylabel="true", title=title)
-    for i in range(n):
-        for j in range(n):
-            if cm[i, j]:
-                ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=8,
-                        color="white" if norm[i, j] > 0.5 else "black")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def plot_predictions(images: list, true: list[str], pred: list[str], conf: list[float], path: Path, cols: int = 6) -> Path:
-    """Grid of test images titled `true -> predicted (conf)`; mistakes in red with a red frame."""
-    plt = _plt()
-    n = len(images)
-    rows = max(1, math.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.2, rows * 2.4))
-    for ax, i in zip(np.atleast_1d(axes).ravel(), range(rows * cols)):
-        ax.axis("off")
-        if i >= n:
-            continue
-        ok = true[i] == pred[i]
-        ax.imshow(images[i])
-        ax.set_title(f"{true[i]}\n-> {pred[i]} ({conf[i]:.0%})", fontsize=8, color="black" if ok else "red")
-        if not ok:
-            ax.axis("on")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_edgecolor("red")
-                spine.set_linewidth(3)
-    fig.suptitle("test predictions (true -> predicted); mistakes in red", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+from har_model.figures import plot_confusion_matrix, plot_predictions, plot_training_curves
 
 
 def _pick_grid(y_true: np.ndarray, y_pred: np.ndarray, n_labels: int, size: int, seed: int = 0) -> list[int]:
@@ -153,7 +48,7 @@ def write_outputs(*, trainer, out: Path, labels: list[str], test_ds, test_split,
     from datasets import Image as ImageFeature
 
     from har_model.cards import render_model_card
-    from har_model.evaluation import classification_report, format_report
+    from har_model.train.evaluation import classification_report, format_report
 
     out = Path(out)
     t0 = time.time()
@@ -200,7 +95,7 @@ def write_outputs(*, trainer, out: Path, labels: list[str], test_ds, test_split,
 
     # predictions grid and examples use the original test images (not the resized tensors)
     raw = test_split.cast_column("image", ImageFeature(decode=False))["image"]
-    from har_model.data import image_bytes
+    from har_model.data.load import image_bytes
     from har_model.imaging import open_rgb
 
     def original(i: int):

@@ -31,12 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
-from har_model import video as video_mod
+from har_model.serve import video as video_mod
 from har_model.errors import HarError
 
-log = logging.getLogger("har_model.ui")
+log = logging.getLogger("har_model.serve.ui")
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL = REPO_ROOT / "outputs" / "har15"
 TRAIN_HINT = (
     "Train one with `python train.py --data-dir DIR --output-dir outputs/har15` (DIR holds one sub-folder "
@@ -127,7 +127,7 @@ def load_model(spec: str | os.PathLike | None = None, backend: str | None = None
     try:
         if from_env and "HAR_MODEL" not in os.environ and not Path(spec).is_dir():
             raise HarError(f"No model found at {spec} (the default).")
-        from har_model.inference import Classifier
+        from har_model.serve.inference import Classifier
 
         handle.model_dir = resolve_model_dir(spec)
         handle.classifier = Classifier.load(handle.model_dir, backend=backend)

@@ -3,7 +3,7 @@
     python train.py export-onnx --model outputs/har15          # writes outputs/har15/onnx/model.onnx (+ int8)
 
 The files live in ``<model>/onnx/`` with a dynamic batch axis; the model folder stays loadable by plain
-``pipeline()``, and ``har_model.inference.Classifier.load(model, backend="auto")`` picks the ONNX file up.
+``pipeline()``, and ``har_model.serve.inference.Classifier.load(model, backend="auto")`` picks the ONNX file up.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def export_onnx(model_dir: str | Path, *, quantize: bool = True, check: bool = T
     import torch
     from transformers import AutoModelForImageClassification
 
-    from har_model.inference import ONNX_DIR, load_preprocessing
+    from har_model.serve.inference import ONNX_DIR, load_preprocessing
 
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
@@ -39,7 +39,7 @@ def export_onnx(model_dir: str | Path, *, quantize: bool = True, check: bool = T
     except Exception as exc:  # OSError, ValueError, safetensors' own errors, ...: all mean "not usable"
         raise HarError(f"{model_dir}: cannot load the model ({str(exc).splitlines()[0]})") from None
     try:  # exact no-op squeeze-excite layers (built-in EfficientNet-Lite) need not be in the graph
-        from har_model.backbones import strip_noop_squeeze_excite
+        from har_model.train.backbones import strip_noop_squeeze_excite
 
         strip_noop_squeeze_excite(model)
     except ImportError:

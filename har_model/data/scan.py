@@ -23,6 +23,7 @@ from har_model.errors import HarError
 from har_model.imaging import DEFAULT_MAX_PIXELS, is_image_path, open_rgb
 
 DEFAULT_MIN_SIDE = 32
+SERIAL_BELOW = 200  # fewer files than this are decoded in-process (a pool costs more than it saves)
 JPEG_QUALITY = 95  # re-encoding quality for JPEG sources that had to be converted (CMYK, grayscale, EXIF-rotated)
 
 _HASH_SIDE = 32  # pHash: DCT of a 32x32 grayscale thumbnail, 8x8 lowest frequencies

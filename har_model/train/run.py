@@ -13,8 +13,6 @@ import argparse
 import copy
 import json
 import os
-import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -24,7 +22,7 @@ DEFAULT_MODEL = "efficientnet-lite0"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from har_model.data import add_data_arguments
+    from har_model.data.build import add_data_arguments
 
     p = argparse.ArgumentParser(
         prog="python train.py",
@@ -300,7 +298,7 @@ def _train_eval_geometry(model, processor, image_size: int | None, eval_size):
     resolution discrepancy", 2019). On har15 the Lite0 model trained at 224 scored 78% on validation at 224 and 81%
     at 288 (README, "Fine-tuning on har15").
     """
-    from har_model.augment import Geometry, scale_processor
+    from har_model.train.augment import Geometry, scale_processor
 
     base_size = Geometry.from_processor(processor).out_hw[0]
     train_size = _check_size("--image-size", image_size) if image_size is not None else base_size
@@ -331,7 +329,7 @@ def default_image_size(model: str) -> int | None:
             return int(crop[0] if isinstance(crop, (list, tuple)) else crop)
         except (ValueError, KeyError, TypeError, IndexError):
             pass  # not one of ours, or an older one: the saved processor's size is the best guess
-    from har_model import backbones
+    from har_model.train import backbones
 
     return backbones.default_train_size(model)
 
@@ -349,12 +347,14 @@ def _head_prefixes(model) -> tuple:
 # main
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, export=None) -> int:
+    """``export(model_dir)`` is called for ``--export-onnx`` (the command line passes the serving stage's ONNX
+    export: the training stage never imports serving)."""
     args = build_parser().parse_args(argv)
-    return run(args)
+    return run(args, export=export)
 
 
-def run(args) -> int:  # noqa: C901 - the one linear story of a training run
+def run(args, *, export=None) -> int:  # noqa: C901 - the one linear story of a training run
     t_start = time.time()
     if not args.data_dir and not args.dataset:
         raise HarError("give the images with --data-dir FOLDER (one sub-folder per class) or --dataset HUB_ID_OR_FOLDER")
@@ -379,10 +379,11 @@ def run(args) -> int:  # noqa: C901 - the one linear story of a training run
     from transformers import EarlyStoppingCallback, set_seed
     from transformers.trainer_utils import get_last_checkpoint
 
-    from har_model import backbones, data
-    from har_model.augment import CachedImages, decode_images
-    from har_model.evaluation import compute_metrics_fn
-    from har_model.inference import cpu_has_bf16
+    from har_model import data
+    from har_model.train import backbones
+    from har_model.train.augment import CachedImages, decode_images
+    from har_model.train.evaluation import compute_metrics_fn
+    from har_model.hardware import cpu_has_bf16
 
     transformers.logging.set_verbosity_warning()
     seed = args.seed if args.train_seed is None else args.train_seed
@@ -477,7 +478,7 @@ def run(args) -> int:  # noqa: C901 - the one linear story of a training run
     soup, validation = cook_soup(trainer, members) if len(members) > 1 else (None, None)
 
     # ---- save the model (best checkpoint or soup), evaluate on the held-out test split, write the reports
-    from har_model.reports import write_outputs
+    from har_model.train.reports import write_outputs
 
     trainer.save_model(str(out))
     (out / "training_args.bin").unlink(missing_ok=True)  # a pickle: kept in checkpoints/ for --resume, not shipped
@@ -500,9 +501,9 @@ def run(args) -> int:  # noqa: C901 - the one linear story of a training run
     )
 
     if args.export_onnx:
-        from har_model.onnx_export import export_onnx
-
-        export_onnx(out)
+        if export is None:
+            raise HarError("--export-onnx: run training through `python train.py`, which provides the ONNX export")
+        export(out)
     print(summary, flush=True)
     _push(args, out, dataset_dir)  # last: a failed push (one clear error line) leaves everything above on disk
     return 0

@@ -1,0 +1,18 @@
+"""The dataset stage: image folders -> validated, de-duplicated, split Hugging Face dataset repository.
+
+    scan    -- walk class folders, decode and check every file, content and perceptual hashes
+    dedup   -- group exact and near duplicates
+    splits  -- grouped, stratified, seeded train / validation / test split
+    build   -- ``prepare``: the whole pipeline, parquet shards, report, card and figures
+    load    -- read back a prepared folder, any dataset folder or a Hub dataset id, normalised
+
+Nothing here imports the training or serving stages.
+"""
+
+from har_model.data.build import REPORT_FILE, add_data_arguments, dataset_from_args, main, prepare_dataset, write_dataset_repo
+from har_model.data.load import features_for, image_bytes, load_dataset_any, load_dataset_folder
+
+__all__ = [
+    "REPORT_FILE", "add_data_arguments", "dataset_from_args", "features_for", "image_bytes", "load_dataset_any",
+    "load_dataset_folder", "main", "prepare_dataset", "write_dataset_repo",
+]
