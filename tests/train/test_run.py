@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 QUICK = ["--epochs", "2", "--batch-size", "8", "--eval-batch-size", "16", "--val-fraction", "0.25",
          "--test-fraction", "0.25", "--num-workers", "1", "--report-to", "none", "--learning-rate", "3e-3"]
 
