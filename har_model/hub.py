@@ -1,16 +1,32 @@
-"""Pushing a finished folder (dataset repository or model) to the Hugging Face Hub.
+"""Pushing a finished folder (dataset repository, model or Space) to the Hugging Face Hub.
 
 The token comes from the argument, ``HF_TOKEN`` or the cached ``hf auth login``; it is never printed,
 logged or put in an error message. Every failure (no token, offline, network, permissions) is one
 HarError that says the local folder is kept and how to retry.
+
+A push replaces what it publishes: in the same commit as the upload, it deletes the remote files that the project
+itself writes into that kind of repository (``REPLACED``) and that the new folder no longer has -- old parquet
+shards that ``data/train-*`` would still load, an old ``onnx/model.onnx`` that the app would prefer, old examples.
+Nothing else in the repository is touched.
 """
 
 from __future__ import annotations
 
 import os
+from fnmatch import fnmatch
 from pathlib import Path
 
 from har_model.errors import HarError
+
+REPO_TYPES = ("model", "dataset", "space")
+# Remote files the project writes (fnmatch patterns, relative to the repository root), per repository type
+REPLACED = {
+    "dataset": ["data/*-*-of-*.parquet"],
+    "model": ["onnx/model.onnx", "onnx/model_int8.onnx", "onnx/export_info.json", "examples/*.jpg"],
+    "space": ["har_model/*", "model/*"],
+}
+SPACE_SDK = "gradio"
+_NEVER_UPLOADED = (".git", ".cache", "__pycache__")  # folders (git, the Hub's own cache, bytecode)
 
 
 def _offline() -> bool:
@@ -31,6 +47,31 @@ def _scrub(text: str, token: str) -> str:
     return text.replace(token, "***") if token else text
 
 
+def local_files(folder: Path, ignore_patterns: list[str] | None = None) -> list[str]:
+    """Relative POSIX paths of the files in ``folder`` to upload (less ``ignore_patterns`` and git/cache folders)."""
+    found = []
+    for path in sorted(Path(folder).rglob("*")):
+        rel = path.relative_to(folder)
+        if not path.is_file() or any(part in _NEVER_UPLOADED for part in rel.parts[:-1]):
+            continue
+        if not any(fnmatch(rel.as_posix(), pattern) for pattern in ignore_patterns or []):
+            found.append(rel.as_posix())
+    return found
+
+
+def commit_operations(folder: Path, remote_files: list[str], *, replaced: list[str],
+                      ignore_patterns: list[str] | None = None) -> list:
+    """One commit's operations: delete the stale remote files matching ``replaced``, then add every local file."""
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+
+    local = local_files(folder, ignore_patterns)
+    keep = set(local)
+    stale = [f for f in remote_files
+             if f not in keep and f != ".gitattributes" and any(fnmatch(f, pattern) for pattern in replaced)]
+    return ([CommitOperationDelete(path_in_repo=f) for f in stale]
+            + [CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(Path(folder) / rel)) for rel in local])
+
+
 def push_folder(
     folder: str | os.PathLike,
     repo_id: str,
@@ -41,15 +82,18 @@ def push_folder(
     commit_message: str | None = None,
     ignore_patterns: list[str] | None = None,
 ) -> str:
-    """Create ``repo_id`` if needed (``exist_ok``) and upload ``folder`` (less ``ignore_patterns``); return the URL."""
+    """Create ``repo_id`` if needed (``exist_ok``; a Space as a Gradio Space) and upload ``folder`` (less
+    ``ignore_patterns``) in one commit that also deletes the stale files the project wrote (``REPLACED``);
+    return the URL."""
     folder = Path(folder)
-    if repo_type not in ("model", "dataset"):
-        raise HarError(f"repo_type must be 'model' or 'dataset', got {repo_type!r}")
+    if repo_type not in REPO_TYPES:
+        raise HarError(f"repo_type must be one of {', '.join(REPO_TYPES)}, got {repo_type!r}")
     if not folder.is_dir():
         raise HarError(f"{folder}: no such folder to push")
     retry = (
         f"The local folder {folder} is kept; retry with `hf upload {repo_id} {folder} --repo-type {repo_type}"
         + "".join(f" --exclude '{pattern}'" for pattern in ignore_patterns or [])
+        + "".join(f" --delete '{pattern}'" for pattern in REPLACED[repo_type])
         + "` "
         f"(after `hf auth login` or with HF_TOKEN set)."
     )
@@ -64,12 +108,14 @@ def push_folder(
 
     api = HfApi(token=token)
     try:
-        url = api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
-        api.upload_folder(
+        url = api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True,
+                              **({"space_sdk": SPACE_SDK} if repo_type == "space" else {}))
+        remote = api.list_repo_files(url.repo_id, repo_type=repo_type)
+        operations = commit_operations(folder, remote, replaced=REPLACED[repo_type], ignore_patterns=ignore_patterns)
+        api.create_commit(
             repo_id=url.repo_id,
-            folder_path=folder,
             repo_type=repo_type,
-            ignore_patterns=ignore_patterns,
+            operations=operations,
             commit_message=commit_message or f"Upload {folder.name} with har_model",
         )
     except Exception as exc:  # network, auth, permissions, bad repo id: all become one clear line

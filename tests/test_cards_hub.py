@@ -127,4 +127,90 @@ def test_push_bad_arguments(tmp_path):
     with pytest.raises(HarError, match="no such folder"):
         hub.push_folder(tmp_path / "nope", "me/x")
     with pytest.raises(HarError, match="repo_type"):
-        hub.push_folder(tmp_path, "me/x", repo_type="space")
+        hub.push_folder(tmp_path, "me/x", repo_type="kernel")
+
+
+class FakeHubApi:
+    """HfApi at its boundary: the repository already holds ``remote``; the commit sent is recorded."""
+
+    def __init__(self, remote):
+        self.remote, self.created, self.commits = list(remote), [], []
+
+    def install(self, monkeypatch):
+        import huggingface_hub
+        from huggingface_hub import RepoUrl
+
+        fake = self
+
+        def create_repo(api, repo_id, **kwargs):
+            fake.created.append((repo_id, kwargs))
+            prefix = {"dataset": "datasets/", "space": "spaces/"}.get(kwargs.get("repo_type"), "")
+            return RepoUrl(f"https://huggingface.co/{prefix}{repo_id}")
+
+        monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", create_repo)
+        monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files", lambda api, repo_id, **kw: list(fake.remote))
+        monkeypatch.setattr(huggingface_hub.HfApi, "create_commit", lambda api, **kw: fake.commits.append(kw))
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+        return self
+
+    def operations(self):
+        from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+
+        assert len(self.commits) == 1, "everything goes in one commit"
+        ops = self.commits[0]["operations"]
+        return ({o.path_in_repo for o in ops if isinstance(o, CommitOperationAdd)},
+                {o.path_in_repo for o in ops if isinstance(o, CommitOperationDelete)})
+
+
+def _write(folder, *names):
+    for name in names:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(b"x")
+
+
+def test_repush_deletes_only_stale_project_files_in_the_same_commit(tmp_path, monkeypatch):
+    # model: the new folder has no ONNX export and other examples; the user's own files stay
+    _write(tmp_path, "config.json", "model.safetensors", "README.md", "examples/running_0.jpg", "checkpoints/c/x.bin")
+    remote = [".gitattributes", "config.json", "README.md", "onnx/model.onnx", "onnx/model_int8.onnx",
+              "onnx/export_info.json", "onnx/users_own.onnx", "examples/sitting_0.jpg", "examples/running_0.jpg",
+              "notes/mine.txt", "examples/clip.mp4"]
+    api = FakeHubApi(remote).install(monkeypatch)
+    hub.push_folder(tmp_path, "me/model", token=FAKE_TOKEN, ignore_patterns=["checkpoints/*"])
+    added, deleted = api.operations()
+    assert added == {"config.json", "model.safetensors", "README.md", "examples/running_0.jpg"}
+    assert deleted == {"onnx/model.onnx", "onnx/model_int8.onnx", "onnx/export_info.json", "examples/sitting_0.jpg"}
+
+
+def test_repush_dataset_deletes_old_shards(tmp_path, monkeypatch):
+    _write(tmp_path, "README.md", "data/train-00000-of-00001.parquet", "data/test-00000-of-00001.parquet")
+    remote = ["README.md", "data/train-00000-of-00002.parquet", "data/train-00001-of-00002.parquet",
+              "data/test-00000-of-00001.parquet", "data/extra_by_hand.parquet", ".gitattributes"]
+    api = FakeHubApi(remote).install(monkeypatch)
+    hub.push_folder(tmp_path, "me/data", repo_type="dataset", token=FAKE_TOKEN)
+    added, deleted = api.operations()
+    assert deleted == {"data/train-00000-of-00002.parquet", "data/train-00001-of-00002.parquet"}
+    assert "data/test-00000-of-00001.parquet" in added
+
+
+def test_space_push_creates_a_gradio_space_and_replaces_its_package(tmp_path, monkeypatch):
+    _write(tmp_path, "app.py", "README.md", "requirements.txt", "har_model/__init__.py", "model/config.json",
+           "har_model/__pycache__/x.pyc")
+    remote = ["app.py", "README.md", "har_model/old_module.py", "model/onnx/model_int8.onnx", "LICENSE.txt"]
+    api = FakeHubApi(remote).install(monkeypatch)
+    url = hub.push_folder(tmp_path, "me/demo", repo_type="space", token=FAKE_TOKEN)
+    assert url == "https://huggingface.co/spaces/me/demo"
+    assert api.created == [("me/demo", {"repo_type": "space", "private": False, "exist_ok": True, "space_sdk": "gradio"})]
+    added, deleted = api.operations()
+    assert deleted == {"har_model/old_module.py", "model/onnx/model_int8.onnx"}  # LICENSE.txt is not ours
+    assert "har_model/__pycache__/x.pyc" not in added and "model/config.json" in added
+    assert api.commits[0]["repo_type"] == "space"
+
+
+def test_space_push_offline_keeps_the_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    _write(tmp_path, "app.py", "README.md")
+    with pytest.raises(HarError) as info:
+        hub.push_folder(tmp_path, "me/demo", repo_type="space", token=FAKE_TOKEN)
+    assert f"hf upload me/demo {tmp_path} --repo-type space" in str(info.value) and "is kept" in str(info.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "app.py"]

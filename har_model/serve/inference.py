@@ -475,7 +475,7 @@ def expand_paths(inputs: Sequence[str]) -> list[Path]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python train.py predict", description="Classify images with a trained model.")
     p.add_argument("paths", nargs="+", help="image files, folders (searched recursively) or glob patterns")
-    p.add_argument("--model", required=True, help="model folder (as written by `python train.py`)")
+    p.add_argument("--model", required=True, help="model folder (as written by `python train.py`) or a Hub model id")
     p.add_argument("--top-k", type=int, default=1, help="how many classes to show per image (default 1)")
     p.add_argument("--csv", help="write the results to this CSV file instead of printing a table")
     p.add_argument("--batch-size", type=int, default=32)
@@ -493,10 +493,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.csv and not Path(args.csv).resolve().parent.is_dir():
         raise HarError(f"{args.csv}: folder {Path(args.csv).parent} does not exist")
     paths = expand_paths(args.paths)
-    from transformers.utils import logging as hf_logging
+    try:
+        from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()  # one table on stdout, errors as one line on stderr
-    clf = Classifier.load(args.model, backend=args.backend, num_threads=args.threads)
+        hf_logging.disable_progress_bar()  # one table on stdout, errors as one line on stderr
+    except ImportError:  # serving an ONNX export needs no transformers
+        pass
+    from har_model.serve.model import resolve_model_dir
+
+    model_dir = resolve_model_dir(args.model, flag="--model")
+    clf = Classifier.load(model_dir, backend=args.backend, num_threads=args.threads)
     k = min(args.top_k, len(clf.labels))
     header = ["path"] + [f"{what}_{i}" for i in range(1, k + 1) for what in ("label", "score")] + ["error"]
     rows: list[list[str]] = []

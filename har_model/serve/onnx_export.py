@@ -1,6 +1,7 @@
 """Export a saved image classifier to ONNX (float32, plus a dynamic-int8 quantized copy) for ONNX Runtime.
 
     python train.py export-onnx --model outputs/har15          # writes outputs/har15/onnx/model.onnx (+ int8)
+    python train.py export-onnx --model user/har-model         # a Hub model: copied to outputs/har-model first
 
 The files live in ``<model>/onnx/`` with a dynamic batch axis; the model folder stays loadable by plain
 ``pipeline()``, and ``har_model.serve.inference.Classifier.load(model, backend="auto")`` picks the ONNX file up.
@@ -125,10 +126,20 @@ def _check_against_torch(path: Path, model, height: int, width: int, tol: float 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python train.py export-onnx", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True, help="model folder written by `python train.py`")
+    p.add_argument("--model", required=True, help="model folder written by `python train.py`, or a Hub model id")
+    p.add_argument("--output-dir", type=Path, default=None,
+                   help="write a copy of the model with its onnx/ here (default: into the model folder itself; "
+                        "for a Hub model id outputs/<name>, since the download cache is not written to)")
     p.add_argument("--no-int8", action="store_true", help="skip the dynamic int8 quantized copy")
     args = p.parse_args(argv)
-    paths = export_onnx(args.model, quantize=not args.no_int8)
+    from har_model.serve.model import copy_model_files, is_hub_id, resolve_model_dir
+
+    model_dir = resolve_model_dir(args.model, flag="--model")
+    out = args.output_dir or (Path("outputs") / args.model.split("/")[-1] if is_hub_id(args.model) else None)
+    if out is not None:
+        model_dir = copy_model_files(model_dir, out)
+        print(f"copied {args.model} to {out}")
+    paths = export_onnx(model_dir, quantize=not args.no_int8)
     for kind, path in paths.items():
         print(f"{kind}: {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0

@@ -1,7 +1,8 @@
 """The Gradio app (a Hugging Face Space): Image, Video, Batch and Model tabs around one shared Classifier.
 
-    HAR_MODEL=outputs/har15 python app.py        # a local model folder written by train.py (the default)
+    HAR_MODEL=outputs/har15 python app.py        # a local model folder written by train.py
     HAR_MODEL=user/har-model python app.py       # a model repo on the Hub (downloaded once, then cached)
+    python app.py                                # the default: see har_model.serve.model (bundled model first)
 
 Other settings (environment): HAR_BACKEND (auto|torch|torch-bf16|onnx; auto uses the model folder's ONNX file
 when there is one), HAR_MAX_IMAGE_MB (20), HAR_MAX_VIDEO_MB (200), HAR_MAX_VIDEO_SECONDS (120, longer clips are
@@ -20,39 +21,24 @@ from __future__ import annotations
 
 import base64
 import csv
-import json
 import logging
 import os
-import re
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from har_model.serve import video as video_mod
+from har_model.serve.model import MODEL_IMAGES, ModelHandle, load_model
 from har_model.errors import HarError
 
 log = logging.getLogger("har_model.serve.ui")
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_MODEL = REPO_ROOT / "outputs" / "har15"
-TRAIN_HINT = (
-    "Train one with `python train.py --data-dir DIR --output-dir outputs/har15` (DIR holds one sub-folder "
-    "of images per action), or set `HAR_MODEL` to a model folder or a Hugging Face Hub model id, "
-    "e.g. `HAR_MODEL=outputs/har15 python app.py`."
-)
 SAMPLE_RATES = ("1", "2", "5", "10", "every frame")
 TOP_K = 5
 PLOT_CLASSES = 5  # classes drawn in the probability plot (the most likely ones over the clip)
-MODEL_IMAGES = {
-    "confusion_matrix.png": "Confusion matrix on the test split (rows: true class)",
-    "training_curves.png": "Training curves",
-    "predictions.png": "Test predictions (mistakes marked)",
-}
-HUB_FILES = ["*.json", "*.safetensors", "*.md", "*.png", "examples/*", "onnx/*"]
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 @dataclass(frozen=True)
@@ -76,106 +62,6 @@ class Settings:
             max_batch_files=int(video_mod._env_float("HAR_MAX_BATCH_FILES", 500)),
             queue_size=int(video_mod._env_float("HAR_QUEUE_SIZE", 64)),
         )
-
-
-# --------------------------------------------------------------------------------------------- the model
-
-
-@dataclass
-class ModelHandle:
-    """The shared classifier, or the reason there is none (shown in the UI instead of crashing)."""
-
-    source: str
-    classifier: object | None = None
-    model_dir: Path | None = None
-    problem: str | None = None
-    info: dict = field(default_factory=dict)
-
-    def require(self):
-        if self.classifier is None:
-            raise HarError(self.problem or "no model loaded")
-        return self.classifier
-
-
-def resolve_model_dir(spec: str | os.PathLike) -> Path:
-    """A local model folder as is; otherwise a Hub model id, downloaded (or taken from the local cache)."""
-    spec = str(spec)
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        return path
-    if path.exists():
-        raise HarError(f"HAR_MODEL={spec}: is a file; give the model folder that train.py wrote")
-    if not _REPO_ID.match(spec):
-        raise HarError(f"HAR_MODEL={spec}: no such model folder")
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(spec, allow_patterns=HUB_FILES))
-    except Exception as exc:  # offline, unknown repo, gated, network: all mean "no model"
-        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-        detail = (str(exc).strip().splitlines() or [""])[0][:200]
-        why = "the Hub is disabled here (HF_HUB_OFFLINE=1) and it is not in the local cache" if offline else f"{type(exc).__name__}: {detail}"
-        raise HarError(f"HAR_MODEL={spec}: not a local folder, and it could not be fetched from the Hugging Face Hub ({why})") from None
-
-
-def load_model(spec: str | os.PathLike | None = None, backend: str | None = None) -> ModelHandle:
-    """Load the classifier named by ``spec`` (default: env HAR_MODEL, else outputs/har15). Never raises."""
-    from_env = spec is None
-    spec = str(spec if spec is not None else os.environ.get("HAR_MODEL") or DEFAULT_MODEL)
-    backend = backend or os.environ.get("HAR_BACKEND", "auto")
-    handle = ModelHandle(source=spec)
-    try:
-        if from_env and "HAR_MODEL" not in os.environ and not Path(spec).is_dir():
-            raise HarError(f"No model found at {spec} (the default).")
-        from har_model.serve.inference import Classifier
-
-        handle.model_dir = resolve_model_dir(spec)
-        handle.classifier = Classifier.load(handle.model_dir, backend=backend)
-        h, w = handle.classifier.image_size
-        handle.classifier.predict_proba([np.zeros((h, w, 3), np.uint8)])  # warm up: the first user is not slower
-        handle.info = read_model_info(handle.model_dir)
-    except HarError as exc:
-        handle.problem = f"{str(exc).rstrip('.')}. {TRAIN_HINT}"
-    except Exception as exc:  # a broken model folder must not stop the app from starting
-        log.exception("loading the model from %s failed", spec)
-        handle.problem = f"{spec}: the model could not be loaded ({type(exc).__name__}: {exc}). {TRAIN_HINT}"
-    if handle.problem:
-        log.warning(handle.problem)
-    return handle
-
-
-def read_model_info(model_dir: Path) -> dict:
-    """What the Model tab shows, from whatever of config.json / metrics.json / README.md / *.png exists."""
-    info: dict = {"model_dir": str(model_dir)}
-    for name in ("config.json", "metrics.json"):
-        try:
-            info[name.split(".")[0]] = json.loads((model_dir / name).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            pass
-    try:
-        from huggingface_hub import metadata_load
-
-        info["card"] = metadata_load(model_dir / "README.md") or {}
-    except Exception:
-        info["card"] = {}
-    info["images"] = {n: model_dir / n for n in MODEL_IMAGES if (model_dir / n).is_file()}
-    info["examples"] = pick_examples(model_dir / "examples")
-    return info
-
-
-def pick_examples(folder: Path, limit: int = 30) -> list[Path]:
-    """Example images from the model folder, one per class first (train.py names them <class>_<k>.jpg)."""
-    from har_model.imaging import is_image_path
-
-    if not folder.is_dir():
-        return []
-    files = sorted(p for p in folder.iterdir() if p.is_file() and is_image_path(p))
-    first, rest, seen = [], [], set()
-    for p in files:
-        key = p.stem.rsplit("_", 1)[0] if "_" in p.stem else p.stem
-        (rest if key in seen else first).append(p)
-        seen.add(key)
-    return (first + rest)[:limit] if len(first) < limit else first[:limit]
 
 
 # --------------------------------------------------------------------------------------------- handlers

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from har_model.serve.ui import TRAIN_HINT, Settings, build_demo, launch_kwargs, load_model
+from har_model.serve.model import TRAIN_HINT, load_model
+from har_model.serve.ui import Settings, build_demo, launch_kwargs
 from helpers import CLASSES, chromium_path, synthetic_image
 from test_video import make_clip
 
@@ -148,7 +149,7 @@ def test_model_info(client):
 
 
 def test_examples_one_per_class_first(files):
-    from har_model.serve.ui import pick_examples
+    from har_model.serve.model import pick_examples
 
     names = [p.name for p in pick_examples(files["model"] / "examples")]
     assert names[:3] == [f"{c}_0.jpg" for c in CLASSES] and len(names) == 6

@@ -243,7 +243,7 @@ def test_export_onnx_command_and_errors(tiny_model_dir, tmp_path, capsys):
     assert (folder / "onnx" / "model.onnx").is_file() and not (folder / "onnx" / "model_int8.onnx").exists()
     assert "model.onnx" in capsys.readouterr().out
     assert cli.main(["export-onnx", "--model", str(tmp_path / "nothing")]) == 2
-    assert "no config.json" in capsys.readouterr().err
+    assert "no such model folder" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------ load errors
