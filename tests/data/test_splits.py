@@ -1,17 +1,11 @@
-"""The grouped stratified split and the duplicate grouping, on their own (no files needed)."""
+"""The grouped stratified split on its own (no files needed); the duplicate grouping is in test_dedup.py."""
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
-from PIL import Image
 
-import helpers
-from har_model.data.dedup import group_images, near_duplicate_pairs
 from har_model.errors import HarError
-from har_model.data.scan import perceptual_hashes
 from har_model.data.splits import SPLITS, check_fractions, grouped_stratified_split
 
 NAMES = ["a", "b", "c"]
@@ -77,32 +71,3 @@ def test_class_with_too_few_groups_is_a_clear_error():
     groups = list(range(10)) + [10, 10, 10, 11] + list(range(20, 30))
     with pytest.raises(HarError, match="class 'b' has too few images to split: 4 usable image\\(s\\) in 2 distinct"):
         _split(labels, groups)
-
-
-def test_group_images_exact_and_near():
-    base = helpers.synthetic_image(1, 3, (120, 90))
-    buf = io.BytesIO()
-    base.save(buf, "JPEG", quality=60)
-    variants = [base, base.resize((60, 45)), Image.open(buf).convert("RGB"), helpers.synthetic_image(1, 4, (120, 90))]
-    hashes = [perceptual_hashes(v) for v in variants]
-    content = ["x", "y", "z", "w", "x"]  # the last is a byte copy of the first
-    hashes.append(hashes[0])
-    groups, exact = group_images(content, [h[0] for h in hashes], [h[1] for h in hashes], 8)
-    assert groups == [0, 0, 0, 3, 0]
-    assert exact == [False, False, False, False, True]
-    assert near_duplicate_pairs([h[0] for h in hashes], [h[1] for h in hashes], -1) == []
-
-
-def test_near_duplicate_pairs_blocks_match_brute_force():
-    rng = np.random.default_rng(1)
-    base = rng.integers(0, 2**63, size=40, dtype=np.uint64)
-    p = np.concatenate([base, base ^ np.uint64(0b1011)] * 15)  # 1200 hashes, > one block of 512
-    d = p.copy()
-    got = set(near_duplicate_pairs(p.tolist(), d.tolist(), 3))
-    want = {
-        (i, j)
-        for i in range(len(p))
-        for j in range(i + 1, len(p))
-        if base[i % 40] == base[j % 40]
-    }
-    assert got == want
