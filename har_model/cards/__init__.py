@@ -170,6 +170,7 @@ def render_model_card(*, metrics: dict, args, out: Path) -> str:
         num_test=metrics["num_test"],
         recipe=metrics["recipe"],
         soup=metrics.get("soup"),
+        calibration=metrics.get("calibration"),
         epochs_run=round(metrics["epochs_run"], 2),
         train_seconds=metrics["train_seconds"],
         hardware=hardware.describe(),

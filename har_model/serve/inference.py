@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from har_model.calibration import Calibration, decide
 from har_model.errors import HarError
 from har_model.imaging import is_image_path, open_rgb, to_rgb
 
@@ -304,13 +305,6 @@ def choose_onnx_file(model_dir: Path) -> Path | None:
     return None
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits.astype(np.float32) - logits.max(axis=1, keepdims=True)
-    np.exp(z, out=z)
-    z /= z.sum(axis=1, keepdims=True)
-    return z
-
-
 # --------------------------------------------------------------------------------------------- classifier
 
 
@@ -340,15 +334,23 @@ def _read_labels(model_dir: Path) -> list[str]:
 
 
 class Classifier:
-    """A saved image classifier ready for fast batched CPU inference."""
+    """A saved image classifier ready for fast batched CPU inference.
 
-    def __init__(self, model_dir: Path, labels: list[str], prep: Preprocessing, runner, backend: str):
+    Probabilities are calibrated with the folder's ``calibration.json`` (temperature fitted on validation, see
+    har_model.calibration); ``unsure_below`` (from the same file, changeable) is the top-1 probability under which
+    ``decide`` answers "unsure" instead of a class.
+    """
+
+    def __init__(self, model_dir: Path, labels: list[str], prep: Preprocessing, runner, backend: str,
+                 calibration: Calibration | None = None):
         self.model_dir = model_dir
         self.labels = labels
         self.preprocessing = prep
         self.image_size = prep.output_hw
         self.backend = backend
         self._run = runner
+        self.calibration = calibration or Calibration(fitted_on="none")
+        self.unsure_below = self.calibration.unsure_below
 
     @classmethod
     def load(
@@ -367,6 +369,7 @@ class Classifier:
             raise HarError(f"{model_dir}: no such model folder")
         labels = _read_labels(model_dir)
         prep = load_preprocessing(model_dir)
+        calibration = Calibration.load(model_dir)
         onnx_path = choose_onnx_file(model_dir) if onnx_file is None else model_dir / ONNX_DIR / onnx_file
         if onnx_path is not None and not onnx_path.is_file():
             raise HarError(f"{onnx_path}: no such ONNX file")
@@ -386,7 +389,7 @@ class Classifier:
             backend = f"onnx:{onnx_path.name}"
         else:
             runner = _TorchRunner(model_dir, bf16=backend == "torch-bf16", num_threads=num_threads)
-        return cls(model_dir, labels, prep, runner, backend)
+        return cls(model_dir, labels, prep, runner, backend, calibration)
 
     # -- preprocessing
 
@@ -394,11 +397,21 @@ class Classifier:
         """One input -> uint8 (H, W, 3) at the model's input size. Raises HarError for unreadable files."""
         return self.preprocessing.resize_crop(as_rgb_image(image, self.preprocessing.draft_size))
 
-    def _forward(self, pixels: list[np.ndarray]) -> np.ndarray:
+    def _logits(self, pixels: list[np.ndarray]) -> np.ndarray:
         batch = self.preprocessing.normalize(np.stack(pixels))
         step = self._run.micro_batch
         logits = [self._run(batch[i : i + step]) for i in range(0, len(batch), step)]
-        return _softmax(np.concatenate(logits) if len(logits) > 1 else logits[0])
+        return np.concatenate(logits) if len(logits) > 1 else logits[0]
+
+    def _forward(self, pixels: list[np.ndarray]) -> np.ndarray:
+        return self.calibration.probs(self._logits(pixels))
+
+    def predict_logits(self, images: Sequence[ImageInput], batch_size: int = 32) -> np.ndarray:
+        """[N, C] raw (uncalibrated) logits, e.g. to fit a calibration on a saved model's validation split."""
+        images = list(images)
+        chunks = [self._logits([self.load_pixels(im) for im in images[i : i + batch_size]])
+                  for i in range(0, len(images), max(1, batch_size))]
+        return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros((0, len(self.labels)), np.float32)
 
     # -- prediction
 
@@ -416,6 +429,10 @@ class Classifier:
     def predict(self, images: Sequence[ImageInput], top_k: int = 5, batch_size: int = 32) -> list[list[tuple[str, float]]]:
         """For each input, the ``top_k`` (label, probability) pairs, most likely first."""
         return [self.top_k(p, top_k) for p in self.predict_proba(images, batch_size=batch_size)]
+
+    def decide(self, probs: np.ndarray, unsure_below: float | None = None) -> str:
+        """The top label of one probability row, or "unsure" when its probability is below the threshold."""
+        return decide(probs, self.labels, self.unsure_below if unsure_below is None else unsure_below)
 
     def top_k(self, probs: np.ndarray, k: int = 5) -> list[tuple[str, float]]:
         order = np.argsort(-probs, kind="stable")[: max(1, k)]
@@ -481,6 +498,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--backend", choices=BACKENDS, default="auto")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for the model (default: all cores)")
+    p.add_argument("--unsure-below", type=float, default=None, metavar="P",
+                   help="say 'unsure' when the top (calibrated) probability is below P; default: the threshold "
+                        "chosen on validation and saved in the model's calibration.json (0 = always name a class)")
     return p
 
 
@@ -490,6 +510,8 @@ def main(argv: list[str] | None = None) -> int:
         raise HarError("--top-k must be at least 1")
     if args.batch_size < 1:
         raise HarError("--batch-size must be at least 1")
+    if args.unsure_below is not None and not 0 <= args.unsure_below <= 1:
+        raise HarError(f"--unsure-below {args.unsure_below}: give a probability between 0 and 1")
     if args.csv and not Path(args.csv).resolve().parent.is_dir():
         raise HarError(f"{args.csv}: folder {Path(args.csv).parent} does not exist")
     paths = expand_paths(args.paths)
@@ -503,16 +525,19 @@ def main(argv: list[str] | None = None) -> int:
 
     model_dir = resolve_model_dir(args.model, flag="--model")
     clf = Classifier.load(model_dir, backend=args.backend, num_threads=args.threads)
+    if args.unsure_below is not None:
+        clf.unsure_below = args.unsure_below
     k = min(args.top_k, len(clf.labels))
-    header = ["path"] + [f"{what}_{i}" for i in range(1, k + 1) for what in ("label", "score")] + ["error"]
+    header = ["path", "prediction"] + [f"{what}_{i}" for i in range(1, k + 1) for what in ("label", "score")] + ["error"]
     rows: list[list[str]] = []
     n_errors = 0
     for path, probs, error in clf.predict_files(paths, batch_size=args.batch_size):
         row = [path]
         if probs is None:
             n_errors += 1
-            row += [""] * (2 * k) + [error or ""]
+            row += [""] * (2 * k + 1) + [error or ""]
         else:
+            row.append(clf.decide(probs))
             for label, score in clf.top_k(probs, k):
                 row += [label, f"{score:.4f}"]
             row.append("")
@@ -523,11 +548,17 @@ def main(argv: list[str] | None = None) -> int:
             writer = csv.writer(fh)
             writer.writerow(header)
             writer.writerows(rows)
-        print(f"wrote {len(rows)} rows to {out} ({n_errors} unreadable) with backend {clf.backend}")
+        print(f"wrote {len(rows)} rows to {out} ({n_errors} unreadable) with backend {clf.backend}; {_calibration_note(clf)}")
     else:
         _print_table(header, rows)
-        print(f"\n{len(rows)} images, {n_errors} unreadable, backend {clf.backend}")
+        print(f"\n{len(rows)} images, {n_errors} unreadable, backend {clf.backend}; {_calibration_note(clf)}")
     return 0
+
+
+def _calibration_note(clf: Classifier) -> str:
+    t = clf.calibration.temperature
+    scores = f"scores calibrated (temperature {t:.2f})" if clf.calibration.fitted_on != "none" else "scores uncalibrated"
+    return f"{scores}, 'unsure' below {clf.unsure_below:.2f}"
 
 
 def _print_table(header: list[str], rows: list[list[str]]) -> None:

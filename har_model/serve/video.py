@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from har_model.calibration import UNSURE, decide
 from har_model.errors import HarError
 
 DEFAULT_SAMPLE_FPS = 5.0  # classified frames per second of video; None / 0 = every frame
@@ -100,22 +101,28 @@ def smooth_probs(probs: np.ndarray, window: int) -> np.ndarray:
     return ((csum[idx + 1] - csum[lo]) / (idx + 1 - lo)[:, None]).astype(np.float32)
 
 
-def segments_from_probs(times: Sequence[float], probs: np.ndarray, labels: Sequence[str], end_time: float) -> list[Segment]:
-    """Consecutive samples with the same top label merged into (start, end, label, mean confidence).
+def segments_from_probs(times: Sequence[float], probs: np.ndarray, labels: Sequence[str], end_time: float,
+                        unsure_below: float = 0.0) -> list[Segment]:
+    """Consecutive samples with the same shown label merged into (start, end, label, mean confidence).
 
+    A sample whose top probability is below ``unsure_below`` shows "unsure" (its confidence: the top probability).
     A segment starts at its first sample and ends where the next one starts (the last ends at ``end_time``).
     """
     times = np.asarray(times, dtype=np.float64)
     if len(times) == 0:
         return []
-    top = np.asarray(probs).argmax(axis=1)
+    probs = np.asarray(probs)
+    top = probs.argmax(axis=1)
+    shown = np.where(probs.max(axis=1) < unsure_below, -1, top)  # -1: unsure
     segments = []
     start = 0
     for i in range(1, len(top) + 1):
-        if i == len(top) or top[i] != top[start]:
+        if i == len(top) or shown[i] != shown[start]:
             end = float(times[i]) if i < len(top) else max(float(end_time), float(times[-1]))
-            conf = float(np.mean(probs[start:i, top[start]]))
-            segments.append(Segment(round(float(times[start]), 3), round(end, 3), labels[top[start]], conf))
+            k = int(shown[start])
+            conf = float(np.mean(probs[start:i].max(axis=1) if k < 0 else probs[start:i, k]))
+            label = UNSURE if k < 0 else labels[k]
+            segments.append(Segment(round(float(times[start]), 3), round(end, 3), label, conf))
             start = i
     return segments
 
@@ -277,8 +284,11 @@ def analyse_video(
     max_side: int | None = DEFAULT_MAX_SIDE,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Callable[[float, float | None], None] | None = None,
+    unsure_below: float | None = None,
 ) -> VideoResult:
     """Classify a video frame by frame; see the module docstring. Raises HarError for unusable input.
+
+    ``unsure_below``: smoothed top probabilities under it show "unsure" (default: the classifier's own threshold).
 
     ``progress(seconds_done, total_seconds_or_None)`` is called after each batch.
     """
@@ -286,6 +296,8 @@ def analyse_video(
     path = check_video_file(path, max_bytes)
     max_seconds = max_video_seconds() if max_seconds is None else max_seconds
     labels = list(classifier.labels)
+    if unsure_below is None:
+        unsure_below = float(getattr(classifier, "unsure_below", 0.0))
     container, stream = _open_video(path)
     src_fps = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
     source_duration = _duration(container, stream)
@@ -316,8 +328,7 @@ def analyse_video(
         t0 = time.perf_counter()
         for t, rgb, sample in pending:
             p = shown[sample]
-            k = int(np.argmax(p))
-            painter.draw(rgb, caption(labels[k], float(p[k])))
+            painter.draw(rgb, caption(decide(p, labels, unsure_below), float(p.max())))
             if writer is not None:
                 writer.write(rgb, t)
         pending.clear()
@@ -379,7 +390,7 @@ def analyse_video(
         times=times_arr,
         raw_probs=raw_arr,
         probs=probs,
-        segments=segments_from_probs(times_arr, probs, labels, duration),
+        segments=segments_from_probs(times_arr, probs, labels, duration, unsure_below),
         out_path=Path(out_path) if out_path is not None else None,
         duration=duration,
         source_duration=source_duration,

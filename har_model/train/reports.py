@@ -6,6 +6,7 @@ Files written into the model folder:
     confusion_matrix.png    test confusion matrix (row-normalised colours, counts written in)
     predictions.png         a grid of test images with true / predicted labels, mistakes marked
     examples/               a few test images per class (for the app's examples)
+    calibration.json        temperature and "unsure" threshold fitted on validation (har_model.calibration)
     README.md               the model card, rendered from model_card.md
 """
 
@@ -59,8 +60,10 @@ def write_outputs(*, trainer, out: Path, labels: list[str], test_ds, test_split,
     y_pred, y_true = probs.argmax(-1), np.asarray(pred.label_ids)
     test = classification_report(y_pred, y_true, labels)
     log_history = list(trainer.state.log_history)  # the per-epoch story, before the re-evaluation below logs a row
-    # validation metrics of the model we ship (the best checkpoint, not necessarily the last epoch)
-    val = validation or {k.removeprefix("eval_"): v for k, v in trainer.evaluate().items() if k.startswith("eval_")}
+    # validation metrics and logits of the model we ship (the best checkpoint, not necessarily the last epoch)
+    val_pred = trainer.predict(trainer.eval_dataset, metric_key_prefix="eval")
+    val = validation or {k.removeprefix("eval_"): v for k, v in val_pred.metrics.items() if k.startswith("eval_")}
+    calibration = calibrate(out, val_pred, logits, y_true)
     epochs_run = max((row.get("epoch", 0) for row in log_history), default=0)
     metrics = {
         "test": test,
@@ -86,6 +89,7 @@ def write_outputs(*, trainer, out: Path, labels: list[str], test_ds, test_split,
             "input_size": list(geo.out_hw), "train_crop_size": list(train_geo.out_hw),
             "early_stopping_patience": args.early_stopping_patience,
         },
+        "calibration": calibration,  # temperature + unsure threshold from validation; ECE before/after on test
         "soup": soup,  # members (seed, time, validation macro-F1), the soup's validation macro-F1, what was shipped
         "log_history": log_history,  # of the last soup member
     }
@@ -117,6 +121,18 @@ def write_outputs(*, trainer, out: Path, labels: list[str], test_ds, test_split,
         f"trained {epochs_run:g} epochs{soup_text} in {train_seconds / 60:.1f} min ({precision}).\n"
         f"model folder: {out} (pipeline('image-classification', model='{out}'))"
     )
+
+
+def calibrate(out: Path, val_pred, test_logits, test_labels) -> dict:
+    """Fit the temperature and unsure threshold on the validation predictions (never on test), save them as
+    calibration.json and report ECE before / after on both splits."""
+    from har_model import calibration as cal
+
+    val_logits = val_pred.predictions[0] if isinstance(val_pred.predictions, tuple) else val_pred.predictions
+    fitted = cal.fit(np.asarray(val_logits, np.float32), np.asarray(val_pred.label_ids))
+    fitted.save(out)
+    return {"validation": fitted.validation, "test": cal.report(fitted, np.asarray(test_logits, np.float32), test_labels),
+            "unsure_target": fitted.unsure_target, "file": cal.FILENAME}
 
 
 def _write_examples(folder: Path, y_true: np.ndarray, labels: list[str], original, per_class: int) -> None:

@@ -295,7 +295,7 @@ def test_predict_command_folder_glob_and_files(tiny_model_dir, image_tree, capsy
     assert cli.main(["predict", "--model", str(tiny_model_dir), "--top-k", "2", str(image_tree)]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
-    assert lines[0].split() == ["path", "label_1", "score_1", "label_2", "score_2", "error"]
+    assert lines[0].split() == ["path", "prediction", "label_1", "score_1", "label_2", "score_2", "error"]
     assert sum("img_" in line for line in lines) == 6 and "notes.txt" not in out
     assert "corrupt.jpg" in out and "not an image" in out and "7 images, 1 unreadable" in out
 
@@ -339,6 +339,7 @@ def test_predict_command_csv(tiny_model_dir, image_tree, tmp_path, capsys):
         (["{tmp}/empty", "{img}"], "no config.json"),
         (["{model}", "--top-k", "0", "{img}"], "--top-k must be at least 1"),
         (["{model}", "--csv", "{tmp}/no/such/dir/out.csv", "{img}"], "does not exist"),
+        (["{model}", "--unsure-below", "1.5", "{img}"], "--unsure-below 1.5: give a probability between 0 and 1"),
     ],
 )
 def test_predict_command_errors(args, message, tiny_model_dir, tmp_path, capsys):
@@ -350,3 +351,38 @@ def test_predict_command_errors(args, message, tiny_model_dir, tmp_path, capsys)
     assert cli.main(["predict", "--model", *filled]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+# --------------------------------------------------------------------------------------------- calibration
+
+
+def test_saved_temperature_changes_probabilities_but_never_the_top_label(tiny_model_dir, tmp_path):
+    from har_model.calibration import Calibration
+
+    folder = tmp_path / "calibrated"
+    shutil.copytree(tiny_model_dir, folder)
+    images = [np.asarray(helpers.synthetic_image(i % 3, i)) for i in range(12)]
+    raw = Classifier.load(folder, backend="torch").predict_proba(images)
+    Calibration(temperature=3.0, unsure_below=0.5).save(folder)
+    clf = Classifier.load(folder, backend="torch")
+    served = clf.predict_proba(images)
+    assert not np.allclose(served, raw, atol=1e-4)
+    assert (served.max(1) < raw.max(1) + 1e-6).all()  # T > 1 softens
+    assert (served.argmax(1) == raw.argmax(1)).all()
+    assert clf.unsure_below == 0.5
+
+
+def test_predict_says_unsure_exactly_below_the_threshold(tiny_model_dir, image_tree, tmp_path, capsys):
+    clf = Classifier.load(tiny_model_dir)
+    paths = sorted(str(p) for p in image_tree.rglob("img_*.jpg"))
+    top = clf.predict_proba(paths).max(1)
+    threshold = float(np.median(top))
+    out_csv = tmp_path / "unsure.csv"
+    assert cli.main(["predict", "--model", str(tiny_model_dir), "--unsure-below", f"{threshold}", "--csv", str(out_csv),
+                     *paths]) == 0
+    with open(out_csv, newline="") as fh:
+        rows = {row["path"]: row for row in csv.DictReader(fh)}
+    for path, p in zip(paths, top):
+        expected = "unsure" if p < threshold else rows[path]["label_1"]
+        assert rows[path]["prediction"] == expected
+    assert sum(r["prediction"] == "unsure" for r in rows.values()) == int((top < threshold).sum()) > 0

@@ -94,6 +94,14 @@ def test_segments_merge_consecutive_labels():
     assert segments_from_probs([], np.zeros((0, 2)), ["a", "b"], 1.0) == []
 
 
+def test_segments_say_unsure_exactly_below_the_threshold():
+    probs = np.array([[0.9, 0.1], [0.65, 0.35], [0.3, 0.7], [0.4, 0.6], [0.6, 0.4]])
+    segs = segments_from_probs([0.0, 0.5, 1.0, 1.5, 2.0], probs, ["a", "b"], end_time=2.5, unsure_below=0.65)
+    assert [(s.start, s.end, s.label) for s in segs] == [
+        (0.0, 1.0, "a"), (1.0, 1.5, "b"), (1.5, 2.5, "unsure")]  # 0.65 is not below 0.65; 0.6 and 0.6 are
+    assert segs[2].confidence == pytest.approx(0.6)
+
+
 def test_output_size_is_even_and_capped():
     assert output_size(97, 73, None) in ((96, 72), (98, 74))
     w, h = output_size(1920, 1080, 640)

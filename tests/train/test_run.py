@@ -54,7 +54,7 @@ def test_export_onnx_writes_onnx_files(trained):
 
 def test_writes_every_file(trained):
     out, proc = trained
-    for name in ("model.safetensors", "config.json", "preprocessor_config.json", "metrics.json",
+    for name in ("model.safetensors", "config.json", "preprocessor_config.json", "metrics.json", "calibration.json",
                  "training_curves.png", "confusion_matrix.png", "predictions.png", "README.md"):
         assert (out / name).is_file(), name
         assert (out / name).stat().st_size > 0, name
@@ -102,6 +102,24 @@ def test_metrics_and_model_card_agree(trained):
     for name in ("clapping", "running", "sitting"):
         assert f"| {name} |" in card
     assert "pipeline(\"image-classification\"" in card and "training_curves.png" in card
+
+
+def test_calibration_is_fitted_on_validation_saved_and_reported(trained):
+    from har_model.calibration import Calibration
+    from har_model.serve.inference import Classifier
+
+    out, _ = trained
+    metrics = json.loads((out / "metrics.json").read_text())
+    saved = Calibration.load(out)
+    assert saved.fitted_on == "validation" and saved.temperature > 0
+    assert saved.validation["num_examples"] == metrics["num_validation"]  # fitted on validation, not test
+    assert saved.validation["nll_after"] <= saved.validation["nll_before"] + 1e-6
+    test = metrics["calibration"]["test"]
+    assert test["temperature"] == saved.temperature and test["unsure_below"] == saved.unsure_below
+    assert 0 <= test["ece_before"] <= 1 and 0 <= test["ece_after"] <= 1
+    card = (out / "README.md").read_text()
+    assert "### Calibration" in card and f"{test['ece_after']:.4f}" in card
+    assert Classifier.load(out, backend="torch").calibration == saved  # the serving path picks it up
 
 
 def test_default_ships_a_model_soup(trained):

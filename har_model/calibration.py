@@ -1,0 +1,182 @@
+"""Confidence calibration: a temperature and an "unsure" threshold, both fitted on the validation split.
+
+A classifier trained with label smoothing (and any deep network, Guo et al., *On Calibration of Modern Neural
+Networks*, 2017) gives probabilities that do not match how often it is right. Temperature scaling divides the
+logits by one number T fitted to minimise the negative log-likelihood of the validation labels: T > 1 softens
+over-confident probabilities, T < 1 sharpens under-confident ones, and the top-1 class never changes.
+
+The "unsure" threshold answers "when should the app not name a class?": the largest calibrated top-1 probability
+t such that the validation predictions below t were right less often than ``UNSURE_TARGET`` (by default: less
+than half the time, i.e. more often wrong than right). Predictions below t are reported as ``UNSURE``.
+
+Both are saved as ``calibration.json`` beside ``config.json``; ``pipeline("image-classification")`` does not read
+it and keeps returning the softmax of the raw logits. numpy only (the serving path may run without torch).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from har_model.errors import HarError
+
+FILENAME = "calibration.json"
+UNSURE = "unsure"
+UNSURE_TARGET = 0.5  # below the threshold, validation accuracy was under this
+ECE_BINS = 15
+_LOG_T_RANGE = (math.log(0.05), math.log(20.0))
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Row-wise softmax of ``logits / temperature`` in float32."""
+    z = np.asarray(logits, np.float32) / np.float32(temperature)
+    z = z - z.max(axis=-1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=-1, keepdims=True)
+    return z
+
+
+def nll(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
+    """Mean negative log-likelihood of ``labels`` under softmax(logits / temperature)."""
+    z = np.asarray(logits, np.float64) / temperature
+    z = z - z.max(axis=1, keepdims=True)
+    log_norm = np.log(np.exp(z).sum(axis=1))
+    return float(np.mean(log_norm - z[np.arange(len(z)), np.asarray(labels, int)]))
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
+    """ECE with ``bins`` equal-width bins of top-1 confidence: sum over bins of |accuracy - confidence| x share."""
+    probs = np.asarray(probs, np.float64)
+    if len(probs) == 0:
+        return 0.0
+    conf, pred = probs.max(axis=1), probs.argmax(axis=1)
+    right = (pred == np.asarray(labels)).astype(np.float64)
+    # bin b holds confidences in (b/bins, (b+1)/bins]; confidence is always > 0
+    which = np.clip(np.ceil(conf * bins).astype(int) - 1, 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            total += mask.mean() * abs(right[mask].mean() - conf[mask].mean())
+    return float(total)
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The T in [0.05, 20] minimising the validation NLL: a coarse grid on log T, then golden-section search."""
+    logits, labels = np.asarray(logits, np.float64), np.asarray(labels, int)
+    if len(logits) == 0:
+        raise HarError("cannot fit a temperature on an empty validation split")
+    lo, hi = _LOG_T_RANGE
+    grid = np.linspace(lo, hi, 41)
+    losses = [nll(logits, labels, math.exp(g)) for g in grid]
+    k = int(np.argmin(losses))
+    a, b = grid[max(0, k - 1)], grid[min(len(grid) - 1, k + 1)]
+    ratio = (math.sqrt(5) - 1) / 2
+    c, d = b - ratio * (b - a), a + ratio * (b - a)
+    fc, fd = nll(logits, labels, math.exp(c)), nll(logits, labels, math.exp(d))
+    for _ in range(40):
+        if fc < fd:
+            b, d, fd = d, c, fc
+            c = b - ratio * (b - a)
+            fc = nll(logits, labels, math.exp(c))
+        else:
+            a, c, fc = c, d, fd
+            d = a + ratio * (b - a)
+            fd = nll(logits, labels, math.exp(d))
+    return float(math.exp((a + b) / 2))
+
+
+def unsure_threshold(probs: np.ndarray, labels: np.ndarray, target: float = UNSURE_TARGET) -> float:
+    """The largest top-1 probability t such that the predictions with confidence below t were right less often than
+    ``target`` (0.0 when even the least confident prediction alone meets the target)."""
+    probs = np.asarray(probs, np.float64)
+    conf = probs.max(axis=1)
+    right = probs.argmax(axis=1) == np.asarray(labels)
+    order = np.argsort(conf, kind="stable")
+    conf, right = conf[order], right[order]
+    running = np.cumsum(right) / np.arange(1, len(right) + 1)  # accuracy of the k least confident predictions
+    below = np.flatnonzero(running < target)
+    if len(below) == 0:
+        return 0.0
+    k = int(below[-1])  # the k+1 least confident are right less than `target` of the time
+    # threshold halfway to the next confidence, so that exactly those k+1 fall below it
+    nxt = conf[k + 1] if k + 1 < len(conf) else 1.0
+    return float(round((conf[k] + nxt) / 2, 4))
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What serving applies: probabilities = softmax(logits / temperature); top-1 below ``unsure_below`` -> UNSURE."""
+
+    temperature: float = 1.0
+    unsure_below: float = 0.0
+    unsure_target: float = UNSURE_TARGET
+    fitted_on: str = "validation"
+    validation: dict | None = None  # ECE / NLL before and after, on the split it was fitted on
+
+    def probs(self, logits: np.ndarray) -> np.ndarray:
+        return softmax(logits, self.temperature)
+
+    def save(self, model_dir: str | Path) -> Path:
+        path = Path(model_dir) / FILENAME
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, model_dir: str | Path) -> "Calibration":
+        """The folder's calibration.json, or no calibration (T = 1, never unsure) when it has none."""
+        path = Path(model_dir) / FILENAME
+        if not path.is_file():
+            return cls(fitted_on="none")
+        try:
+            data = json.loads(path.read_text())
+            cal = cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+            temperature, unsure = float(cal.temperature), float(cal.unsure_below)
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise HarError(f"{path}: cannot read the calibration ({exc}); delete the file to serve uncalibrated") from None
+        if not (temperature > 0 and math.isfinite(temperature)) or not 0 <= unsure <= 1:
+            raise HarError(f"{path}: temperature must be > 0 and unsure_below within 0..1")
+        return cal
+
+
+def fit(logits: np.ndarray, labels: np.ndarray, target: float = UNSURE_TARGET) -> Calibration:
+    """Fit the temperature and then the unsure threshold (on the calibrated probabilities) on validation logits."""
+    labels = np.asarray(labels, int)
+    t = fit_temperature(logits, labels)
+    raw, cal = softmax(logits), softmax(logits, t)
+    validation = {
+        "num_examples": int(len(labels)),
+        "ece_before": round(expected_calibration_error(raw, labels), 5),
+        "ece_after": round(expected_calibration_error(cal, labels), 5),
+        "nll_before": round(nll(logits, labels), 5),
+        "nll_after": round(nll(logits, labels, t), 5),
+    }
+    return Calibration(round(t, 5), unsure_threshold(cal, labels, target), target, "validation", validation)
+
+
+def report(cal: Calibration, logits: np.ndarray, labels: np.ndarray) -> dict:
+    """ECE before/after and the unsure share on another split (the test split in metrics.json)."""
+    labels = np.asarray(labels, int)
+    probs = cal.probs(logits)
+    conf = probs.max(axis=1)
+    sure = conf >= cal.unsure_below
+    right = probs.argmax(axis=1) == labels
+    return {
+        "temperature": cal.temperature,
+        "unsure_below": cal.unsure_below,
+        "ece_bins": ECE_BINS,
+        "ece_before": round(expected_calibration_error(softmax(logits), labels), 5),
+        "ece_after": round(expected_calibration_error(probs, labels), 5),
+        "unsure_share": round(float(1 - sure.mean()), 4) if len(labels) else 0.0,
+        "accuracy_when_sure": round(float(right[sure].mean()), 4) if sure.any() else None,
+    }
+
+
+def decide(probs: np.ndarray, labels: list[str], unsure_below: float) -> str:
+    """The label to show for one probability vector: the top class, or UNSURE below the threshold."""
+    k = int(np.argmax(probs))
+    return UNSURE if float(probs[k]) < unsure_below else labels[k]
