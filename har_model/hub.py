@@ -22,7 +22,8 @@ REPO_TYPES = ("model", "dataset", "space")
 # Remote files the project writes (fnmatch patterns, relative to the repository root), per repository type
 REPLACED = {
     "dataset": ["data/*-*-of-*.parquet"],
-    "model": ["onnx/model.onnx", "onnx/model_int8.onnx", "onnx/export_info.json", "examples/*.jpg"],
+    # calibration.json: a temperature fitted for other weights must not survive a push of new ones
+    "model": ["onnx/model.onnx", "onnx/model_int8.onnx", "onnx/export_info.json", "examples/*.jpg", "calibration.json"],
     "space": ["har_model/*", "model/*"],
 }
 SPACE_SDK = "gradio"

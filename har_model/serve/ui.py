@@ -91,8 +91,22 @@ def _check_size(source: str | bytes, name: str, limit: int, what: str) -> None:
         raise HarError(f"{name}: {size / 2**20:.1f} MB is over the {what} size limit of {limit / 2**20:.0f} MB")
 
 
-def classify_image(handle: ModelHandle, payload, settings: Settings) -> tuple[dict, str]:
-    """Top-k {label: probability} for one uploaded / webcam / pasted image, and a latency line."""
+def unsure_value(value) -> float | None:
+    """The app's "unsure below" slider value as a probability (None: the model's saved threshold)."""
+    if value is None or value == "":
+        return None
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise HarError(f"unsure threshold {value!r}: give a probability between 0 and 1") from None
+    if not 0 <= value <= 1:
+        raise HarError(f"unsure threshold {value}: give a probability between 0 and 1")
+    return value
+
+
+def classify_image(handle: ModelHandle, payload, settings: Settings, unsure_below=None) -> tuple[dict, str]:
+    """Top-k {label: probability} for one uploaded / webcam / pasted image, and a headline + latency line
+    (the headline says "unsure" when the top probability is below ``unsure_below``, default: the model's)."""
     clf = handle.require()
     source, name = _upload(payload, "image")
     _check_size(source, name, settings.max_image_bytes, "image")
@@ -107,7 +121,7 @@ def classify_image(handle: ModelHandle, payload, settings: Settings) -> tuple[di
     probs = clf.predict_proba([img])[0]
     t2 = time.perf_counter()
     top = clf.top_k(probs, TOP_K)
-    latency = f"**{top[0][0]}** · {1000 * (t2 - t0):.0f} ms (decode {1000 * (t1 - t0):.0f} ms, model {1000 * (t2 - t1):.0f} ms, {clf.backend})"
+    latency = f"**{clf.decide(probs, unsure_value(unsure_below))}** · {1000 * (t2 - t0):.0f} ms (decode {1000 * (t1 - t0):.0f} ms, model {1000 * (t2 - t1):.0f} ms, {clf.backend})"
     return {label: score for label, score in top}, latency
 
 
@@ -124,7 +138,8 @@ def parse_sample_rate(value) -> float | None:
     return rate or None
 
 
-def classify_video(handle: ModelHandle, payload, sample_rate, window, settings: Settings, progress=None):
+def classify_video(handle: ModelHandle, payload, sample_rate, window, settings: Settings, progress=None,
+                   unsure_below=None):
     """(annotated mp4 path, probabilities-over-time DataFrame, segments DataFrame, summary markdown)."""
     import pandas as pd
 
@@ -146,7 +161,7 @@ def classify_video(handle: ModelHandle, payload, sample_rate, window, settings: 
     try:
         result = video_mod.analyse_video(
             path, clf, sample_fps=rate, window=window, out_path=out, max_seconds=settings.max_video_seconds,
-            max_bytes=settings.max_video_bytes, progress=report,
+            max_bytes=settings.max_video_bytes, progress=report, unsure_below=unsure_value(unsure_below),
         )
     except HarError as exc:
         raise HarError(str(exc).replace(path.name, name, 1)) from None
@@ -346,6 +361,10 @@ def build_demo(handle: ModelHandle | None = None, settings: Settings | None = No
         )
         if banner:
             gr.Markdown(banner, elem_id="no-model")
+        saved_unsure = handle.classifier.unsure_below if handle.classifier is not None else 0.0
+        unsure_in = gr.Slider(0, 1, value=round(saved_unsure, 2), step=0.01, elem_id="unsure-below",
+                              label="Say \"unsure\" below this confidence (images, video and live; 0 = always name an action)",
+                              info=f"The model's own threshold, chosen on its validation split: {saved_unsure:.2f}")
 
         with gr.Tab("Image", id="image"):
             with gr.Row():
@@ -357,19 +376,21 @@ def build_demo(handle: ModelHandle | None = None, settings: Settings | None = No
                     latency_out = gr.Markdown(elem_id="image-latency")
 
             @_friendly
-            def on_image(payload):
+            def on_image(payload, unsure=None):
                 if payload is None:
                     return None, ""
-                return classify_image(handle, payload, settings)
+                return classify_image(handle, payload, settings, unsure)
 
             if handle.classifier is not None and handle.info.get("examples"):
                 examples = handle.info["examples"]
-                gr.Examples([[str(p)] for p in examples], inputs=[image_in], outputs=[label_out, latency_out], fn=on_image,
-                            run_on_click=True, cache_examples=False, preprocess=False, example_labels=[p.stem for p in examples],
-                            examples_per_page=15)
+                shown = gr.Examples([[str(p)] for p in examples], inputs=[image_in], cache_examples=False,
+                                    example_labels=[p.stem for p in examples], examples_per_page=15)
+                # classified after loading, with the current settings (Examples' own fn would get the image only)
+                shown.load_input_event.then(on_image, inputs=[image_in, unsure_in], outputs=[label_out, latency_out],
+                                            preprocess=False, api_visibility="undocumented")
 
             # `input` fires once per upload, webcam snapshot, paste or clear (`change` fires twice on a replacement)
-            gr.on([image_in.input, image_btn.click], on_image, inputs=[image_in], outputs=[label_out, latency_out],
+            gr.on([image_in.input, image_btn.click], on_image, inputs=[image_in, unsure_in], outputs=[label_out, latency_out],
                   api_name="classify_image", preprocess=False, concurrency_limit=settings.image_concurrency, concurrency_id="image")
 
         with gr.Tab("Video", id="video"):
@@ -387,10 +408,10 @@ def build_demo(handle: ModelHandle | None = None, settings: Settings | None = No
             segments_out = gr.Dataframe(headers=["start (s)", "end (s)", "action", "confidence"], label="Segments", elem_id="video-segments", interactive=False)
 
             @_friendly
-            def on_video(payload, rate, window, progress=gr.Progress()):
-                return classify_video(handle, payload, rate, window, settings, progress)
+            def on_video(payload, rate, window, unsure=None, progress=gr.Progress()):
+                return classify_video(handle, payload, rate, window, settings, progress, unsure)
 
-            video_btn.click(on_video, inputs=[video_in, rate_in, window_in], outputs=[video_out, plot_out, segments_out, summary_out],
+            video_btn.click(on_video, inputs=[video_in, rate_in, window_in, unsure_in], outputs=[video_out, plot_out, segments_out, summary_out],
                             api_name="classify_video", preprocess=False, concurrency_limit=1, concurrency_id="heavy")
 
         with gr.Tab("Batch", id="batch"):

@@ -101,6 +101,17 @@ def test_client_image(client, files):
     assert " ms" in latency and label["label"] in latency
 
 
+def test_client_image_says_unsure_below_the_chosen_threshold(client, files):
+    label, latency = client.predict(handle_file(str(files["good"])), 0.0, api_name="/classify_image")
+    top = label["label"]
+    assert f"**{top}**" in latency
+    score = max(c["confidence"] for c in label["confidences"])
+    _, latency = client.predict(handle_file(str(files["good"])), min(1.0, score + 0.01), api_name="/classify_image")
+    assert "**unsure**" in latency
+    _, latency = client.predict(handle_file(str(files["good"])), max(0.0, score - 0.01), api_name="/classify_image")
+    assert f"**{top}**" in latency
+
+
 def test_client_video(client, files):
     video, plot, segments, summary = client.predict(handle_file(str(files["clip"])), "5", 3, api_name="/classify_video")
     path = video["video"] if isinstance(video, dict) else video
