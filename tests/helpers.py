@@ -39,13 +39,13 @@ def synthetic_image(label: int, seed: int, size: tuple[int, int] = (96, 72)) -> 
     return img
 
 
-def make_class_folder(root: Path, per_class: int = 12, classes=CLASSES, size=(96, 72), seed: int = 0) -> Path:
-    """root/<class>/img_XXX.jpg with ``per_class`` distinct images each (all different, no duplicates)."""
+def make_class_folder(root: Path, per_class: int | dict = 12, classes=CLASSES, size=(96, 72), seed: int = 0) -> Path:
+    """root/<class>/img_XXX.jpg with ``per_class`` distinct images each (a dict: per class name; all different)."""
     root = Path(root)
     for label, name in enumerate(classes):
         folder = root / name
         folder.mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
+        for i in range(per_class[name] if isinstance(per_class, dict) else per_class):
             synthetic_image(label, seed * 10_000 + i, size).save(folder / f"img_{i:03d}.jpg", quality=92)
     return root
 

@@ -3,6 +3,7 @@
     scan    -- walk class folders, decode and check every file, content and perceptual hashes
     dedup   -- group exact and near duplicates
     splits  -- grouped, stratified, seeded train / validation / test split
+    balance -- class imbalance (largest / smallest class) and when it counts as imbalanced
     build   -- ``prepare``: the whole pipeline, parquet shards, report, card and figures
     load    -- read back a prepared folder, any dataset folder or a Hub dataset id, normalised
 

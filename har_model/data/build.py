@@ -30,6 +30,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from har_model.data.balance import IMBALANCE_RATIO, class_balance
 from har_model.data.dedup import DEFAULT_NEAR_DUP_THRESHOLD, group_images
 from har_model.data.load import features_for, image_bytes, load_dataset_any, load_dataset_folder
 from har_model.data.scan import DEFAULT_MIN_SIDE, SERIAL_BELOW, Skipped, analyse_file, check_data_dir, list_candidates
@@ -305,6 +306,7 @@ def _report(root, candidates, skipped, images, dedup, counts, class_names, seed,
         "seed": seed,
         "fractions": fractions,
         "split_sizes": {s: sum(counts[c][s] for c in class_names) for s in SPLITS},
+        "class_balance": class_balance({c: per_class[c]["total"] for c in class_names}),
         "report_file": REPORT_FILE,
     }
     return {
@@ -337,6 +339,14 @@ def print_summary(report: dict, out: Path, file=None) -> None:
         f"({s['conflict_images_dropped']} images dropped)",
         file=file,
     )
+    balance = s.get("class_balance")
+    if balance:
+        print(
+            f"class balance: largest '{balance['largest']}' ({balance['largest_count']} images) / smallest "
+            f"'{balance['smallest']}' ({balance['smallest_count']}) = {balance['ratio']:.2f}x"
+            + (f", imbalanced (above {IMBALANCE_RATIO}x): training compensates unless told not to" if balance["imbalanced"] else ""),
+            file=file,
+        )
     for item in report["skipped"][:20]:
         print(f"  skipped {item['path']}: {item['reason']}", file=file)
     if len(report["skipped"]) > 20:

@@ -321,6 +321,21 @@ def test_round_trip_through_load_dataset(class_folder, tmp_path):
     assert "images/sample_grid.jpg" in body and "images/class_distribution.png" in body
     assert Image.open(out / "images/sample_grid.jpg").size[1] > 3 * 90
     assert Image.open(out / "images/class_distribution.png").format == "PNG"
+    assert "images) is\n  1.00x the smallest" in body and "imbalanced" not in body
+
+
+def test_imbalance_is_stated_in_report_summary_and_card(tmp_path, capsys):
+    from huggingface_hub import DatasetCard
+
+    src = helpers.make_class_folder(tmp_path / "src", per_class={"clapping": 30, "running": 10, "sitting": 12})
+    out = tmp_path / "out"
+    _prepare(src, out, verbose=True)
+    balance = _report(out)["summary"]["class_balance"]
+    assert balance == {"largest": "clapping", "largest_count": 30, "smallest": "running", "smallest_count": 10,
+                       "ratio": 3.0, "imbalanced": True}
+    assert "class balance: largest 'clapping' (30 images) / smallest 'running' (10) = 3.00x, imbalanced" in capsys.readouterr().out
+    body = DatasetCard.load(out / "README.md").text
+    assert "3.00x the smallest (running, 10):\n  **imbalanced**" in body
 
 
 def test_rerun_replaces_old_shards_only(class_folder, tmp_path):
