@@ -25,7 +25,6 @@ import logging
 import os
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +32,7 @@ import numpy as np
 from har_model.serve import video as video_mod
 from har_model.serve.model import MODEL_IMAGES, ModelHandle, load_model
 from har_model.errors import HarError
+from har_model.serve.settings import Settings
 
 log = logging.getLogger("har_model.serve.ui")
 
@@ -41,27 +41,6 @@ TOP_K = 5
 PLOT_CLASSES = 5  # classes drawn in the probability plot (the most likely ones over the clip)
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Limits, from environment variables so that a Space can tune them without code changes."""
-
-    max_image_bytes: int = 20 * 2**20  # HAR_MAX_IMAGE_MB
-    max_video_bytes: int = 200 * 2**20  # HAR_MAX_VIDEO_MB
-    max_video_seconds: float = 120.0  # HAR_MAX_VIDEO_SECONDS
-    max_batch_files: int = 500  # HAR_MAX_BATCH_FILES
-    queue_size: int = 64  # HAR_QUEUE_SIZE: requests waiting beyond this are refused ("queue full")
-    image_concurrency: int = 2  # image requests run at once; video and batch share one more slot
-
-    @classmethod
-    def from_env(cls) -> "Settings":
-        mb = 2**20
-        return cls(
-            max_image_bytes=int(video_mod._env_float("HAR_MAX_IMAGE_MB", 20) * mb),
-            max_video_bytes=video_mod.max_video_bytes(),
-            max_video_seconds=video_mod.max_video_seconds(),
-            max_batch_files=int(video_mod._env_float("HAR_MAX_BATCH_FILES", 500)),
-            queue_size=int(video_mod._env_float("HAR_QUEUE_SIZE", 64)),
-        )
 
 
 # --------------------------------------------------------------------------------------------- handlers

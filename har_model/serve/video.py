@@ -26,35 +26,13 @@ import numpy as np
 
 from har_model.calibration import UNSURE, decide
 from har_model.errors import HarError
+from har_model.serve.settings import Settings
 
 DEFAULT_SAMPLE_FPS = 5.0  # classified frames per second of video; None / 0 = every frame
 DEFAULT_WINDOW = 5  # sampled predictions averaged (1 = no smoothing)
 DEFAULT_MAX_SIDE = 640  # output frames are scaled down so that their longer side is at most this
 DEFAULT_BATCH_SIZE = 16
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".webm", ".mov", ".avi", ".mkv", ".mpg", ".mpeg", ".ogv", ".gif"})
-
-
-def max_video_seconds() -> float:
-    """Duration cap: only the first this-many seconds are processed (env HAR_MAX_VIDEO_SECONDS, default 120)."""
-    return _env_float("HAR_MAX_VIDEO_SECONDS", 120.0)
-
-
-def max_video_bytes() -> int:
-    """Size cap for an uploaded video (env HAR_MAX_VIDEO_MB, default 200)."""
-    return int(_env_float("HAR_MAX_VIDEO_MB", 200.0) * 1024 * 1024)
-
-
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise HarError(f"environment variable {name}={raw!r} is not a number") from None
-    if value <= 0:
-        raise HarError(f"environment variable {name}={raw!r} must be positive")
-    return value
 
 
 @dataclass(frozen=True)
@@ -180,7 +158,7 @@ def check_video_file(path: str | os.PathLike, max_bytes: int | None = None) -> P
     size = path.stat().st_size
     if size == 0:
         raise HarError(f"{name}: the file is empty")
-    limit = max_video_bytes() if max_bytes is None else max_bytes
+    limit = Settings.from_env().max_video_bytes if max_bytes is None else max_bytes
     if size > limit:
         raise HarError(f"{name}: {size / 2**20:.1f} MB is over the video size limit of {limit / 2**20:.0f} MB")
     return path
@@ -272,6 +250,76 @@ class _Writer:
 # --------------------------------------------------------------------------------------------- the pipeline
 
 
+@dataclass
+class VideoPass:
+    """One pass over a video: sampled frames are batched, classified, smoothed causally, drawn and encoded.
+
+    Frames wait in ``pending`` until the prediction of the sample they belong to is known (a sample is the first
+    frame of each 1/sample_fps slot), so every frame is drawn with the smoothed label of the latest sample at or
+    before it, never one from its future.
+    """
+
+    classifier: object
+    labels: list[str]
+    sample_fps: float | None
+    window: int
+    batch_size: int
+    unsure_below: float = 0.0  # smoothed top probabilities under it are drawn as "unsure"
+    progress: Callable[[float, float | None], None] | None = None
+    total: float | None = None
+    painter: LabelPainter | None = None  # made at the first frame, once its rotation (phone videos) is known
+    writer: _Writer | None = None
+    times: list[float] = field(default_factory=list)  # time of each classified sample
+    raw: list[np.ndarray] = field(default_factory=list)  # the classifier's probabilities, one per sample
+    shown: list[np.ndarray] = field(default_factory=list)  # smoothed probabilities, one per sample
+    batch: list[np.ndarray] = field(default_factory=list)  # sampled frames waiting to be classified
+    pending: list[tuple[float, np.ndarray, int]] = field(default_factory=list)  # (time, frame, its sample)
+    frames: int = 0
+    last_t: float = 0.0
+    slot: int | None = None
+    timing: dict = field(default_factory=lambda: {"decode": 0.0, "classify": 0.0, "draw_encode": 0.0})
+
+    def add(self, t: float, rgb: np.ndarray) -> None:
+        """Queue one decoded frame shown at ``t`` seconds; classify and draw once a batch of samples is full."""
+        self.frames += 1
+        self.last_t = t
+        s = math.floor(t * self.sample_fps + 1e-6) if self.sample_fps else self.frames
+        if s != self.slot:  # the first frame of each 1/sample_fps slot is classified
+            self.slot = s
+            self.times.append(t)
+            self.batch.append(rgb)
+        self.pending.append((t, rgb, len(self.times) - 1))
+        if len(self.batch) >= self.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        """Classify the waiting samples, then draw and encode every frame whose sample is now known."""
+        if self.batch:
+            t0 = time.perf_counter()
+            probs = self.classifier.predict_proba(self.batch, batch_size=self.batch_size)
+            self.raw.extend(np.asarray(probs, dtype=np.float32))
+            self.timing["classify"] += time.perf_counter() - t0
+            new = len(self.raw) - len(self.shown)
+            recent = np.stack(self.raw[-(new + self.window - 1):])  # enough history for the first new one's window
+            self.shown.extend(smooth_probs(recent, self.window)[-new:])
+            self.batch.clear()
+        t0 = time.perf_counter()
+        for t, rgb, sample in self.pending:
+            p = self.shown[sample]
+            self.painter.draw(rgb, caption(decide(p, self.labels, self.unsure_below), float(p.max())))
+            if self.writer is not None:
+                self.writer.write(rgb, t)
+        self.pending.clear()
+        self.timing["draw_encode"] += time.perf_counter() - t0
+        if self.progress is not None:
+            self.progress(self.last_t, self.total)
+
+    def probabilities(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(times, raw probabilities, smoothed probabilities) of the classified samples."""
+        raw = np.stack(self.raw) if self.raw else np.zeros((0, len(self.labels)), np.float32)
+        return np.asarray(self.times), raw, (np.stack(self.shown) if self.shown else raw)
+
+
 def analyse_video(
     path: str | os.PathLike,
     classifier,
@@ -288,117 +336,75 @@ def analyse_video(
 ) -> VideoResult:
     """Classify a video frame by frame; see the module docstring. Raises HarError for unusable input.
 
+    ``max_seconds`` / ``max_bytes`` default to the HAR_MAX_VIDEO_SECONDS / HAR_MAX_VIDEO_MB settings.
     ``unsure_below``: smoothed top probabilities under it show "unsure" (default: the classifier's own threshold).
-
     ``progress(seconds_done, total_seconds_or_None)`` is called after each batch.
     """
     started = time.perf_counter()
     path = check_video_file(path, max_bytes)
-    max_seconds = max_video_seconds() if max_seconds is None else max_seconds
-    labels = list(classifier.labels)
+    max_seconds = Settings.from_env().max_video_seconds if max_seconds is None else max_seconds
     if unsure_below is None:
         unsure_below = float(getattr(classifier, "unsure_below", 0.0))
     container, stream = _open_video(path)
     src_fps = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
     source_duration = _duration(container, stream)
-    total = min(source_duration, max_seconds) if source_duration else None
     width, height = output_size(stream.codec_context.width, stream.codec_context.height, max_side)
-    painter = writer = None  # made at the first frame, once its rotation (phone videos) is known
-    turns = 0
-
-    times: list[float] = []
-    raw: list[np.ndarray] = []
-    pending: list[tuple[float, np.ndarray, int]] = []  # (time, frame, index of its sample) awaiting predictions
-    batch: list[np.ndarray] = []  # sampled frames waiting to be classified
-    shown: list[np.ndarray] = []  # smoothed probabilities, one per classified sample
-    frames = 0
-    last_t = 0.0
+    run = VideoPass(classifier, list(classifier.labels), sample_fps, window, batch_size, unsure_below, progress,
+                    total=min(source_duration, max_seconds) if source_duration else None)
     truncated = False
-    slot = None
-    timing = {"decode": 0.0, "classify": 0.0, "draw_encode": 0.0}
-
-    def flush():
-        if batch:
-            t0 = time.perf_counter()
-            raw.extend(np.asarray(classifier.predict_proba(batch, batch_size=batch_size), dtype=np.float32))
-            timing["classify"] += time.perf_counter() - t0
-            new = len(raw) - len(shown)
-            shown.extend(smooth_probs(np.stack(raw[-(new + window - 1) :]), window)[-new:])
-            batch.clear()
-        t0 = time.perf_counter()
-        for t, rgb, sample in pending:
-            p = shown[sample]
-            painter.draw(rgb, caption(decide(p, labels, unsure_below), float(p.max())))
-            if writer is not None:
-                writer.write(rgb, t)
-        pending.clear()
-        timing["draw_encode"] += time.perf_counter() - t0
-        if progress is not None:
-            progress(last_t, total)
-
+    turns = t_first = 0
     try:
         t_dec = time.perf_counter()
         for frame in _decode(container, stream, path):
-            t = float(frame.time) if frame.time is not None else frames / src_fps
-            if frames == 0:
-                t0 = t  # some containers start at a non-zero timestamp
-            t = max(0.0, t - t0)
+            t = float(frame.time) if frame.time is not None else run.frames / src_fps
+            if run.frames == 0:
+                t_first = t  # some containers start at a non-zero timestamp
+            t = max(0.0, t - t_first)
             if t >= max_seconds:
                 truncated = True
                 break
             rgb = frame.to_ndarray(format="rgb24", width=width, height=height)
-            if frames == 0:
+            if run.frames == 0:
                 turns = round((getattr(frame, "rotation", 0) or 0) / 90) % 4  # display matrix: degrees counter-clockwise
-                painter = LabelPainter(*((height, width) if turns % 2 else (width, height)))
+                run.painter = LabelPainter(*((height, width) if turns % 2 else (width, height)))
                 if out_path is not None:
-                    writer = _Writer(Path(out_path), painter.width, painter.height, src_fps)
+                    run.writer = _Writer(Path(out_path), run.painter.width, run.painter.height, src_fps)
             if turns:
                 rgb = np.ascontiguousarray(np.rot90(rgb, turns))
-            frames += 1
-            last_t = t
-            s = math.floor(t * sample_fps + 1e-6) if sample_fps else frames
-            if s != slot:  # the first frame of each 1/sample_fps slot is classified
-                slot = s
-                times.append(t)
-                batch.append(rgb)
-            pending.append((t, rgb, len(times) - 1))
-            timing["decode"] += time.perf_counter() - t_dec
-            if len(batch) >= batch_size:
-                flush()
+            run.timing["decode"] += time.perf_counter() - t_dec
+            run.add(t, rgb)
             t_dec = time.perf_counter()
-        if frames == 0:
+        if run.frames == 0:
             raise HarError(f"{path.name}: the video has no frames that could be decoded")
-        flush()
-        if writer is not None:
-            writer.close()
-            writer = None
+        run.flush()
+        if run.writer is not None:
+            run.writer.close()
+            run.writer = None
     finally:
         container.close()
-        if writer is not None:  # an error happened: drop the half-written file
+        if run.writer is not None:  # an error happened: drop the half-written file
             try:
-                writer.container.close()
+                run.writer.container.close()
             except Exception:
                 pass
             Path(out_path).unlink(missing_ok=True)
 
-    duration = last_t + 1.0 / src_fps
-    raw_arr = np.stack(raw) if raw else np.zeros((0, len(labels)), np.float32)
-    probs = np.stack(shown) if shown else raw_arr
-    times_arr = np.asarray(times)
+    duration = run.last_t + 1.0 / src_fps
+    times, raw, probs = run.probabilities()
     return VideoResult(
-        labels=labels,
-        times=times_arr,
-        raw_probs=raw_arr,
+        labels=run.labels,
+        times=times,
+        raw_probs=raw,
         probs=probs,
-        segments=segments_from_probs(times_arr, probs, labels, duration, unsure_below),
+        segments=segments_from_probs(times, probs, run.labels, duration, unsure_below),
         out_path=Path(out_path) if out_path is not None else None,
         duration=duration,
         source_duration=source_duration,
         source_fps=src_fps,
-        frames=frames,
+        frames=run.frames,
         truncated=truncated,
         seconds=time.perf_counter() - started,
-        stats={k: round(v, 3) for k, v in timing.items()},
+        stats={k: round(v, 3) for k, v in run.timing.items()},
     )
 
 

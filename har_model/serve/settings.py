@@ -1,0 +1,46 @@
+"""Serving limits, read from environment variables so that a Space can tune them without code changes."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from har_model.errors import HarError
+
+MB = 2**20
+
+
+def env_float(name: str, default: float) -> float:
+    """A positive number from the environment variable ``name`` (``default`` when unset or empty)."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise HarError(f"environment variable {name}={raw!r} is not a number") from None
+    if value <= 0:
+        raise HarError(f"environment variable {name}={raw!r} must be positive")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Limits of the app and the video path (defaults; ``from_env`` reads the HAR_* variables)."""
+
+    max_image_bytes: int = 20 * MB  # HAR_MAX_IMAGE_MB
+    max_video_bytes: int = 200 * MB  # HAR_MAX_VIDEO_MB
+    max_video_seconds: float = 120.0  # HAR_MAX_VIDEO_SECONDS: longer clips are cut there
+    max_batch_files: int = 500  # HAR_MAX_BATCH_FILES
+    queue_size: int = 64  # HAR_QUEUE_SIZE: requests waiting beyond this are refused ("queue full")
+    image_concurrency: int = 2  # image requests run at once; video and batch share one more slot
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        return cls(
+            max_image_bytes=int(env_float("HAR_MAX_IMAGE_MB", cls.max_image_bytes / MB) * MB),
+            max_video_bytes=int(env_float("HAR_MAX_VIDEO_MB", cls.max_video_bytes / MB) * MB),
+            max_video_seconds=env_float("HAR_MAX_VIDEO_SECONDS", cls.max_video_seconds),
+            max_batch_files=int(env_float("HAR_MAX_BATCH_FILES", cls.max_batch_files)),
+            queue_size=int(env_float("HAR_QUEUE_SIZE", cls.queue_size)),
+        )
