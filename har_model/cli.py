@@ -6,7 +6,8 @@
     python train.py export-onnx --model OUT                       write model.onnx (+ int8) next to the model
 
 Each command lives in its own module as ``main(argv) -> int``; this file only dispatches and turns
-HarError into one clear line on stderr with a non-zero exit code.
+HarError, and an OSError the user causes (full disk, no permission, read-only folder), into one clear line on
+stderr with a non-zero exit code.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ USAGE = "usage: python train.py [{}] ...\n\ncommands:\n{}\n\nRun `python train.p
 
 def main(argv: list[str] | None = None) -> int:
     from har_model.errors import HarError
+    from har_model.outputs import USER_ERRNOS
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in COMMANDS:
@@ -44,6 +46,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(module.main(argv, **extra) or 0)
     except HarError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in USER_ERRNOS:
+            raise  # not something the user can fix: keep the traceback for the bug report
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -8,6 +8,10 @@ A push replaces what it publishes: in the same commit as the upload, it deletes 
 itself writes into that kind of repository (``REPLACED``) and that the new folder no longer has -- old parquet
 shards that ``data/train-*`` would still load, an old ``onnx/model.onnx`` that the app would prefer, old examples.
 Nothing else in the repository is touched.
+
+A model or dataset push uploads an explicit allow-list: the files the project wrote into the folder (its marker's
+list), of the kinds that belong in the repository (``har_model.outputs.PUSHED``, the same patterns as
+``REPLACED``); a ``.env``, notes or checkpoints lying beside them stay local.
 """
 
 from __future__ import annotations
@@ -17,13 +21,14 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 from har_model.errors import HarError
+from har_model.outputs import PUSHED, files_to_push
 
 REPO_TYPES = ("model", "dataset", "space")
-# Remote files the project writes (fnmatch patterns, relative to the repository root), per repository type
+# Remote files the project writes (fnmatch patterns, relative to the repository root), per repository type: for
+# models and datasets the very list of what is uploaded (one list of "files the project writes")
 REPLACED = {
-    "dataset": ["data/*-*-of-*.parquet"],
-    # calibration.json: a temperature fitted for other weights must not survive a push of new ones
-    "model": ["onnx/model.onnx", "onnx/model_int8.onnx", "onnx/export_info.json", "examples/*.jpg", "calibration.json"],
+    "dataset": list(PUSHED["dataset"]),
+    "model": list(PUSHED["model"]),
     "space": ["har_model/*", "model/*"],
 }
 SPACE_SDK = "gradio"
@@ -61,11 +66,12 @@ def local_files(folder: Path, ignore_patterns: list[str] | None = None) -> list[
 
 
 def commit_operations(folder: Path, remote_files: list[str], *, replaced: list[str],
-                      ignore_patterns: list[str] | None = None) -> list:
-    """One commit's operations: delete the stale remote files matching ``replaced``, then add every local file."""
+                      ignore_patterns: list[str] | None = None, files: list[str] | None = None) -> list:
+    """One commit's operations: delete the stale remote files matching ``replaced``, then add the local ``files``
+    (default: every file of the folder less ``ignore_patterns``)."""
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 
-    local = local_files(folder, ignore_patterns)
+    local = list(files) if files is not None else local_files(folder, ignore_patterns)
     keep = set(local)
     stale = [f for f in remote_files
              if f not in keep and f != ".gitattributes" and any(fnmatch(f, pattern) for pattern in replaced)]
@@ -83,14 +89,16 @@ def push_folder(
     commit_message: str | None = None,
     ignore_patterns: list[str] | None = None,
 ) -> str:
-    """Create ``repo_id`` if needed (``exist_ok``; a Space as a Gradio Space) and upload ``folder`` (less
-    ``ignore_patterns``) in one commit that also deletes the stale files the project wrote (``REPLACED``);
-    return the URL."""
+    """Create ``repo_id`` if needed (``exist_ok``; a Space as a Gradio Space) and upload ``folder`` in one commit
+    that also deletes the stale files the project wrote (``REPLACED``); return the URL. A model or dataset folder
+    uploads only ``files_to_push`` (written by the project, complete); a Space folder its files less
+    ``ignore_patterns``."""
     folder = Path(folder)
     if repo_type not in REPO_TYPES:
         raise HarError(f"repo_type must be one of {', '.join(REPO_TYPES)}, got {repo_type!r}")
     if not folder.is_dir():
         raise HarError(f"{folder}: no such folder to push")
+    files = files_to_push(folder, repo_type) if repo_type in PUSHED else None
     retry = (
         f"The local folder {folder} is kept; retry with `hf upload {repo_id} {folder} --repo-type {repo_type}"
         + "".join(f" --exclude '{pattern}'" for pattern in ignore_patterns or [])
@@ -112,7 +120,8 @@ def push_folder(
         url = api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True,
                               **({"space_sdk": SPACE_SDK} if repo_type == "space" else {}))
         remote = api.list_repo_files(url.repo_id, repo_type=repo_type)
-        operations = commit_operations(folder, remote, replaced=REPLACED[repo_type], ignore_patterns=ignore_patterns)
+        operations = commit_operations(folder, remote, replaced=REPLACED[repo_type], ignore_patterns=ignore_patterns,
+                                       files=files)
         api.create_commit(
             repo_id=url.repo_id,
             repo_type=repo_type,

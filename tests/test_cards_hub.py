@@ -84,10 +84,22 @@ def test_sample_grid_and_distribution_chart(tmp_path):
 # -------------------------------------------------------------------------------------------------- hub
 
 
+def _written_folder(folder, kind="model", files=("README.md",)):
+    """A folder as the project leaves it: claimed, its files published (see har_model.outputs)."""
+    from har_model import outputs
+
+    outputs.claim_output_dir(folder, kind)
+    with outputs.Publication(folder, kind) as stage:
+        for name in files:
+            (stage / name).parent.mkdir(parents=True, exist_ok=True)
+            (stage / name).write_text("x")
+    return folder
+
+
 def test_push_offline_fails_fast_and_clean(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
-    (tmp_path / "README.md").write_text("x")
+    _written_folder(tmp_path, "dataset")
     with pytest.raises(HarError) as info:
         hub.push_folder(tmp_path, "me/my-dataset", repo_type="dataset", token=FAKE_TOKEN)
     message = str(info.value)
@@ -101,6 +113,7 @@ def test_push_without_token(tmp_path, monkeypatch):
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))  # no cached login there
     monkeypatch.setattr(hub, "resolve_token", lambda token=None: token or None)
+    _written_folder(tmp_path)
     with pytest.raises(HarError, match="no Hugging Face token .* is kept"):
         hub.push_folder(tmp_path, "me/model")
 
@@ -116,6 +129,7 @@ def test_push_failure_never_shows_the_token(tmp_path, monkeypatch):
         raise ConnectionError(f"401 for https://huggingface.co/api/repos/create (Authorization: Bearer {self.token})")
 
     monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", refuse)
+    _written_folder(tmp_path)
     with pytest.raises(HarError) as info:
         hub.push_folder(tmp_path, "me/model", token=FAKE_TOKEN)
     message = str(info.value)
@@ -171,7 +185,8 @@ def _write(folder, *names):
 
 def test_repush_deletes_only_stale_project_files_in_the_same_commit(tmp_path, monkeypatch):
     # model: the new folder has no ONNX export and other examples; the user's own files stay
-    _write(tmp_path, "config.json", "model.safetensors", "README.md", "examples/running_0.jpg", "checkpoints/c/x.bin")
+    _written_folder(tmp_path, "model", ("config.json", "model.safetensors", "README.md", "examples/running_0.jpg",
+                                        "checkpoints/c/x.bin"))
     remote = [".gitattributes", "config.json", "README.md", "onnx/model.onnx", "onnx/model_int8.onnx",
               "onnx/export_info.json", "onnx/users_own.onnx", "examples/sitting_0.jpg", "examples/running_0.jpg",
               "notes/mine.txt", "examples/clip.mp4"]
@@ -183,7 +198,8 @@ def test_repush_deletes_only_stale_project_files_in_the_same_commit(tmp_path, mo
 
 
 def test_repush_dataset_deletes_old_shards(tmp_path, monkeypatch):
-    _write(tmp_path, "README.md", "data/train-00000-of-00001.parquet", "data/test-00000-of-00001.parquet")
+    _written_folder(tmp_path, "dataset", ("README.md", "data/train-00000-of-00001.parquet",
+                                          "data/test-00000-of-00001.parquet"))
     remote = ["README.md", "data/train-00000-of-00002.parquet", "data/train-00001-of-00002.parquet",
               "data/test-00000-of-00001.parquet", "data/extra_by_hand.parquet", ".gitattributes"]
     api = FakeHubApi(remote).install(monkeypatch)
@@ -214,3 +230,18 @@ def test_space_push_offline_keeps_the_folder(tmp_path, monkeypatch):
         hub.push_folder(tmp_path, "me/demo", repo_type="space", token=FAKE_TOKEN)
     assert f"hf upload me/demo {tmp_path} --repo-type space" in str(info.value) and "is kept" in str(info.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "app.py"]
+
+
+def test_push_uploads_only_the_files_the_project_wrote(tmp_path, monkeypatch):
+    """A .env, notes, a user's photo among the examples, checkpoints and the dataset copy all stay local."""
+    _written_folder(tmp_path, "model", ("README.md", "config.json", "model.safetensors", "metrics.json",
+                                        "examples/run[1]_0.jpg", "checkpoints/checkpoint-1/model.safetensors",
+                                        "dataset/README.md", "dataset/data/train-00000-of-00001.parquet"))
+    (tmp_path / ".env").write_text(f"HF_TOKEN={FAKE_TOKEN}")
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "examples" / "vacation.jpg").write_text("mine")
+    api = FakeHubApi([]).install(monkeypatch)
+    hub.push_folder(tmp_path, "me/model", token=FAKE_TOKEN)
+    added, deleted = api.operations()
+    assert added == {"README.md", "config.json", "model.safetensors", "metrics.json", "examples/run[1]_0.jpg"}
+    assert not deleted

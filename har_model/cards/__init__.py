@@ -52,12 +52,15 @@ def render_dataset_card(
     summary: Mapping | None = None,
     figures: Mapping[str, str] | None = None,
     data_dir: str = "data",
+    data_files: Mapping[str, Sequence[str]] | None = None,
 ):
     """A ``huggingface_hub.DatasetCard`` for a parquet dataset repository.
 
     ``counts[class][split]`` = number of images; ``split_bytes[split]`` = bytes of the split's data;
     ``summary`` = the validation report summary (skipped / duplicates / conflicts; see ``data.py``);
-    ``figures`` = {"samples": relative path, "distribution": relative path} for images in the repo.
+    ``figures`` = {"samples": relative path, "distribution": relative path} for images in the repo;
+    ``data_files[split]`` = the exact shard files (else every ``data_dir/{split}-*``): listing them means a stray
+    file that merely looks like a shard is never read as data.
     """
     from datasets import SplitInfo
     from datasets.info import DatasetInfo, DatasetInfosDict
@@ -86,7 +89,9 @@ def render_dataset_card(
     )
     DatasetInfosDict({"default": info}).to_dataset_card_data(card_data)
     MetadataConfigs(
-        {"default": {"data_files": [{"split": s, "path": f"{data_dir}/{s}-*"} for s in splits]}}
+        {"default": {"data_files": [
+            {"split": s, "path": list(data_files[s]) if data_files else f"{data_dir}/{s}-*"} for s in splits
+        ]}}
     ).to_dataset_card_data(card_data)
     rows = [(c, [counts[c].get(s, 0) for s in splits]) for c in class_names]
     return DatasetCard.from_template(

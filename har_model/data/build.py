@@ -10,6 +10,11 @@ by class without ever splitting a group, and writes OUT in the layout of a Hub d
     OUT/data/{split}-NNNNN-of-NNNNN.parquet
     OUT/data_report.json          every skipped / duplicate / conflicting / converted file and why
     OUT/images/*.png|jpg          class distribution chart, per-class sample grid
+    OUT/.har_model.json           the marker: written by har_model, complete, which files (har_model.outputs)
+
+The folder is written into a hidden staging folder and moved into place only when complete, so a failed or
+interrupted run leaves the previous dataset; the input is checked before anything is written. An existing folder
+that har_model did not write is refused unless --overwrite is given.
 
 ``datasets.load_dataset(OUT)`` returns the splits train / validation / test with columns ``image``
 (Image) and ``label`` (ClassLabel, names = sorted class folder names); ``har_model.data.load`` reads it back.
@@ -23,7 +28,6 @@ import json
 import math
 import multiprocessing
 import os
-import re
 import sys
 import tempfile
 from collections import Counter, defaultdict
@@ -37,13 +41,13 @@ from har_model.data.scan import DEFAULT_MIN_SIDE, SERIAL_BELOW, Skipped, analyse
 from har_model.data.splits import SPLITS, check_fractions, grouped_stratified_split
 from har_model.errors import HarError
 from har_model.imaging import DEFAULT_MAX_PIXELS
+from har_model.outputs import Publication, claim_output_dir
 
 REPORT_FILE = "data_report.json"
 DATA_DIR = "data"
 MAX_SHARD_BYTES = 500 * 1024 * 1024
 ROW_GROUP_SIZE = 100  # rows per parquet row group, as datasets uses for image data (fast random access)
 SAMPLES_PER_CLASS = 6
-_SHARD_RE = re.compile(r"^[a-z]+-\d{5}-of-\d{5}\.parquet$")
 
 
 # ----------------------------------------------------------------------------------------------- CLI
@@ -90,13 +94,14 @@ def _options(args: argparse.Namespace) -> dict:
     }
 
 
-def dataset_from_args(args: argparse.Namespace, dataset_dir: Path):
+def dataset_from_args(args: argparse.Namespace, dataset_dir: Path, *, overwrite: bool = False):
     """Build from ``args.data_dir`` (writing the repository folder to ``dataset_dir``) or load ``args.dataset``."""
     if bool(args.data_dir) == bool(args.dataset):
         raise HarError("give exactly one of --data-dir (a folder of class sub-folders) or --dataset (a dataset folder or Hub id)")
     if args.data_dir:
         return prepare_dataset(
-            args.data_dir, dataset_dir, min_side=args.min_side, max_pixels=args.max_pixels, license=args.license, **_options(args)
+            args.data_dir, dataset_dir, min_side=args.min_side, max_pixels=args.max_pixels, license=args.license,
+            overwrite=overwrite, **_options(args)
         )
     return load_dataset_any(args.dataset, **_options(args))
 
@@ -108,15 +113,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_data_arguments(parser)
     parser.add_argument("--output-dir", required=True, help="folder to write (README.md, data/*.parquet, report)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into an existing folder that har_model did not create (its other files are kept)")
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="also upload the folder as a Hub dataset repository")
     parser.add_argument("--private", action="store_true", help="create the Hub repository as private")
     args = parser.parse_args(argv)
     out = Path(args.output_dir)
     if args.data_dir and not args.dataset:
-        dataset_from_args(args, out)
+        dataset_from_args(args, out, overwrite=args.overwrite)
     else:
         ds = dataset_from_args(args, out)
-        write_dataset_repo(ds, out, license=args.license, source=args.dataset)
+        write_dataset_repo(ds, out, license=args.license, source=Path(args.dataset).name, overwrite=args.overwrite,
+                           inputs=[args.dataset])
         print(f"wrote {out} ({', '.join(f'{s}: {len(ds[s])}' for s in SPLITS)})")
     if args.push_to_hub:
         from har_model.hub import push_folder
@@ -144,16 +152,29 @@ def prepare_dataset(
     pretty_name: str | None = None,
     progress: bool = True,
     verbose: bool = True,
+    overwrite: bool = False,
 ):
-    """Validate, de-duplicate and split ``data_dir``; write the repository folder; return its DatasetDict."""
+    """Validate, de-duplicate and split ``data_dir``; write the repository folder; return its DatasetDict.
+
+    The input is checked before anything is written; the folder is published whole (``har_model.outputs``)."""
     fractions = check_fractions(val_fraction, test_fraction)
     root = check_data_dir(data_dir).resolve()
-    out = Path(output_dir).resolve()
-    if out == root or root in out.parents:
-        raise HarError(f"{output_dir}: the output folder must not be inside the data folder {data_dir}")
     candidates, skipped, class_dirs = list_candidates(root)
     _require_two_classes(data_dir, sorted({c.class_name for c in candidates}))
-    _prepare_output(out)
+    out = claim_output_dir(output_dir, "dataset", overwrite=overwrite, inputs=[data_dir])
+    with Publication(out, "dataset") as stage:
+        report = _build(root, stage, data_dir, candidates, skipped, class_dirs, fractions, seed=seed, min_side=min_side,
+                        max_pixels=max_pixels, num_workers=num_workers, near_dup_threshold=near_dup_threshold,
+                        license=license, pretty_name=pretty_name, progress=progress)
+    if verbose:
+        print_summary(report, out)
+    return load_dataset_folder(out)
+
+
+def _build(root: Path, out: Path, data_dir, candidates, skipped, class_dirs, fractions, *, seed, min_side, max_pixels,
+           num_workers, near_dup_threshold, license, pretty_name, progress) -> dict:
+    """Everything ``prepare_dataset`` writes, into ``out`` (the staging folder); returns the report."""
+    (out / DATA_DIR).mkdir()
     with tempfile.TemporaryFile(dir=out, prefix=".spool-") as spool:
         images, more_skipped = _analyse_all(root, candidates, min_side, max_pixels, num_workers, progress, spool)
         skipped += more_skipped
@@ -193,25 +214,13 @@ def prepare_dataset(
         out, class_names, counts, split_bytes, samples, license=license, pretty_name=pretty_name, source=root.name,
         summary=report["summary"], features=features,
     )
-    if verbose:
-        print_summary(report, out)
-    return load_dataset_folder(out)
+    return report
 
 
 def _require_two_classes(data_dir, class_names: list[str]) -> None:
     if len(class_names) < 2:
         found = f"only '{class_names[0]}'" if class_names else "none"
         raise HarError(f"{data_dir}: at least two class folders with usable images are needed, found {found}")
-
-
-def _prepare_output(out: Path) -> None:
-    """Create ``out``; remove parquet shards of an earlier run (only files named like ours)."""
-    if out.exists() and not out.is_dir():
-        raise HarError(f"{out}: exists and is a file; --output-dir must be a folder")
-    (out / DATA_DIR).mkdir(parents=True, exist_ok=True)
-    for f in (out / DATA_DIR).iterdir():
-        if _SHARD_RE.match(f.name):
-            f.unlink()
 
 
 def _analyse_all(root: Path, candidates, min_side, max_pixels, num_workers, progress, spool) -> tuple[list[dict], list[Skipped]]:
@@ -310,7 +319,7 @@ def _report(root, candidates, skipped, images, dedup, counts, class_names, seed,
         "report_file": REPORT_FILE,
     }
     return {
-        "source": str(root),
+        "source": root.name,  # the folder's name only: the report is pushed, a local path would leak user names
         "classes": list(class_names),
         "summary": summary,
         "per_class": per_class,
@@ -400,6 +409,7 @@ def _write_card_and_figures(out: Path, class_names, counts, split_bytes, samples
         thumbs = {c: [Image.open(io.BytesIO(b)) for b in bs] for c, bs in samples.items()}
         sample_grid(thumbs, out / figures["samples"])
     download = sum(f.stat().st_size for f in (out / DATA_DIR).glob("*.parquet"))
+    shards = {s: sorted(f"{DATA_DIR}/{f.name}" for f in (out / DATA_DIR).glob(f"{s}-*.parquet")) for s in split_bytes}
     card = render_dataset_card(
         features=features,
         class_names=class_names,
@@ -411,16 +421,24 @@ def _write_card_and_figures(out: Path, class_names, counts, split_bytes, samples
         source=source,
         summary=summary,
         figures=figures,
+        data_files=shards,
     )
     save_card(card, out)
 
 
-def write_dataset_repo(ds, output_dir: str | os.PathLike, *, license: str = "other", pretty_name: str | None = None, source: str = "") -> Path:
-    """Write a normalised DatasetDict (see ``load_dataset_any``) as a dataset repository folder."""
+def write_dataset_repo(ds, output_dir: str | os.PathLike, *, license: str = "other", pretty_name: str | None = None,
+                       source: str = "", overwrite: bool = False, inputs=()) -> Path:
+    """Write a normalised DatasetDict (see ``load_dataset_any``) as a dataset repository folder, published whole."""
+    out = claim_output_dir(output_dir, "dataset", overwrite=overwrite, inputs=inputs)
+    with Publication(out, "dataset") as stage:
+        _write_repo(ds, stage, license=license, pretty_name=pretty_name, source=source)
+    return out
+
+
+def _write_repo(ds, out: Path, *, license: str, pretty_name: str | None, source: str) -> None:
     from datasets import Image as ImageFeature
 
-    out = Path(output_dir)
-    _prepare_output(out)
+    (out / DATA_DIR).mkdir()
     class_names = ds["train"].features["label"].names
     features = features_for(class_names)
     counts = {c: {s: 0 for s in SPLITS} for c in class_names}
@@ -430,7 +448,7 @@ def write_dataset_repo(ds, output_dir: str | os.PathLike, *, license: str = "oth
         labels = raw["label"]
         for label in labels:
             counts[class_names[label]][s] += 1
-        rows = ((image_bytes(r["image"]), r["image"].get("path") or "", r["label"]) for r in raw)
+        rows = ((image_bytes(r["image"]), _relative(r["image"].get("path")), r["label"]) for r in raw)
         split_bytes[s] = _write_split(out, s, rows, len(raw), raw.data.nbytes, features)
     for r in ds["train"].cast_column("image", ImageFeature(decode=False)):
         if len(samples[class_names[r["label"]]]) < SAMPLES_PER_CLASS:
@@ -439,4 +457,8 @@ def write_dataset_repo(ds, output_dir: str | os.PathLike, *, license: str = "oth
         out, class_names, counts, split_bytes, samples, license=license, pretty_name=pretty_name, source=source,
         summary=None, features=features,
     )
-    return out
+
+
+def _relative(path: str | None) -> str:
+    """An image's recorded path without the local folders above it (it is published with the dataset)."""
+    return Path(path).name if path and os.path.isabs(path) else path or ""

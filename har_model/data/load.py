@@ -18,6 +18,7 @@ from har_model.data.scan import SERIAL_BELOW, analyse_bytes
 from har_model.data.splits import SPLITS, check_fractions, grouped_stratified_split
 from har_model.errors import HarError
 from har_model.imaging import DEFAULT_MAX_PIXELS
+from har_model.outputs import require_complete
 
 
 def features_for(class_names: Sequence[str]):
@@ -38,9 +39,11 @@ def image_bytes(value: dict) -> bytes:
 
 
 def load_dataset_folder(folder: str | os.PathLike):
-    """``datasets.load_dataset(folder)`` for a folder written here (parquet + card), as a DatasetDict."""
+    """``datasets.load_dataset(folder)`` for a folder written here (parquet + card), as a DatasetDict; a folder
+    whose writing did not finish is refused."""
     from datasets import load_dataset
 
+    require_complete(folder)
     return load_dataset(str(folder))
 
 
@@ -85,6 +88,7 @@ def _load_raw(spec: str):
     if path.exists():
         if not path.is_dir():
             raise HarError(f"{spec}: is a file; --dataset takes a dataset folder or a Hub dataset id")
+        require_complete(path)
         if (path / "dataset_dict.json").exists() or (path / "dataset_info.json").exists():
             return load_from_disk(str(path))
         if not (path / "README.md").exists() and not any(path.glob("**/*.parquet")):

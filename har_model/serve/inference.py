@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import csv
 import glob
+import io
 import json
 import os
 import sys
@@ -33,6 +34,7 @@ from PIL import Image
 from har_model.calibration import Calibration, decide
 from har_model.errors import HarError
 from har_model.imaging import is_image_path, open_rgb, to_rgb
+from har_model.outputs import atomic_write_text, require_complete
 
 BACKENDS = ("auto", "torch", "torch-bf16", "onnx")
 ONNX_DIR = "onnx"
@@ -367,6 +369,7 @@ class Classifier:
             raise HarError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         if not model_dir.is_dir():
             raise HarError(f"{model_dir}: no such model folder")
+        require_complete(model_dir)  # a run stopped while writing it: refuse rather than serve a mix of two runs
         labels = _read_labels(model_dir)
         prep = load_preprocessing(model_dir)
         calibration = Calibration.load(model_dir)
@@ -489,8 +492,13 @@ def expand_paths(inputs: Sequence[str]) -> list[Path]:
     return found
 
 
+EXIT_CODES = """exit status: 0 every image was classified; 1 some inputs could not be read (the others are still
+listed, the failed ones with their error); 2 a usage or model error (one line on stderr); 130 interrupted."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python train.py predict", description="Classify images with a trained model.")
+    p = argparse.ArgumentParser(prog="python train.py predict", description="Classify images with a trained model.",
+                                epilog=EXIT_CODES)
     p.add_argument("paths", nargs="+", help="image files, folders (searched recursively) or glob patterns")
     p.add_argument("--model", required=True, help="model folder (as written by `python train.py`) or a Hub model id")
     p.add_argument("--top-k", type=int, default=1, help="how many classes to show per image (default 1)")
@@ -544,15 +552,21 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
     if args.csv:
         out = Path(args.csv)
-        with open(out, "w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(header)
-            writer.writerows(rows)
+        buffer = io.StringIO(newline="")
+        writer = csv.writer(buffer)
+        writer.writerow(header)
+        writer.writerows(rows)
+        try:
+            atomic_write_text(out, buffer.getvalue())  # whole or not at all: an older CSV is never half replaced
+        except OSError as exc:
+            raise HarError(f"--csv {out}: cannot write ({exc.strerror or exc})") from None
         print(f"wrote {len(rows)} rows to {out} ({n_errors} unreadable) with backend {clf.backend}; {_calibration_note(clf)}")
     else:
         _print_table(header, rows)
         print(f"\n{len(rows)} images, {n_errors} unreadable, backend {clf.backend}; {_calibration_note(clf)}")
-    return 0
+    if n_errors:
+        print(f"error: {n_errors} of {len(rows)} inputs could not be read (listed above with the reason)", file=sys.stderr)
+    return 1 if n_errors else 0
 
 
 def _calibration_note(clf: Classifier) -> str:

@@ -5,6 +5,8 @@
 
 The files live in ``<model>/onnx/`` with a dynamic batch axis; the model folder stays loadable by plain
 ``pipeline()``, and ``har_model.serve.inference.Classifier.load(model, backend="auto")`` picks the ONNX file up.
+They are written beside the model and moved into ``onnx/`` only when the export (and its check) succeeded, so a
+failed export never leaves a half-written file that the app would then load.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import warnings
 from pathlib import Path
 
 from har_model.errors import HarError
+from har_model.outputs import Publication, require_complete
 
 OPSET = 17
 
@@ -32,6 +35,7 @@ def export_onnx(model_dir: str | Path, *, quantize: bool = True, check: bool = T
     from har_model.serve.inference import ONNX_DIR, load_preprocessing
 
     model_dir = Path(model_dir)
+    require_complete(model_dir)
     if not (model_dir / "config.json").is_file():
         raise HarError(f"{model_dir}: no config.json (not a saved model folder)")
     height, width = load_preprocessing(model_dir).output_hw
@@ -45,8 +49,15 @@ def export_onnx(model_dir: str | Path, *, quantize: bool = True, check: bool = T
         strip_noop_squeeze_excite(model)
     except ImportError:
         pass
-    out_dir = model_dir / ONNX_DIR
-    out_dir.mkdir(exist_ok=True)
+    with Publication(model_dir, "model", merge=True) as stage:
+        written = _export(model, stage / ONNX_DIR, height, width, quantize=quantize, check=check)
+    return {kind: model_dir / ONNX_DIR / path.name for kind, path in written.items()}
+
+
+def _export(model, out_dir: Path, height: int, width: int, *, quantize: bool, check: bool) -> dict[str, Path]:
+    import torch
+
+    out_dir.mkdir()
     fp32 = out_dir / "model.onnx"
 
     wrapper = _logits_only(model)

@@ -33,6 +33,7 @@ from har_model.serve import video as video_mod
 from har_model.serve.model import MODEL_IMAGES, ModelHandle, load_model
 from har_model.errors import HarError
 from har_model.serve.settings import Settings
+from har_model.paths import safe_filename
 
 log = logging.getLogger("har_model.serve.ui")
 
@@ -131,7 +132,7 @@ def classify_video(handle: ModelHandle, payload, sample_rate, window, settings: 
         _check_size(source, name, settings.max_video_bytes, "video")
     rate = parse_sample_rate(sample_rate)
     window = max(1, int(window or 1))
-    out = _scratch_dir() / f"{Path(name).stem[:40] or 'video'}_{time.time_ns()}_annotated.mp4"
+    out = _scratch_dir() / f"{safe_filename(Path(name).stem, 40, fallback='video')}_{time.time_ns()}_annotated.mp4"
 
     def report(done: float, total: float | None) -> None:
         if progress is not None:

@@ -584,6 +584,5 @@ def _push(args, out: Path, dataset_dir: Path) -> None:
         url = push_folder(dataset_dir, args.push_dataset, repo_type="dataset", private=args.private)
         print(f"dataset pushed: {url}")
     if args.push_to_hub:
-        url = push_folder(out, args.push_to_hub, repo_type="model", private=args.private,
-                          ignore_patterns=["checkpoints/*", "dataset/*", "runs/*"])
+        url = push_folder(out, args.push_to_hub, repo_type="model", private=args.private)
         print(f"model pushed: {url}")

@@ -231,7 +231,7 @@ def test_bad_fractions_and_output_inside_data(class_folder, tmp_path):
         _prepare(class_folder, tmp_path / "o", val_fraction=1.5)
     with pytest.raises(HarError, match="leave nothing for training"):
         _prepare(class_folder, tmp_path / "o", val_fraction=0.5, test_fraction=0.5)
-    with pytest.raises(HarError, match="must not be inside the data folder"):
+    with pytest.raises(HarError, match="is inside the input"):
         _prepare(class_folder, class_folder / "out")
 
 
@@ -338,15 +338,18 @@ def test_imbalance_is_stated_in_report_summary_and_card(tmp_path, capsys):
     assert "3.00x the smallest (running, 10):\n  **imbalanced**" in body
 
 
-def test_rerun_replaces_old_shards_only(class_folder, tmp_path):
+def test_rerun_replaces_its_own_shards_and_keeps_and_ignores_other_files(class_folder, tmp_path):
     out = tmp_path / "out"
     _prepare(class_folder, out)
     (out / "data" / "notes.md").write_text("mine")
-    (out / "data" / "train-00007-of-00009.parquet").write_bytes(b"stale")
-    ds = _prepare(class_folder, out)
+    (out / "data" / "train-00007-of-00009.parquet").write_bytes(b"not ours, only named like a shard")
+    ds = _prepare(class_folder, out, seed=7)
     assert (out / "data" / "notes.md").read_text() == "mine"
-    assert not (out / "data" / "train-00007-of-00009.parquet").exists()
-    assert sum(len(ds[s]) for s in ds) == 36
+    assert (out / "data" / "train-00007-of-00009.parquet").read_bytes().startswith(b"not ours")
+    assert sum(len(ds[s]) for s in ds) == 36  # the card lists its shards: the stray file is not read as data
+    from datasets import load_dataset
+
+    assert sum(len(split) for split in load_dataset(str(out)).values()) == 36
 
 
 def test_printed_summary_counts_per_class(messy_folder, tmp_path, capsys, unreadable_as_root):

@@ -292,7 +292,8 @@ def image_tree(tmp_path):
 
 
 def test_predict_command_folder_glob_and_files(tiny_model_dir, image_tree, capsys):
-    assert cli.main(["predict", "--model", str(tiny_model_dir), "--top-k", "2", str(image_tree)]) == 0
+    # exit 1: one input (corrupt.jpg) could not be read; the others are still listed
+    assert cli.main(["predict", "--model", str(tiny_model_dir), "--top-k", "2", str(image_tree)]) == 1
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert lines[0].split() == ["path", "prediction", "label_1", "score_1", "label_2", "score_2", "error"]
@@ -305,16 +306,35 @@ def test_predict_command_folder_glob_and_files(tiny_model_dir, image_tree, capsy
     assert len(rows) == 2 and all("/sitting/" in row for row in rows)
 
     one = image_tree / "clapping" / "img_000.jpg"
-    assert cli.main(["predict", "--model", str(tiny_model_dir), str(one), str(image_tree / "running" / "**" / "*.jpg")]) == 0
-    out = capsys.readouterr().out
-    assert "4 images, 1 unreadable" in out
+    assert cli.main(["predict", "--model", str(tiny_model_dir), str(one), str(image_tree / "running" / "**" / "*.jpg")]) == 1
+    captured = capsys.readouterr()
+    assert "4 images, 1 unreadable" in captured.out
+    assert captured.err.strip() == "error: 1 of 4 inputs could not be read (listed above with the reason)"
+
+
+def test_predict_exit_codes_are_documented_and_kept(tiny_model_dir, tmp_path, capsys):
+    """0: all classified; 1: some inputs failed; 2: usage or model error; all inputs failing is not a success."""
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "a.jpg").write_bytes(b"broken")
+    (bad / "b.png").write_bytes(b"")
+    assert cli.main(["predict", "--model", str(tiny_model_dir), str(bad)]) == 1
+    assert "2 images, 2 unreadable" in capsys.readouterr().out
+    good = tmp_path / "good.jpg"
+    helpers.synthetic_image(0, 1).save(good)
+    assert cli.main(["predict", "--model", str(tiny_model_dir), str(good)]) == 0
+    assert cli.main(["predict", "--model", str(tmp_path / "no-model"), str(good)]) == 2
+    with pytest.raises(SystemExit):
+        cli.main(["predict", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "exit status: 0 every image was classified; 1 some inputs could not be read" in help_text
 
 
 def test_predict_command_csv(tiny_model_dir, image_tree, tmp_path, capsys):
     out_csv = tmp_path / "preds.csv"
     rc = cli.main(["predict", "--model", str(tiny_model_dir), "--top-k", "3", "--csv", str(out_csv),
                    "--batch-size", "4", "--backend", "torch", str(image_tree)])
-    assert rc == 0 and "wrote 7 rows" in capsys.readouterr().out
+    assert rc == 1 and "wrote 7 rows" in capsys.readouterr().out  # 1: corrupt.jpg
     with open(out_csv, newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 7
