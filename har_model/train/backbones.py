@@ -498,7 +498,7 @@ def load_backbone(name_or_path: str, labels: Sequence[str], *, cache_dir: str | 
     try:
         model = AutoModelForImageClassification.from_pretrained(source, config=config, ignore_mismatched_sizes=True)
         processor = AutoImageProcessor.from_pretrained(source)
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # OSError, ValueError, safetensors' own error for a truncated file: "not usable"
         where = source if local else f"Hub model {source!r}"
         raise HarError(f"{where}: cannot load as an image classifier ({_first_line(exc)})") from None
     if not same_labels:
