@@ -39,6 +39,27 @@ def synthetic_image(label: int, seed: int, size: tuple[int, int] = (96, 72)) -> 
     return img
 
 
+def quadrant_image(label: int, quadrant: int, seed: int, size: int = 64) -> Image.Image:
+    """Class ``label``'s shape (as in synthetic_image) inside one quadrant (0 top-left, 1 top-right, 2 bottom-left,
+    3 bottom-right) of a noisy square background; the rest of the picture carries no class evidence."""
+    rng = np.random.default_rng(seed * 100 + label * 10 + quadrant)
+    arr = np.clip(rng.normal(0, 12, size=(size, size, 3)) + rng.integers(0, 90, size=3), 0, 255).astype(np.uint8)
+    img = Image.fromarray(arr, "RGB")
+    draw = ImageDraw.Draw(img)
+    color, shape = _CLASS_STYLE[label % len(_CLASS_STYLE)]
+    half = size // 2
+    r = int(rng.integers(size // 10, size // 7))
+    cx = (quadrant % 2) * half + half // 2 + int(rng.integers(-size // 16, size // 16 + 1))
+    cy = (quadrant // 2) * half + half // 2 + int(rng.integers(-size // 16, size // 16 + 1))
+    if shape == "ellipse":
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=color)
+    elif shape == "rectangle":
+        draw.rectangle((cx - r, cy - r, cx + r, cy + r), fill=color)
+    else:
+        draw.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=color)
+    return img
+
+
 def make_class_folder(root: Path, per_class: int | dict = 12, classes=CLASSES, size=(96, 72), seed: int = 0) -> Path:
     """root/<class>/img_XXX.jpg with ``per_class`` distinct images each (a dict: per class name; all different)."""
     root = Path(root)

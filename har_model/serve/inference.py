@@ -353,6 +353,7 @@ class Classifier:
         self._run = runner
         self.calibration = calibration or Calibration(fitted_on="none")
         self.unsure_below = self.calibration.unsure_below
+        self._grad_cam = None  # loaded at the first heatmap (needs torch)
 
     @classmethod
     def load(
@@ -437,6 +438,30 @@ class Classifier:
         """The top label of one probability row, or "unsure" when its probability is below the threshold."""
         return decide(probs, self.labels, self.unsure_below if unsure_below is None else unsure_below)
 
+    def explain(self, image: ImageInput, class_index: int | None = None, min_side: int = 256):
+        """(heatmap over the image, class index, calibrated probabilities) for the predicted or a chosen class.
+
+        Grad-CAM (har_model.explain): one extra forward and backward pass in float32 torch, whatever the serving
+        backend. The overlay shows the model's input (resized and centre-cropped), scaled up to ``min_side``.
+        """
+        from har_model.explain import GradCam, overlay, torch_available
+
+        if not torch_available():
+            raise HarError("heatmaps need PyTorch (pip install torch); classification itself works without it")
+        if self._grad_cam is None:
+            runner_model = getattr(self._run, "model", None)
+            reuse = runner_model is not None and self.backend == "torch"  # float32 weights already in memory
+            self._grad_cam = GradCam(runner_model) if reuse else GradCam.from_pretrained(self.model_dir)
+        rgb = as_rgb_image(image, self.preprocessing.draft_size)
+        pixels = self.preprocessing.resize_crop(rgb)
+        heat = self._grad_cam(self.preprocessing.normalize(pixels[None]), class_index)
+        shown = pixels if pixels.dtype == np.uint8 else np.asarray(rgb.resize(self.image_size[::-1]))
+        scale = max(1.0, min_side / min(shown.shape[:2]))
+        if scale > 1:
+            size = (round(shown.shape[1] * scale), round(shown.shape[0] * scale))
+            shown = np.asarray(Image.fromarray(shown).resize(size, Image.Resampling.BICUBIC))
+        return overlay(shown, heat.cam), heat.class_index, self.calibration.probs(heat.logits[None])[0]
+
     def top_k(self, probs: np.ndarray, k: int = 5) -> list[tuple[str, float]]:
         order = np.argsort(-probs, kind="stable")[: max(1, k)]
         return [(self.labels[i], float(probs[i])) for i in order]
@@ -509,6 +534,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unsure-below", type=float, default=None, metavar="P",
                    help="say 'unsure' when the top (calibrated) probability is below P; default: the threshold "
                         "chosen on validation and saved in the model's calibration.json (0 = always name a class)")
+    p.add_argument("--explain", metavar="FOLDER", default=None,
+                   help="also write a Grad-CAM heatmap over each input to FOLDER (one PNG per image; needs torch)")
+    p.add_argument("--explain-class", metavar="LABEL", default=None,
+                   help="with --explain: show the evidence for this class instead of the predicted one")
     return p
 
 
@@ -523,6 +552,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.csv and not Path(args.csv).resolve().parent.is_dir():
         raise HarError(f"{args.csv}: folder {Path(args.csv).parent} does not exist")
     paths = expand_paths(args.paths)
+    explain_dir = _explain_folder(args.explain) if args.explain else None
     try:
         from transformers.utils import logging as hf_logging
 
@@ -535,6 +565,11 @@ def main(argv: list[str] | None = None) -> int:
     clf = Classifier.load(model_dir, backend=args.backend, num_threads=args.threads)
     if args.unsure_below is not None:
         clf.unsure_below = args.unsure_below
+    explain_class = None
+    if args.explain_class is not None:
+        if args.explain_class not in clf.labels:
+            raise HarError(f"--explain-class {args.explain_class}: not a class of this model ({', '.join(clf.labels)})")
+        explain_class = clf.labels.index(args.explain_class)
     k = min(args.top_k, len(clf.labels))
     header = ["path", "prediction"] + [f"{what}_{i}" for i in range(1, k + 1) for what in ("label", "score")] + ["error"]
     rows: list[list[str]] = []
@@ -546,6 +581,8 @@ def main(argv: list[str] | None = None) -> int:
             row += [""] * (2 * k + 1) + [error or ""]
         else:
             row.append(clf.decide(probs))
+            if explain_dir is not None:
+                _write_heatmap(clf, path, explain_dir, len(rows), explain_class)
             for label, score in clf.top_k(probs, k):
                 row += [label, f"{score:.4f}"]
             row.append("")
@@ -560,13 +597,45 @@ def main(argv: list[str] | None = None) -> int:
             atomic_write_text(out, buffer.getvalue())  # whole or not at all: an older CSV is never half replaced
         except OSError as exc:
             raise HarError(f"--csv {out}: cannot write ({exc.strerror or exc})") from None
+        if explain_dir is not None:
+            print(f"heatmaps (Grad-CAM) written to {explain_dir}")
         print(f"wrote {len(rows)} rows to {out} ({n_errors} unreadable) with backend {clf.backend}; {_calibration_note(clf)}")
     else:
         _print_table(header, rows)
+        if explain_dir is not None:
+            print(f"\nheatmaps (Grad-CAM) written to {explain_dir}")
         print(f"\n{len(rows)} images, {n_errors} unreadable, backend {clf.backend}; {_calibration_note(clf)}")
     if n_errors:
         print(f"error: {n_errors} of {len(rows)} inputs could not be read (listed above with the reason)", file=sys.stderr)
     return 1 if n_errors else 0
+
+
+HEATMAP_SUFFIX = ".heatmap.png"
+
+
+def _explain_folder(folder: str) -> Path:
+    """The --explain folder: created if missing; an existing one may hold only heatmaps this command wrote."""
+    out = Path(folder)
+    if out.exists() and not out.is_dir():
+        raise HarError(f"--explain {folder}: is a file; give a folder for the heatmaps")
+    if out.is_dir():
+        foreign = [p.name for p in out.iterdir() if not p.name.endswith(HEATMAP_SUFFIX)]
+        if foreign:
+            raise HarError(f"--explain {folder}: the folder holds other files ({foreign[0]}, ...); give a new or empty folder")
+    elif not out.resolve().parent.is_dir():
+        raise HarError(f"--explain {folder}: folder {out.parent} does not exist")
+    out.mkdir(exist_ok=True)
+    return out
+
+
+def _write_heatmap(clf: "Classifier", path: str, folder: Path, index: int, class_index: int | None) -> Path:
+    """<index>_<file name, sanitised>.heatmap.png: the Grad-CAM overlay of one input."""
+    from har_model.paths import safe_filename
+
+    image, _, _ = clf.explain(path, class_index)
+    out = folder / f"{index:04d}_{safe_filename(Path(path).stem, max_bytes=80, fallback='image')}{HEATMAP_SUFFIX}"
+    Image.fromarray(image).save(out)
+    return out
 
 
 def _calibration_note(clf: Classifier) -> str:

@@ -406,3 +406,35 @@ def test_predict_says_unsure_exactly_below_the_threshold(tiny_model_dir, image_t
         expected = "unsure" if p < threshold else rows[path]["label_1"]
         assert rows[path]["prediction"] == expected
     assert sum(r["prediction"] == "unsure" for r in rows.values()) == int((top < threshold).sum()) > 0
+
+
+# --------------------------------------------------------------------------------------------- heatmaps
+
+
+def test_predict_explain_writes_one_heatmap_per_input(tiny_model_dir, image_tree, tmp_path, capsys):
+    out = tmp_path / "heat"
+    assert cli.main(["predict", "--model", str(tiny_model_dir), "--explain", str(out), str(image_tree)]) == 1  # corrupt.jpg
+    assert "heatmaps (Grad-CAM) written to" in capsys.readouterr().out
+    written = sorted(p.name for p in out.iterdir())
+    assert len(written) == 6 and all(n.endswith(".heatmap.png") for n in written)  # the corrupt file gets none
+    with Image.open(out / written[0]) as im:
+        assert im.size == (256, 256) and im.mode == "RGB"
+    # again into the same folder: fine (it holds only heatmaps); a folder with other files is refused
+    assert cli.main(["predict", "--model", str(tiny_model_dir), "--explain", str(out), "--explain-class", "sitting",
+                     str(image_tree / "running")]) == 1  # running/corrupt.jpg
+    (out / "notes.txt").write_text("mine")
+    assert cli.main(["predict", "--model", str(tiny_model_dir), "--explain", str(out), str(image_tree)]) == 2
+    assert "holds other files (notes.txt" in capsys.readouterr().err
+    assert cli.main(["predict", "--model", str(tiny_model_dir), "--explain", str(tmp_path / "h2"), "--explain-class",
+                     "flying", str(image_tree)]) == 2
+    assert "--explain-class flying: not a class of this model" in capsys.readouterr().err
+
+
+def test_explain_chosen_class_any_backend(tiny_model_dir):
+    img = helpers.synthetic_image(1, 5)
+    for backend in ("torch", "torch-bf16"):  # float32 weights reused / loaded separately for the gradients
+        clf = Classifier.load(tiny_model_dir, backend=backend)
+        image, k, probs = clf.explain(img)
+        assert image.shape == (256, 256, 3) and image.dtype == np.uint8
+        assert k == int(np.argmax(clf.predict_proba([img])[0])) and probs.shape == (3,)
+        assert clf.explain(img, class_index=2)[1] == 2
