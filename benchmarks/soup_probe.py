@@ -38,7 +38,7 @@ def main() -> int:
     from har_model.data import load_dataset_folder
     from har_model.train.evaluation import classification_report
     from har_model.hardware import cpu_has_bf16
-    from har_model.train.run import average_state_dicts
+    from har_model.train.soup import average_state_dicts
 
     geos = {Geometry.from_processor(AutoImageProcessor.from_pretrained(m)) for m in args.models}
     if len(geos) != 1:

@@ -97,6 +97,7 @@ def run_ours(classes, train_rows, held_rows, batch_size, out, size):
     from transformers import Trainer as _T  # noqa: F401 (imported for parity of import cost)
 
     from har_model.train import run as training
+    from har_model.train.trainer import HarTrainer, find_head_prefixes, freeze_early_layers, training_arguments
     from har_model.hardware import cpu_has_bf16
     from har_model.train.augment import CachedImages, Geometry, decode_images
 
@@ -108,15 +109,14 @@ def run_ours(classes, train_rows, held_rows, batch_size, out, size):
     ds = to_dataset(train_rows, classes).cast_column("image", ImageFeature(decode=False))
     pixels = decode_images(ds["image"], geo=geo, train=True, num_workers=os.cpu_count() or 1)
     train_ds = CachedImages(pixels, ds["label"], geo, augment=True)
-    n_frozen, norms = training.freeze_early_layers(model, "auto")
+    n_frozen, norms = freeze_early_layers(model, "auto")
     model = model.to(memory_format=torch.channels_last)
-    targs = training._training_arguments(args, out / "ours", out / "ours", 0, cpu_has_bf16(), "none")
+    targs = training_arguments(args, out / "ours", 0, bf16=cpu_has_bf16(), report_to="none")
     targs.eval_strategy = targs.save_strategy = "no"
     targs.load_best_model_at_end = False
     targs.disable_tqdm = True
-    trainer = training._make_trainer_class()(model=model, args=targs, train_dataset=train_ds, frozen_norms=norms,
-                                             backbone_lr_scale=args.backbone_lr_scale,
-                                             head_prefixes=training._head_prefixes(model))
+    trainer = HarTrainer(model=model, args=targs, train_dataset=train_ds, frozen_norms=norms,
+                         backbone_lr_scale=args.backbone_lr_scale, head_prefixes=find_head_prefixes(model))
     trainer.train()
     seconds = time.perf_counter() - t
     return seconds, accuracy(model.to(memory_format=torch.contiguous_format), processor, held_rows)

@@ -15,6 +15,7 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from datasets import Image as ImageFeature
 from PIL import Image
 
 from har_model.data.load import image_bytes
@@ -202,3 +203,24 @@ class CachedImages(torch.utils.data.Dataset):
         img = self.pixels[i]
         x = self.augmenter(img) if self.augmenter else normalize(img, self.rescale, self.mean, self.std)
         return {"pixel_values": x, "labels": self.labels[i]}
+
+
+@dataclass
+class CachedSplits:
+    """The train (augmented), validation and test splits, each decoded once."""
+
+    train: CachedImages
+    validation: CachedImages
+    test: CachedImages
+
+
+def cache_splits(dsd, train_geo: Geometry, geo: Geometry, num_workers: int) -> CachedSplits:
+    """Decode and resize every image of a DatasetDict once (shared by all soup members)."""
+
+    def cached(split: str, train: bool) -> CachedImages:
+        ds = dsd[split].cast_column("image", ImageFeature(decode=False))
+        g = train_geo if train else geo
+        pixels = decode_images(ds["image"], geo=g, train=train, num_workers=num_workers, desc=f"decoding {split}")
+        return CachedImages(pixels, ds["label"], g, augment=train)
+
+    return CachedSplits(cached("train", True), cached("validation", False), cached("test", False))

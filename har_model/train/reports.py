@@ -39,12 +39,10 @@ def _pick_grid(y_true: np.ndarray, y_pred: np.ndarray, n_labels: int, size: int,
 # the whole set of outputs
 
 
-def write_outputs(*, trainer, out: Path, labels: list[str], test_ds, test_split, args, train_seconds: float,
-                  total_seconds_start: float, precision: str, frozen_blocks: int, geo, train_geo, soup: dict | None = None,
-                  validation: dict | None = None) -> str:
-    """Evaluate the best model on the test split and write every report file; return a short printable summary.
-
-    `validation`: the shipped model's validation metrics when the caller has already measured them (the soup)."""
+def write_outputs(*, trainer, result, out: Path, labels: list[str], test_ds, test_split, args,
+                  total_seconds_start: float, precision: str, frozen_blocks: int, geo, train_geo) -> str:
+    """Evaluate the shipped model (in `trainer`) on the test split and write every report file; return a short
+    printable summary. `result`: the soup's SoupResult (members, their logs, the soup's validation metrics)."""
     import torch
     from datasets import Image as ImageFeature
 
@@ -59,10 +57,11 @@ def write_outputs(*, trainer, out: Path, labels: list[str], test_ds, test_split,
     probs = torch.softmax(torch.as_tensor(np.asarray(logits, dtype=np.float32)), -1).numpy()
     y_pred, y_true = probs.argmax(-1), np.asarray(pred.label_ids)
     test = classification_report(y_pred, y_true, labels)
-    log_history = list(trainer.state.log_history)  # the per-epoch story, before the re-evaluation below logs a row
+    log_history = result.last.log_history  # the per-epoch story (of the last soup member)
+    train_seconds, soup = result.train_seconds, result.soup
     # validation metrics and logits of the model we ship (the best checkpoint, not necessarily the last epoch)
     val_pred = trainer.predict(trainer.eval_dataset, metric_key_prefix="eval")
-    val = validation or {k.removeprefix("eval_"): v for k, v in val_pred.metrics.items() if k.startswith("eval_")}
+    val = result.validation or {k.removeprefix("eval_"): v for k, v in val_pred.metrics.items() if k.startswith("eval_")}
     calibration = calibrate(out, val_pred, logits, y_true)
     epochs_run = max((row.get("epoch", 0) for row in log_history), default=0)
     metrics = {
@@ -78,8 +77,8 @@ def write_outputs(*, trainer, out: Path, labels: list[str], test_ds, test_split,
         "total_seconds": round(time.time() - total_seconds_start, 1),
         "test_eval_seconds": round(eval_seconds, 1),
         "epochs_run": epochs_run,
-        "best_checkpoint": trainer.state.best_model_checkpoint,
-        "best_validation_macro_f1": trainer.state.best_metric,
+        "best_checkpoint": result.last.best_checkpoint,
+        "best_validation_macro_f1": result.last.validation_macro_f1,
         "recipe": {
             "epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
             "backbone_lr_scale": args.backbone_lr_scale, "frozen_blocks": frozen_blocks,

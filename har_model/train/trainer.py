@@ -1,0 +1,263 @@
+"""Our Trainer: transformers' Trainer plus the fast-CPU recipe, and what it needs around it.
+
+    HarTrainer           -- frozen batch norms kept in eval mode, channels-last inputs, mixup, train accuracy in the
+                            logs, a lower learning rate for the backbone than for the new head
+    training_arguments   -- our TrainingArguments (evaluation each epoch, best checkpoint on macro-F1, cosine...)
+    prepare_model        -- freeze the early layers, channels-last memory
+    TrainingClock        -- training wall-clock time kept in the checkpoints (so --resume reports all sessions)
+    freeze_early_layers  -- freeze the stem and the first backbone blocks
+    find_head_prefixes   -- parameter-name prefixes of the classification head
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_callback import ExportableState
+
+from har_model.hardware import cpu_has_bf16
+from har_model.train.evaluation import compute_metrics_fn
+
+
+def main_block_list(model) -> nn.ModuleList | None:
+    """The longest nn.ModuleList in the model: the sequence of backbone blocks (EfficientNet blocks, ViT layers...)."""
+    best = None
+    for _, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and (best is None or len(module) > len(best)):
+            best = module
+    return best
+
+
+def freeze_early_layers(model, spec: str | int) -> tuple[int, list]:
+    """Freeze the embeddings/stem and the first N blocks; return (N, frozen batch-norm modules).
+
+    Frozen batch-norm layers keep their ImageNet statistics (they are put in eval mode on every step).
+    """
+    blocks = main_block_list(model)
+    if blocks is None:
+        return 0, []
+    n = len(blocks) // 2 if str(spec) == "auto" else int(spec)
+    if n <= 0:
+        return 0, []
+    n = min(n, len(blocks))
+    frozen_params = set()
+    for block in list(blocks)[:n]:
+        frozen_params.update(id(p) for p in block.parameters())
+    first_block_param = next(blocks.parameters())
+    # Everything registered before the first block (the stem / embeddings) is frozen too.
+    for p in model.parameters():
+        if p is first_block_param:
+            break
+        frozen_params.add(id(p))
+    norms = []
+    for module in model.modules():
+        params = list(module.parameters(recurse=False))
+        if params and all(id(p) in frozen_params for p in params):
+            for p in params:
+                p.requires_grad_(False)
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                norms.append(module)
+    return n, norms
+
+
+def find_head_prefixes(model) -> tuple:
+    """Parameter-name prefixes of the classification head (the new, randomly initialised part)."""
+    names = [n for n, _ in model.named_parameters()]
+    for cand in ("classifier", "head", "fc", "score"):
+        if any(n.startswith(cand) for n in names):
+            return (cand,)
+    return (names[-1].rsplit(".", 1)[0],)
+
+
+class TrainingClock(TrainerCallback, ExportableState):
+    """Keeps the training wall-clock time in the checkpoints, so a run continued with --resume reports the time of
+    all its sessions (the Trainer's own train_runtime counts only the last one)."""
+
+    def __init__(self, seconds_before: float = 0.0):
+        self.seconds_before = float(seconds_before)
+        self._since = None
+
+    @property
+    def seconds(self) -> float:
+        return self.seconds_before + (time.time() - self._since if self._since is not None else 0.0)
+
+    def on_train_begin(self, args, state, control, **kw):
+        self._since = time.time()
+
+    def on_train_end(self, args, state, control, **kw):
+        self.seconds_before, self._since = self.seconds, None
+
+    def state(self) -> dict:
+        return {"args": {"seconds_before": self.seconds}, "attributes": {}}
+
+    @classmethod
+    def of(cls, trainer: Trainer) -> "TrainingClock":
+        """The clock in the trainer's handler: on --resume the Trainer swaps in the one restored from the checkpoint."""
+        return next(c for c in trainer.callback_handler.callbacks if isinstance(c, cls))
+
+
+class HarTrainer(Trainer):
+    """Trainer + frozen BN kept in eval mode, channels-last inputs, train accuracy, head/backbone learning rates."""
+
+    def __init__(self, *a, frozen_norms=None, channels_last=True, backbone_lr_scale=1.0, head_prefixes=None,
+                 mixup_alpha=0.0, **kw):
+        """frozen_norms / head_prefixes: found in the model when not given (frozen_batch_norms, find_head_prefixes)."""
+        super().__init__(*a, **kw)
+        self.mixup_alpha = float(mixup_alpha)
+        self.channels_last, self.backbone_lr_scale = channels_last, backbone_lr_scale
+        self.frozen_norms = list(frozen_batch_norms(self.model) if frozen_norms is None else frozen_norms)
+        self.head_prefixes = tuple(find_head_prefixes(self.model) if head_prefixes is None else head_prefixes)
+        self._train_correct = 0
+        self._train_seen = 0
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        for m in self.frozen_norms:
+            m.eval()
+        if self.channels_last:
+            inputs["pixel_values"] = inputs["pixel_values"].contiguous(memory_format=torch.channels_last)
+        labels = inputs.get("labels")
+        if model.training and self.mixup_alpha > 0 and labels is not None:
+            loss, outputs, labels = self._mixup_loss(model, inputs)  # train accuracy: the larger share's label
+        else:
+            loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
+                                                 num_items_in_batch=num_items_in_batch)
+        if model.training and labels is not None:
+            with torch.no_grad():
+                logits = outputs["logits"] if isinstance(outputs, dict) else outputs[1]
+                self._train_correct += int((logits.argmax(-1) == labels).sum())
+                self._train_seen += int(labels.numel())
+        return (loss, outputs) if return_outputs else loss
+
+    def _mixup_loss(self, model, inputs):
+        """mixup (Zhang et al., 2018): train on convex blends of two images with the same blend of their
+        (label-smoothed) targets; the loss is linear in the target, so it is the blend of the two losses."""
+        labels = inputs.pop("labels")
+        lam = float(torch.distributions.Beta(self.mixup_alpha, self.mixup_alpha).sample())
+        perm = torch.randperm(labels.numel(), device=labels.device)
+        x = inputs["pixel_values"]
+        inputs["pixel_values"] = x * lam + x[perm] * (1 - lam)
+        outputs = model(**inputs)
+        logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+        eps = self.args.label_smoothing_factor
+
+        def ce(target):
+            return torch.nn.functional.cross_entropy(logits.float(), target, label_smoothing=eps)
+
+        return lam * ce(labels) + (1 - lam) * ce(labels[perm]), outputs, labels if lam >= 0.5 else labels[perm]
+
+    def log(self, logs, start_time=None):
+        if "loss" in logs and self._train_seen:
+            logs["train_accuracy"] = round(self._train_correct / self._train_seen, 4)
+            self._train_correct = self._train_seen = 0
+        super().log(logs, start_time)
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is not None:
+            return self.optimizer
+        model = model or self.model
+        head, backbone_decay, backbone_no_decay, head_no_decay = [], [], [], []
+        for name, p in model.named_parameters():
+            if not p.requires_grad:
+                continue
+            is_head = name.startswith(self.head_prefixes)
+            no_decay = p.ndim <= 1
+            if is_head:
+                (head_no_decay if no_decay else head).append(p)
+            else:
+                (backbone_no_decay if no_decay else backbone_decay).append(p)
+        lr, wd = self.args.learning_rate, self.args.weight_decay
+        groups = [
+            {"params": head, "lr": lr, "weight_decay": wd},
+            {"params": head_no_decay, "lr": lr, "weight_decay": 0.0},
+            {"params": backbone_decay, "lr": lr * self.backbone_lr_scale, "weight_decay": wd},
+            {"params": backbone_no_decay, "lr": lr * self.backbone_lr_scale, "weight_decay": 0.0},
+        ]
+        self.optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, fused=True)
+        return self.optimizer
+
+
+def prepare_model(model, freeze_layers: str | int, channels_last: bool):
+    """Freeze the early layers (see freeze_early_layers) and use channels-last memory; return (model, frozen blocks)."""
+    n_frozen, _ = freeze_early_layers(model, freeze_layers)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model, n_frozen
+
+
+def frozen_batch_norms(model) -> list:
+    """Batch norms whose parameters are all frozen: they keep their pretrained statistics (eval mode every step)."""
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+            and (params := list(m.parameters(recurse=False))) and not any(p.requires_grad for p in params)]
+
+
+def use_bf16(precision: str) -> bool:
+    """bf16 autocast for --precision bf16, or for auto where the GPU (or, without one, the CPU) supports it."""
+    if precision != "auto":
+        return precision == "bf16"
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return cpu_has_bf16()
+
+
+def resolve_report_to(report_to: str) -> str:
+    """'auto': TensorBoard when it is installed, else nothing."""
+    if report_to != "auto":
+        return report_to
+    return "tensorboard" if importlib.util.find_spec("tensorboard") is not None else "none"
+
+
+def training_arguments(args, output_dir: Path, seed: int, *, bf16: bool, report_to: str) -> TrainingArguments:
+    """The TrainingArguments of one member: evaluation and a checkpoint each epoch, the best on validation macro-F1."""
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        num_train_epochs=args.epochs,
+        max_steps=args.max_steps,
+        per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=args.eval_batch_size,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        learning_rate=args.learning_rate,
+        weight_decay=args.weight_decay,
+        warmup_steps=args.warmup_ratio,  # a float < 1 is a fraction of all steps
+        lr_scheduler_type="cosine",
+        label_smoothing_factor=args.label_smoothing,
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        logging_strategy="epoch",
+        save_total_limit=2,
+        load_best_model_at_end=True,
+        metric_for_best_model="macro_f1",
+        greater_is_better=True,
+        bf16=bf16,
+        use_cpu=not torch.cuda.is_available(),
+        seed=seed,
+        data_seed=seed,
+        dataloader_num_workers=0,
+        restore_callback_states_from_checkpoint=True,  # early-stopping patience and the training clock
+        remove_unused_columns=False,
+        report_to=report_to,
+        disable_tqdm=False,
+    )
+
+
+def make_trainer(model, output_dir: Path, seed: int, *, args, images, labels: list[str], bf16: bool,
+                 report_to: str) -> HarTrainer:
+    """A HarTrainer for one soup member (or for evaluating the shipped model): `images` holds the cached splits."""
+    callbacks = [TrainingClock()]
+    if args.early_stopping_patience > 0:
+        callbacks.append(EarlyStoppingCallback(args.early_stopping_patience))
+    return HarTrainer(
+        model=model,
+        args=training_arguments(args, output_dir, seed, bf16=bf16, report_to=report_to),
+        train_dataset=images.train,
+        eval_dataset=images.validation,
+        compute_metrics=compute_metrics_fn(labels),
+        callbacks=callbacks,
+        channels_last=not args.no_channels_last,
+        backbone_lr_scale=args.backbone_lr_scale,
+        mixup_alpha=args.mixup,
+    )
