@@ -4,6 +4,7 @@
     python train.py prepare --data-dir DIR --output-dir OUT ...   build the dataset repository folder only
     python train.py predict --model OUT FILES/FOLDERS/GLOBS ...   classify images, table or CSV out
     python train.py export-onnx --model OUT                       write model.onnx (+ int8) next to the model
+    python train.py publish-space --model OUT --space USER/NAME   assemble and push a Gradio Space
 
 Each command lives in its own module as ``main(argv) -> int``; this file only dispatches and turns
 HarError, and an OSError the user causes (full disk, no permission, read-only folder), into one clear line on
@@ -20,10 +21,11 @@ COMMANDS = {
     "prepare": ("har_model.data.build", "validate, de-duplicate and split an image folder into a HF dataset"),
     "predict": ("har_model.serve.inference", "classify images with a trained model"),
     "export-onnx": ("har_model.serve.onnx_export", "export a trained model to ONNX (+ dynamic int8)"),
+    "publish-space": ("har_model.serve.space", "publish the app and a model as a Hugging Face Space"),
 }
 
 USAGE = "usage: python train.py [{}] ...\n\ncommands:\n{}\n\nRun `python train.py COMMAND --help` for the options of one command.".format(
-    "|".join(COMMANDS), "\n".join(f"  {name:<12} {help_}" for name, (_, help_) in COMMANDS.items())
+    "|".join(COMMANDS), "\n".join(f"  {name:<14} {help_}" for name, (_, help_) in COMMANDS.items())
 )
 
 

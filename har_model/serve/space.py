@@ -1,0 +1,306 @@
+"""Publish the app as a Hugging Face Space in one command.
+
+    python train.py publish-space --model outputs/har15 --space USER/NAME [--private] [--dir FOLDER] [--dry-run]
+
+The Space folder holds only what serving needs: ``app.py``, the serving part of this package (the modules the app
+imports, never the training or dataset stages), a runtime ``requirements.txt``, a README.md whose front matter
+configures the Space, and -- for a local model folder -- the model's serving files in ``model/`` (config, image
+processor, ONNX export, metrics, plots, examples). A model without an ONNX export is exported first, into the
+Space's copy, so the Space runs on numpy, Pillow, onnxruntime, av, gradio and huggingface_hub: no torch, no
+transformers. A Hub model id is not bundled: it is named in ``models:`` (and ``preload_from_hub``) and downloaded
+when the Space starts; the app serves the first model of ``models:`` when no model is bundled and HAR_MODEL is unset.
+
+``--dry-run`` assembles the folder without pushing (``--dir`` keeps it where you say; otherwise it is a temporary
+folder, removed after a successful push and kept after a failed one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from har_model.errors import HarError
+from har_model.serve.model import APP_ROOT, BUNDLED_MODEL, REPO_ID, copy_model_files, is_hub_id, resolve_model_dir
+
+PACKAGE = "har_model"
+SERVING_ENTRY = ("har_model.serve.ui", "har_model.serve.model")  # the app imports these; the rest follows
+NOT_SERVING = ("har_model.train", "har_model.data")  # optional (lazy, ImportError-guarded) imports only
+RUNTIME_REQUIREMENTS = "requirements-space.txt"
+# Only when the model has no ONNX export (a Hub model without one): the torch backend. The Space runs on CPU, so
+# the CPU build (a few hundred MB instead of several GB of CUDA libraries).
+TORCH_REQUIREMENTS = ["--extra-index-url https://download.pytorch.org/whl/cpu", "torch>=2.6", "transformers>=5.0,<6",
+                      "safetensors>=0.4"]
+# Model files a Space serves from (float32 ONNX; the int8 copy is slower and less accurate, see inference.py)
+BUNDLED_FILES = ["config.json", "preprocessor_config.json", "metrics.json", "README.md", "*.png", "examples/*",
+                 "onnx/model.onnx", "onnx/export_info.json"]
+SPACE_FILES = ("app.py", "requirements.txt", "README.md", PACKAGE, BUNDLED_MODEL)  # everything publish-space writes
+HARDWARE = "cpu-basic"
+PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"  # the tested one; Spaces' default is older
+
+
+# --------------------------------------------------------------------------------------------- the package
+
+
+def _module_file(module: str) -> Path | None:
+    base = APP_ROOT.joinpath(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """har_model.* modules a file imports, at any depth (``from a import b`` counts as a.b when that is a module)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names}
+    return {m for m in found if m.split(".")[0] == PACKAGE and _module_file(m) is not None}
+
+
+def serving_modules() -> list[Path]:
+    """The package files serving needs: every module the app reaches, with the package __init__ files on the way."""
+    todo, seen = list(SERVING_ENTRY), set()
+    while todo:
+        module = todo.pop()
+        if module in seen or module.startswith(NOT_SERVING):
+            continue
+        seen.add(module)
+        parts = module.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # parent packages run on import
+        todo += sorted(_imported_modules(_module_file(module)))
+    return sorted(_module_file(m).relative_to(APP_ROOT) for m in seen)
+
+
+# --------------------------------------------------------------------------------------------- requirements
+
+
+def runtime_requirements(needs_torch: bool) -> list[str]:
+    """The Space's requirements.txt lines: requirements-space.txt, gradio pinned to the sdk_version, torch if needed."""
+    import gradio
+
+    source = APP_ROOT / RUNTIME_REQUIREMENTS
+    if not source.is_file():
+        raise HarError(f"{source}: missing (the serving requirements publish-space copies into the Space)")
+    lines = []
+    for raw in source.read_text(encoding="utf-8").splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if line:
+            # Spaces install the sdk_version of gradio; pinning it here makes a local venv match the Space
+            lines.append(f"gradio=={gradio.__version__}" if line.replace("_", "-").startswith("gradio") else line)
+    return lines + (TORCH_REQUIREMENTS if needs_torch else [])
+
+
+# --------------------------------------------------------------------------------------------- the card
+
+
+def _model_card_metadata(model_dir: Path | None) -> dict:
+    if model_dir is None:
+        return {}
+    try:
+        from huggingface_hub import metadata_load
+
+        return metadata_load(model_dir / "README.md") or {}
+    except Exception:  # no card or unreadable front matter: the Space card just says less
+        return {}
+
+
+def _metrics(model_dir: Path | None) -> dict:
+    import json
+
+    try:
+        return json.loads((model_dir / "metrics.json").read_text(encoding="utf-8")) if model_dir else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _labels(model_dir: Path | None) -> list[str]:
+    import json
+
+    try:
+        id2label = json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("id2label") or {}
+        return [str(id2label[k]) for k in sorted(id2label, key=int)]
+    except (OSError, ValueError, TypeError, AttributeError):
+        return []
+
+
+def short_description(labels: list[str]) -> str:
+    """The Hub shows at most 60 characters."""
+    text = f"Name the action in photos and videos ({len(labels)} classes)" if labels else "Name the action in photos and videos"
+    return text[:60]
+
+
+def render_space_card(*, space_id: str, hub_model: str | None, model_dir: Path | None, model_ids: list[str],
+                      needs_torch: bool) -> str:
+    """README.md of the Space: complete front matter and a short description of the model with its test metrics."""
+    import gradio
+    from huggingface_hub import SpaceCard, SpaceCardData
+
+    card_meta, metrics, labels = _model_card_metadata(model_dir), _metrics(model_dir), _labels(model_dir)
+    datasets = card_meta.get("datasets")
+    data = SpaceCardData(
+        title="Human Action Recognition",
+        sdk="gradio",
+        sdk_version=gradio.__version__,
+        python_version=PYTHON_VERSION,
+        app_file="app.py",
+        license=card_meta.get("license") or "apache-2.0",
+        models=model_ids or None,
+        datasets=([datasets] if isinstance(datasets, str) else datasets) or None,
+        tags=["image-classification", "human-action-recognition", "video", "har_model"],
+        emoji="🏃",
+        colorFrom="indigo",
+        colorTo="green",
+        pinned=False,
+        short_description=short_description(labels),
+        suggested_hardware=HARDWARE,
+        **({"preload_from_hub": [hub_model]} if hub_model else {}),
+    )
+    return str(SpaceCard.from_template(data, template_str=_card_body(space_id, hub_model, metrics, labels, needs_torch)))
+
+
+def _card_body(space_id: str, hub_model: str | None, metrics: dict, labels: list[str], needs_torch: bool) -> str:
+    test = metrics.get("test") or {}
+    source = f"[`{hub_model}`](https://huggingface.co/{hub_model}) (downloaded when the Space starts)" if hub_model \
+        else "the model bundled in `model/`"
+    lines = [
+        "---", "{{ card_data }}", "---", "", "# Human action recognition", "",
+        f"Names what a person is doing in a photo, a webcam snapshot or a video, with {source}.",
+    ]
+    if labels:
+        lines += ["", f"Classes ({len(labels)}): {', '.join(labels)}."]
+    if isinstance(test.get("accuracy"), (int, float)):
+        f1 = f", macro-F1 **{test['macro_f1']:.3f}**" if isinstance(test.get("macro_f1"), (int, float)) else ""
+        n = metrics.get("num_test")
+        lines += ["", f"Measured on the held-out test split{f' ({n} images)' if n else ''}: accuracy "
+                      f"**{test['accuracy']:.3f}**{f1}."]
+    backend = "PyTorch (the model has no ONNX export)" if needs_torch else "ONNX Runtime on CPU (no PyTorch needed)"
+    lines += [
+        "", f"Runs on {backend}. Tabs: Image, Video (per-frame labels, smoothed, segments), Batch (CSV), Model.",
+        "", "API (`pip install gradio_client`):", "", "```python", "from gradio_client import Client, handle_file", "",
+        f'client = Client("{space_id}")',
+        'client.predict(handle_file("photo.jpg"), api_name="/classify_image")', "```", "",
+        "Published with the har_model project's `python train.py publish-space`. Set the variable `HAR_MODEL` (a Hub "
+        "model id) in the Space's settings to serve another model.", "",
+    ]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------- assembling
+
+
+def prepare_folder(folder: Path) -> None:
+    """An empty (or new) folder, or one that publish-space wrote before (its own files are then replaced)."""
+    if folder.exists() and not folder.is_dir():
+        raise HarError(f"--dir {folder}: is a file")
+    if folder.is_dir() and any(folder.iterdir()):
+        ours = (folder / "app.py").is_file() and (folder / PACKAGE / "serve" / "ui.py").is_file()
+        if not ours:
+            raise HarError(f"--dir {folder}: not empty and not a Space folder written by publish-space; "
+                           "choose a new or empty folder (nothing was changed)")
+        for name in SPACE_FILES:
+            path = folder / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
+
+
+def bundle_model(model_dir: Path, folder: Path) -> Path:
+    """Copy the serving files into ``folder/model``; export ONNX into that copy when the model has none."""
+    target = folder / BUNDLED_MODEL
+    has_onnx = (model_dir / "onnx" / "model.onnx").is_file()
+    copy_model_files(model_dir, target, BUNDLED_FILES + ([] if has_onnx else ["model.safetensors"]))
+    if not has_onnx:
+        from transformers.utils import logging as hf_logging
+
+        from har_model.serve.onnx_export import export_onnx
+
+        hf_logging.disable_progress_bar()  # stderr keeps to one error line when a later step fails
+        print(f"{model_dir} has no ONNX export: exporting one into the Space's copy", flush=True)
+        export_onnx(target, quantize=False)
+        (target / "model.safetensors").unlink()  # served through ONNX Runtime: the torch weights stay home
+    return target
+
+
+def assemble_space(model: str, space_id: str, folder: Path, model_ids: list[str] | None = None) -> dict:
+    """Write the Space folder; return what went in (``needs_torch``, ``bundled``, ``models``)."""
+    model_ids = list(model_ids or [])
+    prepare_folder(folder)
+    hub_model = model if is_hub_id(model) else None
+    if hub_model:
+        try:  # look inside to see whether it has an ONNX export (and read its card and metrics)
+            model_dir = resolve_model_dir(hub_model, flag="--model")
+        except HarError as exc:
+            print(f"note: {exc}; assuming it has no ONNX export (the Space then installs torch)", flush=True)
+            model_dir = None
+        needs_torch = model_dir is None or not (model_dir / "onnx" / "model.onnx").is_file()
+        model_ids = [hub_model] + [m for m in model_ids if m != hub_model]
+    else:
+        model_dir = bundle_model(resolve_model_dir(model, flag="--model"), folder)
+        needs_torch = False
+    for rel in serving_modules():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(APP_ROOT / rel, folder / rel)
+    shutil.copyfile(APP_ROOT / "app.py", folder / "app.py")
+    (folder / "requirements.txt").write_text("\n".join(runtime_requirements(needs_torch)) + "\n", encoding="utf-8")
+    card = render_space_card(space_id=space_id, hub_model=hub_model, model_dir=model_dir, model_ids=model_ids,
+                             needs_torch=needs_torch)
+    (folder / "README.md").write_text(card, encoding="utf-8")
+    return {"needs_torch": needs_torch, "bundled": hub_model is None, "models": model_ids}
+
+
+def publish_space(model: str, space_id: str, *, private: bool = False, folder: Path | None = None,
+                  dry_run: bool = False, model_ids: list[str] | None = None) -> Path:
+    """Assemble the Space folder and (unless ``dry_run``) push it; return the folder (kept unless temporary)."""
+    from har_model.hub import push_folder
+
+    if not REPO_ID.match(space_id):
+        raise HarError(f"--space {space_id}: give a Space id as USER/NAME")
+    for model_id in model_ids or []:
+        if not REPO_ID.match(model_id):
+            raise HarError(f"--model-id {model_id}: give a Hub model id as USER/NAME")
+    temporary = folder is None
+    folder = Path(tempfile.mkdtemp(prefix="har_space_")) if temporary else Path(folder)
+    facts = assemble_space(model, space_id, folder, model_ids)
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    print(f"Space folder {folder}: {size / 1e6:.1f} MB, "
+          f"{'model bundled' if facts['bundled'] else 'model from the Hub: ' + facts['models'][0]}, "
+          f"runtime {'with' if facts['needs_torch'] else 'without'} torch", flush=True)
+    if dry_run:
+        print(f"dry run: nothing pushed. Push it with `python train.py publish-space --model {model} --space {space_id}`"
+              f" or `hf upload {space_id} {folder} --repo-type space`.")
+        return folder
+    url = push_folder(folder, space_id, repo_type="space", private=private,
+                      commit_message=f"Publish the har_model app ({Path(model).name})")
+    print(f"Space pushed: {url}")
+    if temporary:
+        shutil.rmtree(folder, ignore_errors=True)
+    return folder
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python train.py publish-space", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True,
+                   help="model folder written by train.py (bundled into the Space) or a Hub model id (loaded at start)")
+    p.add_argument("--space", required=True, metavar="USER/NAME", help="the Space repository to create or update")
+    p.add_argument("--private", action="store_true", help="create the Space as private")
+    p.add_argument("--dir", type=Path, default=None, metavar="FOLDER",
+                   help="assemble the Space in FOLDER and keep it (default: a temporary folder)")
+    p.add_argument("--dry-run", action="store_true", help="assemble the folder, do not push")
+    p.add_argument("--model-id", action="append", default=[], metavar="USER/NAME",
+                   help="a Hub model to name in the Space's `models:` (e.g. where train.py --push-to-hub put this "
+                        "model); repeatable")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    publish_space(args.model, args.space, private=args.private, folder=args.dir, dry_run=args.dry_run,
+                  model_ids=args.model_id)
+    return 0
