@@ -183,7 +183,7 @@ def copy_model_files(src: Path, dst: Path, patterns: list[str] = HUB_FILES) -> P
     src, dst = Path(src), Path(dst)
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
         raise HarError(f"{dst}: already exists and is not empty; choose a new folder (nothing was overwritten)")
-    files = [p for p in sorted(src.rglob("*")) if p.is_file()
+    files = [p for p in sorted(src.rglob("*")) if p.is_file() and not p.name.startswith(".")  # no marker
              and any(fnmatch(p.relative_to(src).as_posix(), pat) for pat in patterns)]
     if not (src / "config.json").is_file():
         raise HarError(f"{src}: no config.json (not a saved model folder)")

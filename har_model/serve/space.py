@@ -24,6 +24,7 @@ import tempfile
 from pathlib import Path
 
 from har_model.errors import HarError
+from har_model.outputs import PUSHED
 from har_model.serve.model import APP_ROOT, BUNDLED_MODEL, REPO_ID, copy_model_files, is_hub_id, resolve_model_dir
 
 PACKAGE = "har_model"
@@ -34,9 +35,9 @@ RUNTIME_REQUIREMENTS = "requirements-space.txt"
 # the CPU build (a few hundred MB instead of several GB of CUDA libraries).
 TORCH_REQUIREMENTS = ["--extra-index-url https://download.pytorch.org/whl/cpu", "torch>=2.6", "transformers>=5.0,<6",
                       "safetensors>=0.4"]
-# Model files a Space serves from (float32 ONNX; the int8 copy is slower and less accurate, see inference.py)
-BUNDLED_FILES = ["config.json", "preprocessor_config.json", "metrics.json", "README.md", "*.png", "examples/*",
-                 "onnx/model.onnx", "onnx/export_info.json"]
+# Model files a Space serves from: what a model push uploads, less the torch weights (served through the ONNX
+# export) and the int8 copy (slower and less accurate than float32 here, see inference.py)
+BUNDLED_FILES = [p for p in PUSHED["model"] if p not in ("model.safetensors", "onnx/model_int8.onnx")]
 SPACE_FILES = ("app.py", "requirements.txt", "README.md", PACKAGE, BUNDLED_MODEL)  # everything publish-space writes
 HARDWARE = "cpu-basic"
 PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"  # the tested one; Spaces' default is older

@@ -41,6 +41,7 @@ def model_dir(tmp_path_factory, tiny_model_dir):
         synthetic_image(i, 7).save(d / "examples" / f"{name}_0.jpg")
     (d / "metrics.json").write_text(json.dumps({"test": {"accuracy": 0.8125, "macro_f1": 0.75}, "num_test": 16}))
     (d / "README.md").write_text("---\nlicense: mit\ndatasets:\n- someone/toy-actions\n---\n# a model card\n")
+    (d / "calibration.json").write_text(json.dumps({"temperature": 1.5, "fitted_on": "validation"}))
     (d / "checkpoints").mkdir()
     (d / "checkpoints" / "optimizer.pt").write_bytes(b"not for a Space")
     return d
@@ -69,7 +70,7 @@ def test_dry_run_folder_holds_only_what_serving_needs(space_dir):
     assert not {"har_model/hub.py", "har_model/cli.py", "har_model/serve/onnx_export.py", "har_model/serve/space.py"} & package
     model = {f for f in files if f.startswith("model/")}
     assert {"model/config.json", "model/preprocessor_config.json", "model/onnx/model.onnx", "model/metrics.json",
-            "model/README.md", "model/examples/running_0.jpg"} <= model
+            "model/README.md", "model/examples/running_0.jpg", "model/calibration.json"} <= model
     assert "model/model.safetensors" not in model and not any("checkpoints" in f or "int8" in f for f in model)
     assert {"app.py", "requirements.txt", "README.md"} <= files
 
