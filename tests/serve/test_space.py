@@ -269,3 +269,39 @@ def test_space_runs_from_its_own_requirements_without_torch(space_dir, space_ven
         app.terminate()
         app.wait(timeout=30)
         log.close()
+
+
+# ------------------------------------------------------------------------------ Hub ids in predict and export-onnx
+
+
+@pytest.fixture()
+def cached_hub_model(model_dir, tmp_path, monkeypatch):
+    """``me/har-cached``: a Hub model (no ONNX export) in a local Hub cache, as an earlier download left it."""
+    from huggingface_hub import constants
+
+    _hub_cache_entry(tmp_path / "cache", "me/har-cached", model_dir)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return "me/har-cached"
+
+
+def test_predict_accepts_a_hub_id(cached_hub_model, tmp_path, capsys):
+    image = tmp_path / "walk.jpg"
+    synthetic_image(1, 5).save(image)
+    assert cli.main(["predict", "--model", cached_hub_model, str(image)]) == 0
+    out = capsys.readouterr().out
+    assert "walk.jpg" in out and any(c in out for c in CLASSES)
+    assert cli.main(["predict", "--model", "me/not-cached", str(image)]) == 2
+    err = capsys.readouterr().err
+    assert "--model=me/not-cached" in err and "Hugging Face Hub" in err and err.count("\n") == 1
+
+
+def test_export_onnx_of_a_hub_id_writes_a_copy_not_the_cache(cached_hub_model, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "exported"
+    assert cli.main(["export-onnx", "--model", cached_hub_model, "--output-dir", str(out), "--no-int8"]) == 0
+    assert (out / "onnx" / "model.onnx").is_file() and (out / "config.json").is_file()
+    assert not list((tmp_path / "cache").rglob("*.onnx"))  # the download cache is never written to
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "mine.txt").write_text("keep")
+    assert cli.main(["export-onnx", "--model", cached_hub_model, "--output-dir", str(tmp_path / "busy")]) == 2
+    assert "not empty" in capsys.readouterr().err and _files(tmp_path / "busy") == {"mine.txt"}
