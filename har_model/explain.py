@@ -25,11 +25,10 @@ from har_model.errors import HarError
 
 
 def torch_available() -> bool:
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether torch is installed (without importing it: an ONNX-only server need not pay for it)."""
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
 
 
 @dataclass
@@ -62,7 +61,9 @@ class GradCam:
         import torch
 
         x = torch.as_tensor(np.asarray(pixel_values) if not torch.is_tensor(pixel_values) else pixel_values)
-        x = x.reshape(1, *x.shape[-3:]).to(next(self.model.parameters()).dtype)
+        weight = next(self.model.parameters())
+        # the input requires grad so that the graph exists even where every weight is frozen
+        x = x.reshape(1, *x.shape[-3:]).to(device=weight.device, dtype=weight.dtype).requires_grad_(True)
         store: dict = {}
 
         def keep(t):
@@ -84,7 +85,7 @@ class GradCam:
         finally:
             handle.remove()
             self.model.zero_grad(set_to_none=True)
-        acts, grads = store["acts"].detach().float(), store["grads"].detach().float()
+        acts, grads = store["acts"].detach().float().cpu(), store["grads"].detach().float().cpu()
         if self.kind == "conv":  # [1, C, h, w]
             cam = torch.relu((grads.mean(dim=(2, 3), keepdim=True) * acts).sum(1))[0]
         else:  # [1, T, D]: the last h*w tokens are the patches (extra tokens such as [CLS] come first)
@@ -93,7 +94,7 @@ class GradCam:
             cam = torch.relu((patches * pgrads.mean(0)).sum(-1)).reshape(gh, gw)
         cam = cam.numpy().astype(np.float32)
         peak = float(cam.max())
-        return Heatmap(cam / peak if peak > 0 else cam, k, logits.detach().float().numpy())
+        return Heatmap(cam / peak if peak > 0 else cam, k, logits.detach().float().cpu().numpy())
 
 
 def find_target_layer(model):

@@ -159,7 +159,8 @@ def plot_confusion_matrix(matrix, labels: list[str], path: Path, title: str = "t
     return path
 
 
-def plot_predictions(images: list, true: list[str], pred: list[str], conf: list[float], path: Path, cols: int = 6) -> Path:
+def plot_predictions(images: list, true: list[str], pred: list[str], conf: list[float], path: Path, cols: int = 6,
+                     note: str = "") -> Path:
     """Grid of test images titled `true -> predicted (conf)`; mistakes in red with a red frame."""
     n = len(images)
     rows = max(1, math.ceil(n / cols))
@@ -179,7 +180,7 @@ def plot_predictions(images: list, true: list[str], pred: list[str], conf: list[
             for spine in ax.spines.values():
                 spine.set_edgecolor("red")
                 spine.set_linewidth(3)
-    fig.suptitle("test predictions (true -> predicted); mistakes in red", fontsize=10)
+    fig.suptitle("test predictions (true -> predicted); mistakes in red" + (f"\n{note}" if note else ""), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     return path

@@ -32,6 +32,7 @@ import numpy as np
 from har_model.serve import video as video_mod
 from har_model.serve.model import MODEL_IMAGES, ModelHandle, load_model
 from har_model.errors import HarError
+from har_model.explain import torch_available
 from har_model.serve.settings import Settings
 from har_model.paths import safe_filename
 
@@ -103,6 +104,29 @@ def classify_image(handle: ModelHandle, payload, settings: Settings, unsure_belo
     top = clf.top_k(probs, TOP_K)
     latency = f"**{clf.decide(probs, unsure_value(unsure_below))}** · {1000 * (t2 - t0):.0f} ms (decode {1000 * (t1 - t0):.0f} ms, model {1000 * (t2 - t1):.0f} ms, {clf.backend})"
     return {label: score for label, score in top}, latency
+
+
+PREDICTED = "predicted class"
+
+
+def explain_image(handle: ModelHandle, payload, settings: Settings, target=PREDICTED):
+    """(heatmap overlay RGB array, caption): Grad-CAM of the predicted class or of the class named ``target``."""
+    clf = handle.require()
+    source, name = _upload(payload, "image")
+    _check_size(source, name, settings.max_image_bytes, "image")
+    from har_model.imaging import open_rgb
+
+    if target not in (None, "", PREDICTED) and target not in clf.labels:
+        raise HarError(f"heatmap class {target!r}: not a class of this model")
+    chosen = None if target in (None, "", PREDICTED) else clf.labels.index(target)
+    try:
+        img = open_rgb(source, draft_size=clf.preprocessing.draft_size)
+    except HarError as exc:
+        raise HarError(str(exc).replace("<bytes>" if isinstance(source, bytes) else source, name, 1)) from None
+    t0 = time.perf_counter()
+    overlay, k, probs = clf.explain(img, chosen)
+    took = 1000 * (time.perf_counter() - t0)
+    return overlay, f"Grad-CAM for **{clf.labels[k]}** ({probs[k]:.0%}) · {took:.0f} ms; red = strongest evidence"
 
 
 def parse_sample_rate(value) -> float | None:
@@ -354,6 +378,15 @@ def build_demo(handle: ModelHandle | None = None, settings: Settings | None = No
                 with gr.Column():
                     label_out = gr.Label(num_top_classes=TOP_K, label="Action", elem_id="image-label")
                     latency_out = gr.Markdown(elem_id="image-latency")
+                    # heatmaps need torch: without it (an ONNX-only install) the toggle is not offered
+                    can_explain = handle.classifier is not None and torch_available()
+                    with gr.Row(visible=can_explain):
+                        heat_on = gr.Checkbox(False, label="Show heatmap (where the model looked)", elem_id="heatmap-toggle")
+                        heat_class = gr.Dropdown([PREDICTED, *(handle.classifier.labels if handle.classifier else [])],
+                                                 value=PREDICTED, label="Heatmap for", elem_id="heatmap-class")
+                    heat_out = gr.Image(label="Grad-CAM heatmap (the model's input crop)", type="numpy", interactive=False,
+                                        visible=False, elem_id="heatmap-image", format="png")
+                    heat_note = gr.Markdown(elem_id="heatmap-note")
 
             @_friendly
             def on_image(payload, unsure=None):
@@ -361,17 +394,31 @@ def build_demo(handle: ModelHandle | None = None, settings: Settings | None = No
                     return None, ""
                 return classify_image(handle, payload, settings, unsure)
 
+            @_friendly
+            def on_explain(payload, show, target):
+                if payload is None or not show:
+                    return gr.update(value=None, visible=False), ""
+                image, note = explain_image(handle, payload, settings, target)
+                return gr.update(value=image, visible=True), note
+
+            explain_args = dict(fn=on_explain, inputs=[image_in, heat_on, heat_class], outputs=[heat_out, heat_note],
+                                preprocess=False, concurrency_limit=1, concurrency_id="heavy")
+
             if handle.classifier is not None and handle.info.get("examples"):
                 examples = handle.info["examples"]
                 shown = gr.Examples([[str(p)] for p in examples], inputs=[image_in], cache_examples=False,
                                     example_labels=[p.stem for p in examples], examples_per_page=15)
                 # classified after loading, with the current settings (Examples' own fn would get the image only)
-                shown.load_input_event.then(on_image, inputs=[image_in, unsure_in], outputs=[label_out, latency_out],
-                                            preprocess=False, api_visibility="undocumented")
+                loaded = shown.load_input_event.then(on_image, inputs=[image_in, unsure_in], outputs=[label_out, latency_out],
+                                                     preprocess=False, api_visibility="undocumented")
+                if can_explain:
+                    loaded.then(**explain_args, api_visibility="undocumented")
 
             # `input` fires once per upload, webcam snapshot, paste or clear (`change` fires twice on a replacement)
             gr.on([image_in.input, image_btn.click], on_image, inputs=[image_in, unsure_in], outputs=[label_out, latency_out],
                   api_name="classify_image", preprocess=False, concurrency_limit=settings.image_concurrency, concurrency_id="image")
+            if can_explain:
+                gr.on([image_in.input, image_btn.click, heat_on.change, heat_class.change], **explain_args, api_name="explain_image")
 
         with gr.Tab("Video", id="video"):
             with gr.Row():

@@ -106,8 +106,10 @@ def write_outputs(*, trainer, result, out: Path, labels: list[str], test_ds, tes
 
     grid = _pick_grid(y_true, y_pred, len(labels), size=max(12, min(24, len(labels) + 9)), seed=args.seed)
     plot_predictions(
-        [original(i) for i in grid], [labels[y_true[i]] for i in grid], [labels[y_pred[i]] for i in grid],
+        [explained(trainer.model, test_ds, i) if y_pred[i] != y_true[i] else original(i) for i in grid],
+        [labels[y_true[i]] for i in grid], [labels[y_pred[i]] for i in grid],
         [float(probs[i, y_pred[i]]) for i in grid], out / "predictions.png",
+        note="mistakes show the model's input with a Grad-CAM heatmap of the predicted class",
     )
     _write_examples(out / "examples", y_true, labels, original, args.num_examples)
 
@@ -120,6 +122,14 @@ def write_outputs(*, trainer, result, out: Path, labels: list[str], test_ds, tes
         f"trained {epochs_run:g} epochs{soup_text} in {train_seconds / 60:.1f} min ({precision}).\n"
         f"model folder: {out} (pipeline('image-classification', model='{out}'))"
     )
+
+
+def explained(model, test_ds, i: int) -> np.ndarray:
+    """Test image ``i`` as the model saw it (resized, centre-cropped) with the Grad-CAM heatmap of its prediction."""
+    from har_model.explain import GradCam, overlay
+
+    heat = GradCam(model)(test_ds[i]["pixel_values"])
+    return overlay(test_ds.pixels[i].permute(1, 2, 0).numpy(), heat.cam)
 
 
 def calibrate(out: Path, val_pred, test_logits, test_labels) -> dict:

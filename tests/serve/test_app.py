@@ -112,6 +112,17 @@ def test_client_image_says_unsure_below_the_chosen_threshold(client, files):
     assert f"**{top}**" in latency
 
 
+def test_client_heatmap_for_predicted_and_chosen_class(client, files):
+    image, note = client.predict(handle_file(str(files["good"])), True, "predicted class", api_name="/explain_image")
+    assert image["visible"] is True  # an update that shows the heatmap image
+    path = image["value"]
+    with Image.open(path) as im:
+        assert im.size == (256, 256)
+    assert "Grad-CAM for **" in note and " ms" in note
+    _, note = client.predict(handle_file(str(files["good"])), True, "sitting", api_name="/explain_image")
+    assert "Grad-CAM for **sitting**" in note
+
+
 def test_client_video(client, files):
     video, plot, segments, summary = client.predict(handle_file(str(files["clip"])), "5", 3, api_name="/classify_video")
     path = video["video"] if isinstance(video, dict) else video
@@ -215,6 +226,12 @@ def test_browser_image_video_and_bad_file(browser, app_url, files, artifacts_dir
     label_text = page.locator("#image-label").inner_text()
     assert any(name in label_text for name in CLASSES) and "%" in label_text
     page.screenshot(path=str(artifacts_dir / "app_image.png"), full_page=True)
+    page.locator("#heatmap-toggle input").check()  # the heatmap appears over the same photo
+    page.locator("#heatmap-image img").wait_for()
+    page.locator("#heatmap-note", has_text="Grad-CAM for").wait_for()
+    page.screenshot(path=str(artifacts_dir / "app_heatmap.png"), full_page=True)
+    page.locator("#heatmap-toggle input").uncheck()
+    page.locator("#heatmap-image").wait_for(state="hidden")
 
     # a file that is not an image: a friendly error, then the page still works
     page.locator("#image-input input[type=file]").set_input_files(str(files["bad"]))
