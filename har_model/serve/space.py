@@ -40,6 +40,7 @@ TORCH_REQUIREMENTS = ["--extra-index-url https://download.pytorch.org/whl/cpu", 
 BUNDLED_FILES = [p for p in PUSHED["model"] if p not in ("model.safetensors", "onnx/model_int8.onnx")]
 SPACE_FILES = ("app.py", "requirements.txt", "README.md", PACKAGE, BUNDLED_MODEL)  # everything publish-space writes
 HARDWARE = "cpu-basic"
+SPACE_TAG = "har_model"  # in the Space card's tags: marks a folder publish-space may replace on a re-run
 PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"  # the tested one; Spaces' default is older
 
 
@@ -155,7 +156,7 @@ def render_space_card(*, space_id: str, hub_model: str | None, model_dir: Path |
         license=card_meta.get("license") or "apache-2.0",
         models=model_ids or None,
         datasets=([datasets] if isinstance(datasets, str) else datasets) or None,
-        tags=["image-classification", "human-action-recognition", "video", "har_model"],
+        tags=["image-classification", "human-action-recognition", "video", SPACE_TAG],
         emoji="🏃",
         colorFrom="indigo",
         colorTo="green",
@@ -197,13 +198,26 @@ def _card_body(space_id: str, hub_model: str | None, metrics: dict, labels: list
 # --------------------------------------------------------------------------------------------- assembling
 
 
+def written_by_publish_space(folder: Path) -> bool:
+    """A Space folder from an earlier run: its card carries our tag, and it is not a checkout of this project (which
+    also has app.py and har_model/, but with train.py and the training stage)."""
+    from huggingface_hub import metadata_load
+
+    if folder.resolve() == APP_ROOT or (folder / "train.py").exists() or (folder / PACKAGE / "train").exists():
+        return False
+    try:
+        meta = metadata_load(folder / "README.md") or {}
+    except Exception:  # no README or unreadable front matter: not ours
+        return False
+    return meta.get("sdk") == "gradio" and SPACE_TAG in (meta.get("tags") or []) and (folder / "app.py").is_file()
+
+
 def prepare_folder(folder: Path) -> None:
     """An empty (or new) folder, or one that publish-space wrote before (its own files are then replaced)."""
     if folder.exists() and not folder.is_dir():
         raise HarError(f"--dir {folder}: is a file")
     if folder.is_dir() and any(folder.iterdir()):
-        ours = (folder / "app.py").is_file() and (folder / PACKAGE / "serve" / "ui.py").is_file()
-        if not ours:
+        if not written_by_publish_space(folder):
             raise HarError(f"--dir {folder}: not empty and not a Space folder written by publish-space; "
                            "choose a new or empty folder (nothing was changed)")
         for name in SPACE_FILES:

@@ -142,13 +142,20 @@ def test_hub_model_that_cannot_be_looked_at_gets_torch(tmp_path, capsys):
     assert "assuming it has no ONNX export" in out and "torch>=" in (tmp_path / "s" / "requirements.txt").read_text()
 
 
-def test_dir_with_other_files_is_refused_and_untouched(model_dir, tmp_path, capsys):
+def test_dir_with_other_files_is_refused_and_untouched(space_dir, model_dir, tmp_path, capsys):
     folder = tmp_path / "mine"
     folder.mkdir()
     (folder / "notes.txt").write_text("keep me")
     rc, _, err = _publish(capsys, "--model", str(model_dir), "--space", SPACE_ID, "--dir", str(folder), "--dry-run")
     assert rc == 2 and err.count("\n") == 1 and "not empty" in err and "Traceback" not in err
     assert _files(folder) == {"notes.txt"}
+    # a checkout of this project looks like a Space folder (app.py, har_model/, a gradio README): never replaced
+    checkout = tmp_path / "checkout"
+    shutil.copytree(space_dir, checkout)
+    (checkout / "train.py").write_text("# the project's command line\n")
+    rc, _, err = _publish(capsys, "--model", str(model_dir), "--space", SPACE_ID, "--dir", str(checkout), "--dry-run")
+    assert rc == 2 and "not a Space folder written by publish-space" in err
+    assert (checkout / "har_model" / "serve" / "ui.py").is_file() and _files(checkout) == _files(space_dir) | {"train.py"}
     rc, _, err = _publish(capsys, "--model", str(model_dir), "--space", "not a space id", "--dry-run")
     assert rc == 2 and "USER/NAME" in err
 
