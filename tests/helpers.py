@@ -123,3 +123,48 @@ def make_tiny_model(out_dir: Path, classes=CLASSES, image_size: int = 32) -> Pat
 def chromium_path() -> str | None:
     path = "/usr/bin/chromium"
     return path if os.path.exists(path) else None
+
+
+def train_tiny_model(folder: Path, images: list, labels: list[int], epochs: int = 12, seed: int = 0):
+    """Fit the saved tiny model in ``folder`` to (PIL image, label) pairs with Adam, in place; returns the model.
+
+    Inputs go through the folder's own preprocessing (as served), so what is learned is what the app sees."""
+    import torch
+    from transformers import AutoModelForImageClassification
+
+    from har_model.serve.inference import load_preprocessing
+
+    prep = load_preprocessing(folder)
+    model = AutoModelForImageClassification.from_pretrained(folder)
+    x = torch.from_numpy(prep.normalize(np.stack([prep.resize_crop(im.convert("RGB")) for im in images])))
+    y = torch.tensor(labels)
+    torch.manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), 3e-3)
+    model.train()
+    for _ in range(epochs):
+        for idx in torch.randperm(len(x)).split(16):
+            loss = torch.nn.functional.cross_entropy(model(pixel_values=x[idx]).logits, y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+    model.save_pretrained(folder)
+    return model
+
+
+def write_y4m(path: Path, frames: list, fps: int = 10) -> Path:
+    """RGB frames (equal even sizes) as an uncompressed YUV 4:2:0 .y4m clip, the format Chromium's fake camera plays."""
+    h, w = np.asarray(frames[0]).shape[:2]
+    with open(path, "wb") as fh:
+        fh.write(f"YUV4MPEG2 W{w} H{h} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for frame in frames:
+            rgb = np.asarray(frame, np.float32)
+            r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+            y = 0.299 * r + 0.587 * g + 0.114 * b  # BT.601 full range (JPEG)
+            u = 128 - 0.168736 * r - 0.331264 * g + 0.5 * b
+            v = 128 + 0.5 * r - 0.418688 * g - 0.081312 * b
+            sub = lambda c: c.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))  # noqa: E731
+            fh.write(b"FRAME\n")
+            for plane in (y, sub(u), sub(v)):
+                fh.write(np.clip(np.rint(plane), 0, 255).astype(np.uint8).tobytes())
+    return path

@@ -34,6 +34,8 @@ class Settings:
     max_batch_files: int = 500  # HAR_MAX_BATCH_FILES
     queue_size: int = 64  # HAR_QUEUE_SIZE: requests waiting beyond this are refused ("queue full")
     image_concurrency: int = 2  # image requests run at once; video and batch share one more slot
+    live_seconds: float = 120.0  # HAR_LIVE_SECONDS: a webcam stream is closed after this long
+    live_streams: int = 2  # HAR_LIVE_STREAMS: webcam streams served at once (further viewers wait in the queue)
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -43,4 +45,6 @@ class Settings:
             max_video_seconds=env_float("HAR_MAX_VIDEO_SECONDS", cls.max_video_seconds),
             max_batch_files=int(env_float("HAR_MAX_BATCH_FILES", cls.max_batch_files)),
             queue_size=int(env_float("HAR_QUEUE_SIZE", cls.queue_size)),
+            live_seconds=env_float("HAR_LIVE_SECONDS", cls.live_seconds),
+            live_streams=int(env_float("HAR_LIVE_STREAMS", cls.live_streams)),
         )

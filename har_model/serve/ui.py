@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from har_model.serve import live as live_mod
 from har_model.serve import video as video_mod
 from har_model.serve.model import MODEL_IMAGES, ModelHandle, load_model
 from har_model.errors import HarError
@@ -127,6 +128,23 @@ def explain_image(handle: ModelHandle, payload, settings: Settings, target=PREDI
     overlay, k, probs = clf.explain(img, chosen)
     took = 1000 * (time.perf_counter() - t0)
     return overlay, f"Grad-CAM for **{clf.labels[k]}** ({probs[k]:.0%}) · {took:.0f} ms; red = strongest evidence"
+
+
+LIVE_STREAM_EVERY = 0.07  # seconds between webcam frames sent (about 14 per second; the model takes the newest)
+LIVE_RESTART_GAP = 3.0  # a stream that was silent this long starts afresh (new smoothing and history)
+
+
+def live_frame(handle: ModelHandle, frame, state, window, unsure_below=None):
+    """One webcam frame of the Live tab -> (label bars, summary line, history line, per-viewer state)."""
+    clf = handle.require()
+    if frame is None:
+        return None, "", "", state
+    now = time.perf_counter()
+    if state is None or not state.done or now - state.done[-1][0] > LIVE_RESTART_GAP:
+        state = live_mod.LiveState()
+    window = max(0.0, float(window or 0.0))
+    view = live_mod.live_step(clf, frame, state, window, unsure_value(unsure_below), top_k=TOP_K)
+    return view.probs, live_mod.summary(view, window), "History: " + live_mod.history_text(view), state
 
 
 def parse_sample_rate(value) -> float | None:
@@ -440,6 +458,30 @@ def build_demo(handle: ModelHandle | None = None, settings: Settings | None = No
 
             video_btn.click(on_video, inputs=[video_in, rate_in, window_in, unsure_in], outputs=[video_out, plot_out, segments_out, summary_out],
                             api_name="classify_video", preprocess=False, concurrency_limit=1, concurrency_id="heavy")
+
+        with gr.Tab("Live", id="live"):
+            with gr.Row():
+                with gr.Column():
+                    cam_in = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Webcam (press record to start)",
+                                      elem_id="live-input")
+                    live_window = gr.Slider(0, 5, value=live_mod.DEFAULT_WINDOW_S, step=0.25, elem_id="live-window",
+                                            label="Smoothing window (seconds of frames averaged; 0 = none)")
+                    gr.Markdown(f"A stream stops after {settings.live_seconds:.0f} s (record again to continue). Frames "
+                                "that arrive while the model is busy are skipped, never queued, so the label stays current.")
+                with gr.Column():
+                    live_label = gr.Label(num_top_classes=TOP_K, label="Action (live)", elem_id="live-label")
+                    live_summary = gr.Markdown(elem_id="live-summary")
+                    live_history = gr.Markdown(elem_id="live-history")
+            live_state = gr.State(None)
+
+            @_friendly
+            def on_live(frame, state, window, unsure):
+                return live_frame(handle, frame, state, window, unsure)
+
+            cam_in.stream(on_live, inputs=[cam_in, live_state, live_window, unsure_in],
+                          outputs=[live_label, live_summary, live_history, live_state], stream_every=LIVE_STREAM_EVERY,
+                          time_limit=settings.live_seconds, concurrency_limit=settings.live_streams,
+                          concurrency_id="live", show_progress="hidden", api_visibility="undocumented")
 
         with gr.Tab("Batch", id="batch"):
             files_in = gr.File(file_count="multiple", file_types=["image"], label="Images", elem_id="batch-input")
