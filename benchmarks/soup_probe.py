@@ -32,22 +32,23 @@ def main() -> int:
 
     import torch
     from datasets import Image as ImageFeature
-    from transformers import AutoImageProcessor, AutoModelForImageClassification
+    from transformers import AutoModelForImageClassification
 
-    from har_model.train.augment import Geometry, decode_images, normalize
+    from har_model.preprocessing import load_preprocessing
+    from har_model.train.augment import CachedImages, decode_images
     from har_model.data import load_dataset_folder
     from har_model.train.evaluation import classification_report
     from har_model.hardware import cpu_has_bf16
     from har_model.train.soup import average_state_dicts
 
-    geos = {Geometry.from_processor(AutoImageProcessor.from_pretrained(m)) for m in args.models}
-    if len(geos) != 1:
+    preps = [load_preprocessing(m) for m in args.models]
+    if any(p != preps[0] for p in preps):
         raise SystemExit("error: the models do not share one input size / preprocessing")
-    geo = geos.pop()
+    prep = preps[0]
     split = load_dataset_folder(args.models[0] / "dataset")[args.split].cast_column("image", ImageFeature(decode=False))
     labels = split.features["label"].names
-    pixels = decode_images(split["image"], geo=geo, train=False, num_workers=os.cpu_count() or 1)
-    mean, std = torch.tensor(geo.mean).view(1, 3, 1, 1), torch.tensor(geo.std).view(1, 3, 1, 1)
+    pixels = decode_images(split["image"], prep=prep, train=False, num_workers=os.cpu_count() or 1)
+    images = CachedImages(pixels, split["label"], prep, augment=False)
     bf16 = cpu_has_bf16()
 
     def probabilities(model) -> torch.Tensor:
@@ -55,7 +56,7 @@ def main() -> int:
         out = []
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             for i in range(0, len(pixels), args.batch_size):
-                x = normalize(pixels[i : i + args.batch_size], geo.rescale, mean, std)
+                x = torch.stack([images[j]["pixel_values"] for j in range(i, min(i + args.batch_size, len(images)))])
                 out.append(model(pixel_values=x.contiguous(memory_format=torch.channels_last)).logits.float().softmax(-1))
         return torch.cat(out)
 
@@ -72,7 +73,7 @@ def main() -> int:
     soup = AutoModelForImageClassification.from_pretrained(args.models[0])
     soup.load_state_dict(average_state_dicts([m.state_dict() for m in models]))
     rows["soup (mean weights)"] = scores(probabilities(soup))
-    print(f"{args.split} split, {len(split)} images, input {geo.out_hw[0]}x{geo.out_hw[1]}")
+    print(f"{args.split} split, {len(split)} images, input {prep.output_hw[0]}x{prep.output_hw[1]}")
     for name, row in rows.items():
         print(f"  {name:<40} accuracy {row['accuracy']:.4f}  macro-F1 {row['macro_f1']:.4f}")
     print(json.dumps(rows))

@@ -61,11 +61,11 @@ def accuracy(model, processor, rows) -> float:
 
 def sized_backbone(classes, size: int):
     """Lite0 with its image processor set to `size` (training and held-out scoring), the same for both recipes."""
-    from har_model.train.augment import Geometry, scale_processor
+    from har_model.preprocessing import preprocessing_for, scale_processor
     from har_model.train.backbones import load_backbone
 
     model, processor = load_backbone("efficientnet-lite0", classes)
-    scale_processor(processor, size / Geometry.from_processor(processor).out_hw[0])
+    scale_processor(processor, size / preprocessing_for(processor).output_hw[0])
     return model, processor
 
 
@@ -99,16 +99,17 @@ def run_ours(classes, train_rows, held_rows, batch_size, out, size):
     from har_model.train import run as training
     from har_model.train.trainer import HarTrainer, find_head_prefixes, freeze_early_layers, training_arguments
     from har_model.hardware import cpu_has_bf16
-    from har_model.train.augment import CachedImages, Geometry, decode_images
+    from har_model.preprocessing import preprocessing_for
+    from har_model.train.augment import CachedImages, decode_images
 
     model, processor = sized_backbone(classes, size)
-    geo = Geometry.from_processor(processor)
+    prep = preprocessing_for(processor)
     args = training.build_parser().parse_args(["--data-dir", "x", "--batch-size", str(batch_size), "--epochs", "1",
                                                "--report-to", "none", "--early-stopping-patience", "0"])
     t = time.perf_counter()
     ds = to_dataset(train_rows, classes).cast_column("image", ImageFeature(decode=False))
-    pixels = decode_images(ds["image"], geo=geo, train=True, num_workers=os.cpu_count() or 1)
-    train_ds = CachedImages(pixels, ds["label"], geo, augment=True)
+    pixels = decode_images(ds["image"], prep=prep, train=True, num_workers=os.cpu_count() or 1)
+    train_ds = CachedImages(pixels, ds["label"], prep, augment=True)
     n_frozen, norms = freeze_early_layers(model, "auto")
     model = model.to(memory_format=torch.channels_last)
     targs = training_arguments(args, out / "ours", 0, bf16=cpu_has_bf16(), report_to="none")

@@ -1,8 +1,9 @@
 """The one inference path: model folder -> class probabilities, fast on CPU.
 
-Used by the app, the video code and ``python train.py predict``. Preprocessing reproduces the model's saved
-image processor (``preprocessor_config.json``) so results match ``pipeline("image-classification")``, but it
-is done once per batch in numpy instead of per image in Python, JPEGs are decoded at reduced size when the
+Used by the app, the video code and ``python train.py predict``. Preprocessing is har_model.preprocessing, the one
+the training run validates and tests with: it reproduces the model's saved image processor
+(``preprocessor_config.json``) so results match ``pipeline("image-classification")``, but normalisation is
+done once per batch in numpy instead of per image in Python, JPEGs are decoded at reduced size when the
 model input is much smaller (draft mode), and the network runs batched in one of:
 
     torch        float32, channels-last, inference mode
@@ -25,7 +26,6 @@ import json
 import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,7 @@ from har_model.calibration import Calibration, decide
 from har_model.errors import HarError
 from har_model.imaging import is_image_path, open_rgb, to_rgb
 from har_model.outputs import atomic_write_text, require_complete
+from har_model.preprocessing import Preprocessing, StockPreprocessing, load_preprocessing
 
 BACKENDS = ("auto", "torch", "torch-bf16", "onnx")
 ONNX_DIR = "onnx"
@@ -42,173 +43,7 @@ ONNX_DIR = "onnx"
 # several times slower than float32 on AVX-512 CPUs and it changes predictions (benchmarks/inference_speed.py).
 ONNX_FILES = ("model.onnx", "model_int8.onnx")
 
-# Image processors whose steps Preprocessing reproduces exactly (resize, centre crop, rescale, normalize);
-# others (e.g. ConvNext's crop_pct) run through their own code (StockPreprocessing), correct but slower.
-REPRODUCED_PROCESSORS = ("EfficientNet", "ViT", "DeiT", "MobileNetV1", "MobileNetV2", "Bit", "CLIP", "Siglip")
-
-
-class UnsupportedProcessor(HarError):
-    """The saved image processor does something Preprocessing does not reproduce."""
-
-
 ImageInput = Image.Image | np.ndarray | str | os.PathLike
-
-
-# --------------------------------------------------------------------------------------------- preprocessing
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """The saved image processor reduced to: resize (PIL, uint8) -> centre crop -> per-channel a*x + b.
-
-    Rescale, normalize and EfficientNet's ``rescale_offset`` / ``include_top`` are all affine per channel, so
-    they fold into one multiply-add on the uint8 batch.
-    """
-
-    resize_hw: tuple[int, int] | None  # fixed (height, width) resize
-    shortest_edge: int | None  # or: resize the short side to this, keeping the aspect ratio
-    resample: int  # PIL resampling filter
-    crop_hw: tuple[int, int] | None  # centre crop after resizing
-    scale: tuple[float, float, float]  # pixel value (0..255) * scale + offset, per channel
-    offset: tuple[float, float, float]
-
-    @property
-    def output_hw(self) -> tuple[int, int]:
-        if self.crop_hw is not None:
-            return self.crop_hw
-        if self.resize_hw is not None:
-            return self.resize_hw
-        raise HarError("image processor: size has only shortest_edge and no crop_size; inputs would vary in size")
-
-    @property
-    def draft_size(self) -> tuple[int, int]:
-        """A JPEG may be decoded at 1/2, 1/4 or 1/8 scale as long as both sides stay at least this large.
-
-        Square on the longest needed side, so that EXIF rotation (applied after decoding) cannot make a side
-        too small.
-        """
-        if self.resize_hw is not None:
-            side = max(self.resize_hw)
-        else:
-            side = int(self.shortest_edge) * 2  # the long side is unknown before decoding; stay conservative
-        return side, side
-
-    @classmethod
-    def from_dict(cls, cfg: dict, source: str = "preprocessor_config.json") -> "Preprocessing":
-        def pair(d, what):
-            if isinstance(d, int):
-                return d, d
-            if isinstance(d, dict) and "height" in d and "width" in d:
-                return int(d["height"]), int(d["width"])
-            raise HarError(f"{source}: unsupported {what} {d!r} (need height and width)")
-
-        kind = str(cfg.get("image_processor_type", ""))
-        if not kind.startswith(REPRODUCED_PROCESSORS):
-            raise UnsupportedProcessor(f"{source}: image processor {kind or '(unnamed)'} is not reproduced")
-        unsupported = [k for k in ("crop_pct", "do_pad", "do_reduce_labels") if cfg.get(k)]
-        if unsupported:
-            raise UnsupportedProcessor(f"{source}: unsupported image processor option(s) {', '.join(unsupported)}")
-        resize_hw = shortest = None
-        if cfg.get("do_resize", True):
-            size = cfg.get("size")
-            if isinstance(size, dict) and "shortest_edge" in size and "height" not in size:
-                shortest = int(size["shortest_edge"])
-            elif size is None:
-                raise HarError(f"{source}: no 'size' for resizing")
-            else:
-                resize_hw = pair(size, "size")
-        crop_hw = pair(cfg.get("crop_size"), "crop_size") if cfg.get("do_center_crop") else None
-        if resize_hw is None and shortest is None and crop_hw is None:
-            raise HarError(f"{source}: neither resize nor crop: the model input size is unknown")
-        resample = cfg.get("resample", Image.Resampling.BILINEAR)
-        resample = int(resample if resample is not None else Image.Resampling.BILINEAR)
-
-        scale = np.ones(3, np.float64)
-        offset = np.zeros(3, np.float64)
-        if cfg.get("do_rescale", True):
-            scale *= float(cfg.get("rescale_factor", 1 / 255))
-            if cfg.get("rescale_offset", False):
-                offset -= 1.0
-        if cfg.get("do_normalize", True):
-            mean = np.broadcast_to(np.asarray(cfg.get("image_mean", [0.5, 0.5, 0.5]), np.float64), (3,))
-            std = np.broadcast_to(np.asarray(cfg.get("image_std", [0.5, 0.5, 0.5]), np.float64), (3,))
-            scale, offset = scale / std, (offset - mean) / std
-            if cfg.get("include_top", False) and kind.startswith("EfficientNet"):
-                scale, offset = scale / std, offset / std
-        return cls(resize_hw, shortest, resample, crop_hw, tuple(scale.tolist()), tuple(offset.tolist()))
-
-    def resize_crop(self, img: Image.Image) -> np.ndarray:
-        """RGB PIL image -> uint8 array (H, W, 3) at the model's input size, exactly as the image processor does."""
-        if self.resize_hw is not None:
-            h, w = self.resize_hw
-        elif self.shortest_edge is not None:
-            iw, ih = img.size
-            short, long = (iw, ih) if iw <= ih else (ih, iw)
-            new_short, new_long = self.shortest_edge, int(self.shortest_edge * long / short)
-            h, w = (new_long, new_short) if iw <= ih else (new_short, new_long)
-        else:
-            h, w = img.size[1], img.size[0]
-        if (w, h) != img.size:
-            img = img.resize((w, h), resample=self.resample)
-        arr = np.asarray(img, dtype=np.uint8)
-        if self.crop_hw is not None:
-            arr = _center_crop(arr, self.crop_hw)
-        return arr
-
-    def normalize(self, batch: np.ndarray) -> np.ndarray:
-        """uint8 (N, H, W, 3) -> float32 (N, 3, H, W) with the processor's rescale and normalisation."""
-        scale = np.asarray(self.scale, np.float32)
-        offset = np.asarray(self.offset, np.float32)
-        out = np.empty((batch.shape[0], 3, batch.shape[1], batch.shape[2]), np.float32)
-        for c in range(3):
-            np.multiply(batch[..., c], scale[c], out=out[:, c], dtype=np.float32)
-            out[:, c] += offset[c]
-        return out
-
-
-class StockPreprocessing:
-    """Fallback for image processors that Preprocessing does not reproduce: the saved processor, image by image."""
-
-    def __init__(self, model_dir: Path):
-        from transformers import AutoImageProcessor
-
-        try:
-            self.processor = AutoImageProcessor.from_pretrained(model_dir)
-        except (OSError, ValueError, KeyError) as exc:
-            raise HarError(f"{model_dir}: cannot load the image processor ({str(exc).splitlines()[0]})") from None
-        probe = self.resize_crop(Image.new("RGB", (64, 48)))
-        self.output_hw = tuple(probe.shape[1:])
-        self.draft_size = None
-
-    def resize_crop(self, img: Image.Image) -> np.ndarray:
-        return np.asarray(self.processor(images=img, return_tensors="np")["pixel_values"][0], np.float32)
-
-    def normalize(self, batch: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(batch, np.float32)
-
-
-def load_preprocessing(model_dir: Path) -> Preprocessing | StockPreprocessing:
-    """The model folder's image processor, reproduced by Preprocessing when possible, else StockPreprocessing."""
-    path = Path(model_dir) / "preprocessor_config.json"
-    cfg = _read_json(path, "not a saved image classifier?")
-    try:
-        return Preprocessing.from_dict(cfg, str(path))
-    except UnsupportedProcessor:
-        return StockPreprocessing(Path(model_dir))
-
-
-def _center_crop(arr: np.ndarray, crop_hw: tuple[int, int]) -> np.ndarray:
-    """transformers' center_crop on an (H, W, C) array, zero-padding when the image is smaller."""
-    ch, cw = crop_hw
-    h, w = arr.shape[:2]
-    if h < ch or w < cw:
-        nh, nw = max(h, ch), max(w, cw)
-        padded = np.zeros((nh, nw, arr.shape[2]), arr.dtype)
-        top, left = -(-(nh - h) // 2), -(-(nw - w) // 2)
-        padded[top : top + h, left : left + w] = arr
-        arr, h, w = padded, nh, nw
-    top, left = (h - ch) // 2, (w - cw) // 2
-    return arr[top : top + ch, left : left + cw]
 
 
 def as_rgb_image(image: ImageInput, draft_size: tuple[int, int] | None = None) -> Image.Image:
@@ -343,8 +178,8 @@ class Classifier:
     ``decide`` answers "unsure" instead of a class.
     """
 
-    def __init__(self, model_dir: Path, labels: list[str], prep: Preprocessing, runner, backend: str,
-                 calibration: Calibration | None = None):
+    def __init__(self, model_dir: Path, labels: list[str], prep: Preprocessing | StockPreprocessing, runner,
+                 backend: str, calibration: Calibration | None = None):
         self.model_dir = model_dir
         self.labels = labels
         self.preprocessing = prep

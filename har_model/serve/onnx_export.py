@@ -32,7 +32,8 @@ def export_onnx(model_dir: str | Path, *, quantize: bool = True, check: bool = T
     import torch
     from transformers import AutoModelForImageClassification
 
-    from har_model.serve.inference import ONNX_DIR, load_preprocessing
+    from har_model.preprocessing import load_preprocessing
+    from har_model.serve.inference import ONNX_DIR
 
     model_dir = Path(model_dir)
     require_complete(model_dir)

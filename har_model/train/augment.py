@@ -1,8 +1,8 @@
 """Fast preprocessing for training: decode + resize once, augment on uint8 tensors with torch ops.
 
-No torchvision. Evaluation preprocessing reproduces the model's saved image processor (resize to its size with
-its resample filter, optional centre crop, rescale, normalise), so training-time validation scores are the
-scores `pipeline()` gives.
+No torchvision. Validation and test images go through the model's image processor as reproduced by
+`har_model.preprocessing` (the code `Classifier` and the ONNX path use too), so training-time validation and test
+scores are the scores `pipeline()` gives; random training crops are normalised by the same object.
 """
 
 from __future__ import annotations
@@ -16,140 +16,74 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from datasets import Image as ImageFeature
-from PIL import Image
 
 from har_model.data.load import image_bytes
+from har_model.errors import HarError
 from har_model.imaging import open_rgb
+from har_model.preprocessing import Preprocessing, StockPreprocessing
 
-_PIL_RESAMPLE = {0: Image.NEAREST, 1: Image.LANCZOS, 2: Image.BILINEAR, 3: Image.BICUBIC, 4: Image.BOX, 5: Image.HAMMING}
-
-
-def _hw(value, default: tuple[int, int] | None = None) -> tuple[int, int] | None:
-    if value is None:
-        return default
-    if isinstance(value, int):
-        return (value, value)
-    if "height" in value and "width" in value:
-        return (int(value["height"]), int(value["width"]))
-    if "shortest_edge" in value:
-        s = int(value["shortest_edge"])
-        return (s, s)
-    raise ValueError(f"unsupported image processor size {value!r}")
+Prep = Preprocessing | StockPreprocessing
 
 
-@dataclass(frozen=True)
-class Geometry:
-    """What the image processor does to an image, in numbers."""
-
-    resize_hw: tuple[int, int]
-    crop_hw: tuple[int, int] | None
-    resample: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    rescale: float
-
-    @property
-    def out_hw(self) -> tuple[int, int]:
-        return self.crop_hw or self.resize_hw
-
-    @classmethod
-    def from_processor(cls, processor) -> "Geometry":
-        resize_hw = _hw(getattr(processor, "size", None))
-        if resize_hw is None:
-            raise ValueError("the image processor has no `size`")
-        crop_hw = _hw(getattr(processor, "crop_size", None)) if getattr(processor, "do_center_crop", False) else None
-        resample = getattr(processor, "resample", 2)
-        resample = int(getattr(resample, "value", resample)) if resample is not None else 2
-        mean = tuple(processor.image_mean) if getattr(processor, "do_normalize", True) else (0.0, 0.0, 0.0)
-        std = tuple(processor.image_std) if getattr(processor, "do_normalize", True) else (1.0, 1.0, 1.0)
-        rescale = float(getattr(processor, "rescale_factor", 1 / 255)) if getattr(processor, "do_rescale", True) else 1.0
-        return cls(resize_hw, crop_hw, resample, mean, std, rescale)
-
-
-def scale_processor(processor, factor: float) -> None:
-    """Scale an image processor's resize (and centre-crop) size in place, keeping its other settings."""
-    if factor == 1:
-        return
-
-    def scaled(value):
-        if isinstance(value, int):
-            return int(round(value * factor))
-        return {k: int(round(v * factor)) if k in ("height", "width", "shortest_edge") else v for k, v in value.items()}
-
-    for attr in ("size", "crop_size"):
-        value = getattr(processor, attr, None)
-        if value is not None:
-            setattr(processor, attr, scaled(dict(value) if not isinstance(value, int) else value))
-
-
-def resize_for_eval(img: Image.Image, geo: Geometry) -> np.ndarray:
-    """PIL image -> HxWx3 uint8 exactly as the image processor would size it (resize, then centre crop)."""
-    h, w = geo.resize_hw
-    img = img.resize((w, h), _PIL_RESAMPLE.get(geo.resample, Image.BILINEAR))
-    if geo.crop_hw is not None:
-        ch, cw = geo.crop_hw
-        top, left = max(0, (h - ch) // 2), max(0, (w - cw) // 2)
-        img = img.crop((left, top, left + cw, top + ch))
-    return np.array(img, dtype=np.uint8)
-
-
-def train_base_hw(geo: Geometry, margin: float = 1.15) -> tuple[int, int]:
+def train_base_hw(prep: Prep, margin: float = 1.15) -> tuple[int, int]:
     """Size at which training images are cached: a little larger than the model input, so crops keep detail."""
-    h, w = geo.out_hw
+    h, w = prep.output_hw
     return (int(round(h * margin)), int(round(w * margin)))
 
 
 def _decode_one(job) -> np.ndarray:
     data, (h, w), resample = job
     img = open_rgb(data, draft_size=(w, h))  # JPEG DCT scaling: never below the target size
-    return np.array(img.resize((w, h), _PIL_RESAMPLE.get(resample, Image.BILINEAR)), dtype=np.uint8)
+    return np.array(img.resize((w, h), resample), dtype=np.uint8)
 
 
 def _decode_eval(job) -> np.ndarray:
-    data, geo = job
-    return resize_for_eval(open_rgb(data), geo)
+    data, prep = job
+    return prep.resize_crop(open_rgb(data))
 
 
-def decode_images(images: Sequence, *, geo: Geometry, train: bool, num_workers: int = 1, desc: str = "") -> torch.Tensor:
-    """Decode a column of undecoded `datasets.Image` values once, into an [N, 3, H, W] uint8 tensor.
+def decode_images(images: Sequence, *, prep: Prep, train: bool, num_workers: int = 1, desc: str = "") -> torch.Tensor:
+    """Decode a column of undecoded `datasets.Image` values once, into an [N, 3, H, W] tensor.
 
-    Training images are cached at `train_base_hw` (random crops are cut from them every epoch); evaluation images
-    at exactly the processor's output size.
+    Training images are cached as uint8 at `train_base_hw` (random crops are cut from them every epoch);
+    evaluation images exactly as the image processor sizes them: uint8, or already normalised float32 when the
+    processor runs as the stock one.
     """
     from tqdm.auto import tqdm
 
     if train:
-        hw = train_base_hw(geo)
-        jobs = ((image_bytes(im), hw, geo.resample) for im in images)
+        jobs = ((image_bytes(im), train_base_hw(prep), prep.resample) for im in images)
         fn = _decode_one
     else:
-        hw = geo.out_hw
-        jobs = ((image_bytes(im), geo) for im in images)
+        jobs = ((image_bytes(im), prep) for im in images)
         fn = _decode_eval
-    out = torch.empty((len(images), 3, *hw), dtype=torch.uint8)
+    out = None
     bar = tqdm(total=len(images), desc=desc or "decoding", unit="img", leave=False)
-    if num_workers > 1 and len(images) > 64:
-        with get_context("fork").Pool(num_workers) as pool:
-            for i, arr in enumerate(pool.imap(fn, jobs, chunksize=32)):
-                out[i] = torch.from_numpy(arr).permute(2, 0, 1)
-                bar.update(1)
-    else:
-        for i, job in enumerate(jobs):
-            out[i] = torch.from_numpy(fn(job)).permute(2, 0, 1)
+    pool = get_context("fork").Pool(num_workers) if num_workers > 1 and len(images) > 64 else None
+    try:
+        arrays = pool.imap(fn, jobs, chunksize=32) if pool is not None else map(fn, jobs)
+        for i, arr in enumerate(arrays):
+            if out is None:
+                dtype = torch.uint8 if arr.dtype == np.uint8 else torch.float32
+                out = torch.empty((len(images), 3, *arr.shape[:2]), dtype=dtype)
+            out[i] = torch.from_numpy(arr).permute(2, 0, 1)
             bar.update(1)
-    bar.close()
+    finally:
+        if pool is not None:
+            pool.terminate()
+        bar.close()
+    if out is None:
+        out = torch.empty((0, 3, *prep.output_hw), dtype=torch.uint8)
     return out
 
 
 class Augmenter:
     """Random resized crop + horizontal flip + mild colour jitter on a uint8 [3, H, W] tensor (torch ops only)."""
 
-    def __init__(self, geo: Geometry, scale=(0.35, 1.0), ratio=(3 / 4, 4 / 3), flip: float = 0.5, jitter: float = 0.2):
-        self.out_hw = geo.out_hw
+    def __init__(self, prep: Prep, scale=(0.35, 1.0), ratio=(3 / 4, 4 / 3), flip: float = 0.5, jitter: float = 0.2):
+        self.out_hw = prep.output_hw
         self.scale, self.ratio, self.flip, self.jitter = scale, ratio, flip, jitter
-        self.mean = torch.tensor(geo.mean).view(3, 1, 1)
-        self.std = torch.tensor(geo.std).view(3, 1, 1)
-        self.rescale = geo.rescale
+        self.affine = affine_tensors(prep)
 
     def crop_box(self, h: int, w: int) -> tuple[int, int, int, int]:
         area = h * w
@@ -179,29 +113,39 @@ class Augmenter:
             gray = (0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2]).unsqueeze(0)
             x = (x - gray) * s + gray
             x = x.clamp(0, 255)
-        return normalize(x, self.rescale, self.mean, self.std)
+        return normalize(x, *self.affine)
 
 
-def normalize(x: torch.Tensor, rescale: float, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    return (x.float() * rescale - mean) / std
+def affine_tensors(prep: Prep) -> tuple[torch.Tensor, torch.Tensor]:
+    """The processor's rescale and normalisation as per-channel (scale, offset) tensors of shape [3, 1, 1]."""
+    if prep.scale is None:
+        raise HarError(f"image processor {type(prep.processor).__name__}: its pixel values are not a per-channel "
+                       "rescale and normalisation, so random training crops cannot be prepared like its inputs")
+    return torch.tensor(prep.scale).view(3, 1, 1), torch.tensor(prep.offset).view(3, 1, 1)
+
+
+def normalize(x: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+    """Pixel values (0..255, uint8 or float) -> the model's input values."""
+    return x.float() * scale + offset
 
 
 class CachedImages(torch.utils.data.Dataset):
     """Pre-decoded images + labels; augments on the fly for training, normalises only for evaluation."""
 
-    def __init__(self, pixels: torch.Tensor, labels: Sequence[int], geo: Geometry, augment: bool):
+    def __init__(self, pixels: torch.Tensor, labels: Sequence[int], prep: Prep, augment: bool):
         self.pixels, self.labels = pixels, torch.as_tensor(list(labels), dtype=torch.long)
-        self.augmenter = Augmenter(geo) if augment else None
-        self.mean = torch.tensor(geo.mean).view(3, 1, 1)
-        self.std = torch.tensor(geo.std).view(3, 1, 1)
-        self.rescale = geo.rescale
+        self.augmenter = Augmenter(prep) if augment else None
+        self.affine = None if pixels.is_floating_point() else affine_tensors(prep)
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, i: int) -> dict:
         img = self.pixels[i]
-        x = self.augmenter(img) if self.augmenter else normalize(img, self.rescale, self.mean, self.std)
+        if self.augmenter:
+            x = self.augmenter(img)
+        else:  # float pixels: normalised by the stock processor already
+            x = img if self.affine is None else normalize(img, *self.affine)
         return {"pixel_values": x, "labels": self.labels[i]}
 
 
@@ -214,13 +158,13 @@ class CachedSplits:
     test: CachedImages
 
 
-def cache_splits(dsd, train_geo: Geometry, geo: Geometry, num_workers: int) -> CachedSplits:
+def cache_splits(dsd, train_prep: Prep, prep: Prep, num_workers: int) -> CachedSplits:
     """Decode and resize every image of a DatasetDict once (shared by all soup members)."""
 
     def cached(split: str, train: bool) -> CachedImages:
         ds = dsd[split].cast_column("image", ImageFeature(decode=False))
-        g = train_geo if train else geo
-        pixels = decode_images(ds["image"], geo=g, train=train, num_workers=num_workers, desc=f"decoding {split}")
-        return CachedImages(pixels, ds["label"], g, augment=train)
+        p = train_prep if train else prep
+        pixels = decode_images(ds["image"], prep=p, train=train, num_workers=num_workers, desc=f"decoding {split}")
+        return CachedImages(pixels, ds["label"], p, augment=train)
 
     return CachedSplits(cached("train", True), cached("validation", False), cached("test", False))

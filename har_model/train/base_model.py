@@ -2,8 +2,8 @@
 
     load_base_model      -- all of it, for one soup member (each gets a new random head)
     default_image_size   -- the training crop size when --image-size is not given
-    train_eval_geometry  -- the training and (larger, FixRes) evaluation geometries; the processor saved with the
-                            model gets the latter
+    train_eval_preprocessing -- the training and (larger, FixRes) evaluation preprocessing; the processor saved
+                                with the model gets the latter
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from har_model.errors import HarError
 from har_model.train import backbones
-from har_model.train.augment import Geometry, scale_processor
+from har_model.preprocessing import Preprocessing, StockPreprocessing, preprocessing_for, scale_processor
 from har_model.train.trainer import prepare_model
 
 # Models without position embeddings or fixed-size layers: they take any input size, so they can be evaluated at
@@ -45,15 +45,15 @@ def _parse_eval_size(spec, train_size: int, model_type: str | None) -> int:
     return _check_size("--eval-size", size)
 
 
-def train_eval_geometry(model, processor, image_size: int | None, eval_size):
-    """(training geometry, evaluation geometry); the processor (saved with the model) is set to the evaluation size.
+def train_eval_preprocessing(model, processor, image_size: int | None, eval_size):
+    """(training, evaluation) preprocessing (har_model.preprocessing, as serving does it); the processor (saved with the model) is set to the evaluation size.
 
     Random-resized-crop training shows objects larger than a plain resize of the whole photo does; evaluating a
     convolutional model at ~1.3x the training size makes them match again (Touvron et al., "Fixing the train-test
     resolution discrepancy", 2019). On har15 the Lite0 model trained at 224 scored 78% on validation at 224 and 81%
     at 288 (README, "Fine-tuning on har15").
     """
-    base_size = Geometry.from_processor(processor).out_hw[0]
+    base_size = preprocessing_for(processor).output_hw[0]
     train_size = _check_size("--image-size", image_size) if image_size is not None else base_size
     model_type = getattr(model.config, "model_type", None)
     test_size = _parse_eval_size(eval_size, train_size, model_type)
@@ -66,10 +66,10 @@ def train_eval_geometry(model, processor, image_size: int | None, eval_size):
     train_processor = copy.deepcopy(processor)
     scale_processor(train_processor, train_size / base_size)
     scale_processor(processor, test_size / base_size)  # both scaled from the base sizes: no double rounding
-    train_geo = Geometry.from_processor(train_processor)
+    train_prep = preprocessing_for(train_processor)
     if hasattr(model.config, "image_size"):
         model.config.image_size = test_size
-    return train_geo, Geometry.from_processor(processor)
+    return train_prep, preprocessing_for(processor)
 
 
 def default_image_size(model: str) -> int | None:
@@ -87,12 +87,12 @@ def default_image_size(model: str) -> int | None:
 
 @dataclass
 class BaseModel:
-    """A loaded base model ready for fine-tuning, its processor (set to the evaluation size) and its geometries."""
+    """A loaded base model ready for fine-tuning, its processor (set to the evaluation size) and its preprocessing."""
 
     model: object
     processor: object
-    train_geo: Geometry
-    geo: Geometry
+    train_prep: Preprocessing | StockPreprocessing  # training crops: size and normalisation
+    eval_prep: Preprocessing | StockPreprocessing  # validation, test and the saved model
     frozen_blocks: int
 
 
@@ -100,6 +100,6 @@ def load_base_model(name: str, labels: list[str], *, image_size: int | None, eva
                     channels_last: bool) -> BaseModel:
     """`name` with a new head for `labels` (random: draws from torch's generator), sized, frozen, channels-last."""
     model, processor = backbones.load_backbone(name, labels)
-    train_geo, geo = train_eval_geometry(model, processor, image_size or default_image_size(name), eval_size)
+    train_prep, eval_prep = train_eval_preprocessing(model, processor, image_size or default_image_size(name), eval_size)
     model, frozen_blocks = prepare_model(model, freeze_layers, channels_last)
-    return BaseModel(model, processor, train_geo, geo, frozen_blocks)
+    return BaseModel(model, processor, train_prep, eval_prep, frozen_blocks)

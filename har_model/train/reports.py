@@ -40,7 +40,7 @@ def _pick_grid(y_true: np.ndarray, y_pred: np.ndarray, n_labels: int, size: int,
 
 
 def write_outputs(*, trainer, result, out: Path, labels: list[str], test_ds, test_split, args,
-                  total_seconds_start: float, precision: str, frozen_blocks: int, geo, train_geo) -> str:
+                  total_seconds_start: float, precision: str, frozen_blocks: int, eval_prep, train_prep) -> str:
     """Evaluate the shipped model (in `trainer`) on the test split and write every report file; return a short
     printable summary. `result`: the soup's SoupResult (members, their logs, the soup's validation metrics)."""
     import torch
@@ -85,7 +85,7 @@ def write_outputs(*, trainer, result, out: Path, labels: list[str], test_ds, tes
             "weight_decay": args.weight_decay, "label_smoothing": args.label_smoothing,
             "mixup_alpha": args.mixup, "soup": args.soup,
             "warmup_ratio": args.warmup_ratio, "precision": precision, "seed": args.seed,
-            "input_size": list(geo.out_hw), "train_crop_size": list(train_geo.out_hw),
+            "input_size": list(eval_prep.output_hw), "train_crop_size": list(train_prep.output_hw),
             "early_stopping_patience": args.early_stopping_patience,
         },
         "calibration": calibration,  # temperature + unsure threshold from validation; ECE before/after on test

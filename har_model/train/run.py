@@ -124,7 +124,7 @@ def run(args, *, export=None) -> int:
                                    eval_size=args.eval_size, freeze_layers=args.freeze_layers,
                                    channels_last=not args.no_channels_last)
     base = load_model()
-    images = cache_splits(dsd, base.train_geo, base.geo, args.num_workers or os.cpu_count() or 1)
+    images = cache_splits(dsd, base.train_prep, base.eval_prep, args.num_workers or os.cpu_count() or 1)
     bf16 = use_bf16(args.precision)
     print_plan(args, base, images, len(labels), bf16)
 
@@ -138,8 +138,8 @@ def run(args, *, export=None) -> int:
     save_model(evaluator, base.processor, out)
     summary = write_outputs(trainer=evaluator, result=result, out=out, labels=labels, test_ds=images.test,
                             test_split=dsd["test"], args=args, total_seconds_start=t_start,
-                            precision="bf16" if bf16 else "fp32", frozen_blocks=base.frozen_blocks, geo=base.geo,
-                            train_geo=base.train_geo)
+                            precision="bf16" if bf16 else "fp32", frozen_blocks=base.frozen_blocks, eval_prep=base.eval_prep,
+                            train_prep=base.train_prep)
     if args.export_onnx:
         if export is None:
             raise HarError("--export-onnx: run training through `python train.py`, which provides the ONNX export")
@@ -188,7 +188,7 @@ def check_output_dir(out: Path, soup: int, *, resume: bool, overwrite: bool) -> 
 
 
 def print_plan(args, base, images, num_labels: int, bf16: bool) -> None:
-    train_hw, eval_hw = base.train_geo.out_hw, base.geo.out_hw
+    train_hw, eval_hw = base.train_prep.output_hw, base.eval_prep.output_hw
     print(
         f"training {args.model} on {len(images.train)} images ({num_labels} classes), validating on "
         f"{len(images.validation)}, testing on {len(images.test)}; training crops {train_hw[0]}x{train_hw[1]}, "

@@ -12,7 +12,7 @@ from PIL import Image
 
 from har_model import cli
 from har_model.errors import HarError
-from har_model.serve.inference import Classifier, Preprocessing, StockPreprocessing, load_preprocessing
+from har_model.serve.inference import Classifier
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -76,50 +76,6 @@ def onnx_model_dir(model_dir, tmp_path_factory):
     paths = export_onnx(folder, quantize=True)
     assert paths["fp32"].is_file() and paths["int8"].is_file()
     return folder
-
-
-# ------------------------------------------------------------------------------------------ preprocessing
-
-
-PROCESSOR_CASES = {
-    "efficientnet-top-offset-bicubic": (
-        "transformers.models.efficientnet.image_processing_pil_efficientnet.EfficientNetImageProcessorPil",
-        dict(size={"height": 40, "width": 48}, include_top=True, rescale_offset=True, resample=3),
-    ),
-    "vit-bilinear": ("transformers.models.vit.image_processing_pil_vit.ViTImageProcessorPil", dict(size={"height": 30, "width": 30})),
-    "mobilenetv2-shortest-edge-crop": (
-        "transformers.models.mobilenet_v2.image_processing_pil_mobilenet_v2.MobileNetV2ImageProcessorPil",
-        dict(size={"shortest_edge": 40}, crop_size={"height": 32, "width": 36}),
-    ),
-}
-
-
-@pytest.mark.parametrize("case", sorted(PROCESSOR_CASES))
-def test_preprocessing_reproduces_the_image_processor(case, tmp_path):
-    import importlib
-
-    dotted, kwargs = PROCESSOR_CASES[case]
-    module, name = dotted.rsplit(".", 1)
-    processor = getattr(importlib.import_module(module), name)(**kwargs)
-    processor.save_pretrained(tmp_path)
-    prep = load_preprocessing(tmp_path)
-    assert isinstance(prep, Preprocessing)
-    images = _images()[:6]
-    ours = prep.normalize(np.stack([prep.resize_crop(im) for im in images]))
-    ref = np.stack([processor(images=im, return_tensors="np")["pixel_values"][0] for im in images])
-    assert ours.shape == ref.shape and ours.dtype == np.float32
-    np.testing.assert_allclose(ours, ref, atol=2e-5, rtol=0)
-
-
-def test_unreproduced_processor_falls_back_to_the_stock_one(tmp_path):
-    from transformers.models.convnext.image_processing_pil_convnext import ConvNextImageProcessorPil
-
-    processor = ConvNextImageProcessorPil(size={"shortest_edge": 40}, crop_pct=0.875)
-    processor.save_pretrained(tmp_path)
-    prep = load_preprocessing(tmp_path)
-    assert isinstance(prep, StockPreprocessing) and prep.output_hw == (40, 40)
-    image = _images()[0]
-    np.testing.assert_allclose(prep.resize_crop(image), processor(images=image, return_tensors="np")["pixel_values"][0])
 
 
 # ------------------------------------------------------------------------------------------ agreement with pipeline()

@@ -252,7 +252,7 @@ def test_eval_size_follows_the_training_size(tmp_path):
     import helpers
     from har_model.train import backbones
     from har_model.errors import HarError
-    from har_model.train.base_model import train_eval_geometry
+    from har_model.train.base_model import train_eval_preprocessing
 
     conv = helpers.make_tiny_model(tmp_path / "conv", image_size=64)
     labels = list(helpers.CLASSES)
@@ -260,8 +260,8 @@ def test_eval_size_follows_the_training_size(tmp_path):
              (224, "auto", 224, 288), (256, "auto", 256, 320)]
     for image_size, eval_size, train_hw, eval_hw in cases:
         model, processor = backbones.load_backbone(str(conv), labels)
-        train_geo, geo = train_eval_geometry(model, processor, image_size, eval_size)
-        assert (train_geo.out_hw, geo.out_hw) == ((train_hw,) * 2, (eval_hw,) * 2), (image_size, eval_size)
+        train_geo, geo = train_eval_preprocessing(model, processor, image_size, eval_size)
+        assert (train_geo.output_hw, geo.output_hw) == ((train_hw,) * 2, (eval_hw,) * 2), (image_size, eval_size)
         assert model.config.image_size == eval_hw
         processor.save_pretrained(tmp_path / "saved")
         saved = json.loads((tmp_path / "saved" / "preprocessor_config.json").read_text())
@@ -269,23 +269,23 @@ def test_eval_size_follows_the_training_size(tmp_path):
 
     vit = _tiny_vit(tmp_path / "vit")
     model, processor = backbones.load_backbone(str(vit), labels)
-    train_geo, geo = train_eval_geometry(model, processor, None, "auto")
-    assert train_geo.out_hw == geo.out_hw == (32, 32)
+    train_geo, geo = train_eval_preprocessing(model, processor, None, "auto")
+    assert train_geo.output_hw == geo.output_hw == (32, 32)
     for image_size, eval_size in [(48, "auto"), (None, "64")]:
         model, processor = backbones.load_backbone(str(vit), labels)
         with pytest.raises(HarError, match="--(image|eval)-size"):
-            train_eval_geometry(model, processor, image_size, eval_size)
+            train_eval_preprocessing(model, processor, image_size, eval_size)
     model, processor = backbones.load_backbone(str(conv), labels)
     with pytest.raises(HarError, match="--eval-size 'big'"):
-        train_eval_geometry(model, processor, None, "big")
+        train_eval_preprocessing(model, processor, None, "big")
 
     # shortest-edge + centre-crop processors: both sizes are scaled from the base (64 -> 80 and 64 -> 96 here);
     # scaling the training size again would round twice (61 -> 76 -> 91 instead of 92)
     model, processor = backbones.load_backbone(str(conv), labels)
     processor.size, processor.crop_size, processor.do_center_crop = {"shortest_edge": 61}, {"height": 64, "width": 64}, True
-    train_geo, geo = train_eval_geometry(model, processor, 80, "auto")
-    assert (train_geo.resize_hw, train_geo.crop_hw) == ((76, 76), (80, 80))
-    assert (geo.resize_hw, geo.crop_hw) == ((92, 92), (96, 96))
+    train_geo, geo = train_eval_preprocessing(model, processor, 80, "auto")
+    assert (train_geo.shortest_edge, train_geo.crops) == (76, ((80, 80),))
+    assert (geo.shortest_edge, geo.crops) == (92, ((96, 96),))
 
 
 def test_fine_tuning_a_trained_folder_keeps_its_sizes(tmp_path, tiny_model_dir):
