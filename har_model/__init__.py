@@ -9,6 +9,7 @@ The folder tree is the architecture; each stage imports only earlier stages and 
 Shared modules (imported by any stage, importing no stage):
     errors      HarError, the one user-facing error type (one clear line, no traceback)
     imaging     opening images safely: EXIF orientation, mode conversion to RGB
+    preprocessing  the model's image processor reproduced in numpy + Pillow, for training and serving alike
     hardware    native bf16 on this CPU, a one-line machine description
     figures     grids and charts for cards and reports
     cards       dataset / model cards and their Jinja templates
