@@ -132,7 +132,7 @@ def train_tiny_model(folder: Path, images: list, labels: list[int], epochs: int 
     import torch
     from transformers import AutoModelForImageClassification
 
-    from har_model.serve.inference import load_preprocessing
+    from har_model.preprocessing import load_preprocessing
 
     prep = load_preprocessing(folder)
     model = AutoModelForImageClassification.from_pretrained(folder)

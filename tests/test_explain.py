@@ -24,7 +24,7 @@ def shape_model(tmp_path_factory):
     import torch
     from transformers import AutoModelForImageClassification
 
-    from har_model.serve.inference import load_preprocessing
+    from har_model.preprocessing import load_preprocessing
 
     folder = helpers.make_tiny_model(tmp_path_factory.mktemp("shape_model"), image_size=SIZE)
     prep = load_preprocessing(folder)

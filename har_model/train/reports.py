@@ -105,8 +105,10 @@ def write_outputs(*, trainer, result, out: Path, labels: list[str], test_ds, tes
         return open_rgb(image_bytes(raw[i]))
 
     grid = _pick_grid(y_true, y_pred, len(labels), size=max(12, min(24, len(labels) + 9)), seed=args.seed)
+    # float pixels were normalised by a stock image processor: no picture to draw the heatmap on
+    heatmaps = not test_ds.pixels.is_floating_point()
     plot_predictions(
-        [explained(trainer.model, test_ds, i) if y_pred[i] != y_true[i] else original(i) for i in grid],
+        [explained(trainer.model, test_ds, i) if heatmaps and y_pred[i] != y_true[i] else original(i) for i in grid],
         [labels[y_true[i]] for i in grid], [labels[y_pred[i]] for i in grid],
         [float(probs[i, y_pred[i]]) for i in grid], out / "predictions.png",
         note="mistakes show the model's input with a Grad-CAM heatmap of the predicted class",

@@ -7,22 +7,23 @@ import numpy as np
 
 
 def test_mistakes_are_drawn_with_the_heatmap_of_the_predicted_class(tiny_model_dir, tmp_path):
-    from transformers import AutoImageProcessor, AutoModelForImageClassification
+    from transformers import AutoModelForImageClassification
 
     from har_model.figures import plot_predictions
-    from har_model.train.augment import CachedImages, Geometry, decode_images
+    from har_model.preprocessing import load_preprocessing
+    from har_model.train.augment import CachedImages, decode_images
     from har_model.train.reports import explained
 
     model = AutoModelForImageClassification.from_pretrained(tiny_model_dir).eval()
     for p in model.parameters():  # as after training with frozen layers: gradients must still reach the features
         p.requires_grad_(False)
-    geo = Geometry.from_processor(AutoImageProcessor.from_pretrained(tiny_model_dir))
+    prep = load_preprocessing(tiny_model_dir)
     blobs = []
     for i in range(3):
         path = tmp_path / f"{i}.jpg"
         helpers.synthetic_image(i, i).save(path)
         blobs.append({"bytes": path.read_bytes(), "path": None})
-    ds = CachedImages(decode_images(blobs, geo=geo, train=False), [0, 1, 2], geo, augment=False)
+    ds = CachedImages(decode_images(blobs, prep=prep, train=False), [0, 1, 2], prep, augment=False)
     shown = explained(model, ds, 1)
     plain = ds.pixels[1].permute(1, 2, 0).numpy()
     assert shown.shape == plain.shape and shown.dtype == np.uint8 and not np.array_equal(shown, plain)
