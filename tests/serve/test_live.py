@@ -102,3 +102,28 @@ def test_browser_live_tab_shows_the_class_of_the_fake_camera(live_app, artifacts
             page.locator("#model-facts").wait_for()
         finally:
             browser.close()
+
+
+def test_stream_limits_come_from_the_environment(monkeypatch):
+    from har_model.serve.settings import Settings
+
+    assert Settings().live_seconds == 120 and Settings().live_streams == 2
+    monkeypatch.setenv("HAR_LIVE_SECONDS", "30")
+    monkeypatch.setenv("HAR_LIVE_STREAMS", "4")
+    settings = Settings.from_env()
+    assert settings.live_seconds == 30 and settings.live_streams == 4
+
+
+def test_live_frame_restarts_after_a_silent_gap(tiny_model_dir, monkeypatch):
+    from har_model.serve import ui
+
+    handle = load_model(tiny_model_dir)
+    frame = np.asarray(helpers.synthetic_image(0, 1))
+    _, summary, history, state = ui.live_frame(handle, frame, None, 1.0)
+    assert "1 frames" in summary and history.startswith("History: ")
+    _, summary, _, state = ui.live_frame(handle, frame, state, 1.0)
+    assert "2 frames" in summary
+    state.done[-1] = (state.done[-1][0] - ui.LIVE_RESTART_GAP - 1, state.done[-1][1])  # silent for a while
+    _, summary, _, _ = ui.live_frame(handle, frame, state, 1.0)
+    assert "1 frames" in summary  # a new stream: smoothing and history start afresh
+    assert ui.live_frame(handle, None, state, 1.0)[:3] == (None, "", "")
