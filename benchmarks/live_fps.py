@@ -33,9 +33,10 @@ OBSERVE = """() => {
   performance.clearResourceTimings();
   window.__shown = [];
   const el = document.querySelector('#live-summary');
-  let last = el.textContent;
-  new MutationObserver(() => {  // one entry per new result: the summary's frame count changes with each
-    if (el.textContent !== last) { last = el.textContent; window.__shown.push(performance.now()); }
+  let last = -1;
+  new MutationObserver(() => {  // one entry per new result: the summary's frame count grows with each
+    const m = el.textContent.match(/(\d+) frames/);
+    if (m && +m[1] !== last) { last = +m[1]; window.__shown.push(performance.now()); }
   }).observe(el, {subtree: true, childList: true, characterData: true});
 }"""
 
