@@ -176,7 +176,8 @@ def clear_owned(out: str | os.PathLike) -> None:
 
 
 def clear_run_state(out: str | os.PathLike) -> None:
-    """Remove the project's own folders in ``out`` (checkpoints) and staging leftovers; keep the finished result."""
+    """Remove the project's own folders in ``out`` (checkpoints) and leftovers of killed runs; keep the finished
+    result (it is replaced when the new one is complete) and the staging folder of a run still going (this one)."""
     out = Path(out)
     marker = read_marker(out)
     if marker is None:
@@ -185,14 +186,14 @@ def clear_run_state(out: str | os.PathLike) -> None:
         path = _inside(out, rel)
         if path is not None and path.is_dir():
             shutil.rmtree(path)
-    remove_stale_staging(out, all_of_them=True)
+    remove_stale_staging(out)
 
 
-def remove_stale_staging(out: Path, all_of_them: bool = False) -> None:
+def remove_stale_staging(out: Path) -> None:
     """Delete staging folders left by runs that were killed (their process is gone)."""
     for stage in out.glob(STAGING_PREFIX + "*"):
         pid = stage.name[len(STAGING_PREFIX):].split("-")[0]
-        if all_of_them or not (pid.isdigit() and _alive(int(pid))):
+        if not (pid.isdigit() and _alive(int(pid))):
             shutil.rmtree(stage, ignore_errors=True)
 
 

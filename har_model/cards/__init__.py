@@ -169,7 +169,7 @@ def render_model_card(*, metrics: dict, args, out: Path) -> str:
         test=test,
         validation=metrics.get("validation", {}),
         weakest=weakest,
-        repo_or_path=args.push_to_hub or str(out),
+        repo_or_path=args.push_to_hub or (Path(out).name if Path(out).is_absolute() else str(out)),  # no local path
         num_train=metrics["num_train"],
         num_validation=metrics["num_validation"],
         num_test=metrics["num_test"],

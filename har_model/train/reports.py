@@ -5,7 +5,7 @@ Files written into the model folder:
     training_curves.png     loss and accuracy per epoch, train vs validation
     confusion_matrix.png    test confusion matrix (row-normalised colours, counts written in)
     predictions.png         a grid of test images with true / predicted labels, mistakes marked
-    examples/               a few test images per class (for the app's examples)
+    examples/               a few test images per class (for the app's examples; file names from safe_filename)
     calibration.json        temperature and "unsure" threshold fitted on validation (har_model.calibration)
     README.md               the model card, rendered from model_card.md
 """
@@ -13,12 +13,14 @@ Files written into the model folder:
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
 import numpy as np
 
 from har_model.figures import plot_confusion_matrix, plot_predictions, plot_training_curves
+from har_model.paths import safe_filename
 
 
 def _pick_grid(y_true: np.ndarray, y_pred: np.ndarray, n_labels: int, size: int, seed: int = 0) -> list[int]:
@@ -40,9 +42,12 @@ def _pick_grid(y_true: np.ndarray, y_pred: np.ndarray, n_labels: int, size: int,
 
 
 def write_outputs(*, trainer, result, out: Path, labels: list[str], test_ds, test_split, args,
-                  total_seconds_start: float, precision: str, frozen_blocks: int, eval_prep, train_prep) -> str:
-    """Evaluate the shipped model (in `trainer`) on the test split and write every report file; return a short
-    printable summary. `result`: the soup's SoupResult (members, their logs, the soup's validation metrics)."""
+                  total_seconds_start: float, precision: str, frozen_blocks: int, eval_prep, train_prep,
+                  model_dir: Path | None = None) -> str:
+    """Evaluate the shipped model (in `trainer`) on the test split and write every report file into `out`; return a
+    short printable summary. `result`: the soup's SoupResult (members, their logs, the soup's validation metrics).
+    `model_dir`: where the files will finally live when `out` is a staging folder (named in the card and the
+    summary; checkpoint paths are recorded relative to it, so that no local path is published)."""
     import torch
     from datasets import Image as ImageFeature
 
@@ -50,6 +55,7 @@ def write_outputs(*, trainer, result, out: Path, labels: list[str], test_ds, tes
     from har_model.train.evaluation import classification_report, format_report
 
     out = Path(out)
+    model_dir = Path(model_dir or out)
     t0 = time.time()
     pred = trainer.predict(test_ds, metric_key_prefix="test")
     eval_seconds = time.time() - t0
@@ -69,7 +75,7 @@ def write_outputs(*, trainer, result, out: Path, labels: list[str], test_ds, tes
         "validation": val,
         "labels": labels,
         "base_model": args.model,
-        "dataset": str(args.dataset or Path(args.data_dir).name),
+        "dataset": _dataset_name(args),
         "num_train": len(trainer.train_dataset),
         "num_validation": len(trainer.eval_dataset),
         "num_test": len(test_ds),
@@ -77,7 +83,7 @@ def write_outputs(*, trainer, result, out: Path, labels: list[str], test_ds, tes
         "total_seconds": round(time.time() - total_seconds_start, 1),
         "test_eval_seconds": round(eval_seconds, 1),
         "epochs_run": epochs_run,
-        "best_checkpoint": result.last.best_checkpoint,
+        "best_checkpoint": relative_path(result.last.best_checkpoint, model_dir),
         "best_validation_macro_f1": result.last.validation_macro_f1,
         "recipe": {
             "epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
@@ -89,7 +95,7 @@ def write_outputs(*, trainer, result, out: Path, labels: list[str], test_ds, tes
             "early_stopping_patience": args.early_stopping_patience,
         },
         "calibration": calibration,  # temperature + unsure threshold from validation; ECE before/after on test
-        "soup": soup,  # members (seed, time, validation macro-F1), the soup's validation macro-F1, what was shipped
+        "soup": _relative_checkpoints(soup, model_dir),  # members (seed, time, validation macro-F1), the soup's validation macro-F1, what was shipped
         "log_history": log_history,  # of the last soup member
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -115,14 +121,14 @@ def write_outputs(*, trainer, result, out: Path, labels: list[str], test_ds, tes
     )
     _write_examples(out / "examples", y_true, labels, original, args.num_examples)
 
-    card = render_model_card(metrics=metrics, args=args, out=out)
+    card = render_model_card(metrics=metrics, args=args, out=model_dir)
     (out / "README.md").write_text(card)
     soup_text = f" x {len(soup['members'])} soup members (shipped: the {soup['shipped']})" if soup else ""
     return (
         f"\n{format_report(test)}\n\n"
         f"test accuracy {test['accuracy']:.4f}, macro-F1 {test['macro_f1']:.4f} on {len(test_ds)} held-out images; "
         f"trained {epochs_run:g} epochs{soup_text} in {train_seconds / 60:.1f} min ({precision}).\n"
-        f"model folder: {out} (pipeline('image-classification', model='{out}'))"
+        f"model folder: {model_dir} (pipeline('image-classification', model='{model_dir}'))"
     )
 
 
@@ -132,6 +138,30 @@ def explained(model, test_ds, i: int) -> np.ndarray:
 
     heat = GradCam(model)(test_ds[i]["pixel_values"])
     return overlay(test_ds.pixels[i].permute(1, 2, 0).numpy(), heat.cam)
+
+
+def relative_path(path: str | None, root: Path) -> str | None:
+    """``path`` relative to ``root`` (a checkpoint inside the model folder), else its last part: metrics.json is
+    published and must not carry the user's or the machine's folder names."""
+    if not path:
+        return path
+    try:
+        return Path(os.path.relpath(Path(path).resolve(), Path(root).resolve())).as_posix()
+    except ValueError:  # another drive (Windows)
+        return Path(path).name
+
+
+def _relative_checkpoints(soup: dict | None, root: Path) -> dict | None:
+    if not soup:
+        return soup
+    members = [{**m, "best_checkpoint": relative_path(m.get("best_checkpoint"), root)} for m in soup["members"]]
+    return {**soup, "members": members}
+
+
+def _dataset_name(args) -> str:
+    """A Hub id as is; a local dataset or image folder by its name only (no local path is published)."""
+    source = args.dataset or args.data_dir
+    return Path(str(source).rstrip("/")).name if Path(str(source)).expanduser().exists() else str(source)
 
 
 def calibrate(out: Path, val_pred, test_logits, test_labels) -> dict:
@@ -150,8 +180,7 @@ def _write_examples(folder: Path, y_true: np.ndarray, labels: list[str], origina
     if per_class <= 0:
         return
     folder.mkdir(exist_ok=True)
-    for old in folder.glob("*.jpg"):
-        old.unlink()
     for c, name in enumerate(labels):
+        stem = safe_filename(name)  # a class name is data: "../x" or 250 characters must not become a path
         for k, i in enumerate(np.flatnonzero(y_true == c)[:per_class]):
-            original(int(i)).save(folder / f"{name}_{k}.jpg", quality=90)
+            original(int(i)).save(folder / f"{stem}_{k}.jpg", quality=90)

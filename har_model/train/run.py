@@ -5,6 +5,11 @@ augmented per step with torch ops; channels-last memory; bf16 autocast where the
 first blocks frozen (batch-norm statistics too) with a lower learning rate for the rest of the backbone than for
 the new head. Everything else is stock Trainer: evaluation each epoch, best checkpoint on validation macro-F1,
 early stopping, `--resume`, TensorBoard when installed, and it runs unchanged under `accelerate launch`/`torchrun`.
+
+The model folder is ours or refused (``har_model.outputs``): everything the run ships -- the dataset copy, weights,
+reports, card, ONNX -- is written into a staging folder inside it and moved into place only at the end, so a failed
+or interrupted run leaves the previous model. Checkpoints live in ``checkpoints/`` with ``run.json`` (the data,
+classes and flags they belong to), which ``--resume`` checks (``har_model.train.checkpoints``).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from pathlib import Path
 
 from har_model.errors import HarError
 from har_model.hub import push_folder
+from har_model.outputs import Publication, claim_output_dir, clear_run_state, own_dir
 
 DEFAULT_MODEL = "efficientnet-lite0"
 
@@ -104,6 +110,21 @@ def run(args, *, export=None) -> int:
     # imported here, not at the top: `--help` and argument errors need none of torch, the Trainer or datasets
     from transformers import set_seed
 
+    t_start = time.time()
+    check_recipe(args)
+    out = Path(args.output_dir) if args.output_dir else default_output_dir(args)
+    member_dirs = check_output_dir(out, args)
+    seed = args.seed if args.train_seed is None else args.train_seed
+    set_seed(seed)
+    with Publication(out, "model") as stage:  # moved into `out` only when everything below has succeeded
+        summary = _train_into(stage, out, args, member_dirs, seed, t_start, export)
+    print(summary, flush=True)
+    push(args, out, out / "dataset")  # last: a failed push (one clear error line) leaves everything above on disk
+    return 0
+
+
+def _train_into(stage: Path, out: Path, args, member_dirs: list[Path], seed: int, t_start: float, export) -> str:
+    """The run proper: the shipped files go to `stage`, the checkpoints to `out`/checkpoints."""
     from har_model.data import dataset_from_args
     from har_model.train.augment import cache_splits
     from har_model.train.base_model import load_base_model
@@ -111,14 +132,8 @@ def run(args, *, export=None) -> int:
     from har_model.train.soup import cook_soup, train_members
     from har_model.train.trainer import make_trainer, resolve_report_to, use_bf16
 
-    t_start = time.time()
-    check_recipe(args)
-    out = Path(args.output_dir) if args.output_dir else default_output_dir(args)
-    member_dirs = check_output_dir(out, args.soup, resume=args.resume, overwrite=args.overwrite)
-    seed = args.seed if args.train_seed is None else args.train_seed
-    set_seed(seed)
-
-    dsd = dataset_from_args(args, out / "dataset")
+    dsd = dataset_from_args(args, stage / "dataset")
+    start_checkpoints(out, args, dsd)
     labels = list(dsd["train"].features["label"].names)
     load_model = functools.partial(load_base_model, args.model, labels, image_size=args.image_size,
                                    eval_size=args.eval_size, freeze_layers=args.freeze_layers,
@@ -135,18 +150,16 @@ def run(args, *, export=None) -> int:
     evaluator = new_trainer(base.model, out / "checkpoints", seed)  # the shipped model: validation, test, saving
     result = cook_soup(evaluator, members)
 
-    save_model(evaluator, base.processor, out)
-    summary = write_outputs(trainer=evaluator, result=result, out=out, labels=labels, test_ds=images.test,
+    save_model(evaluator, base.processor, stage)
+    summary = write_outputs(trainer=evaluator, result=result, out=stage, labels=labels, test_ds=images.test,
                             test_split=dsd["test"], args=args, total_seconds_start=t_start,
                             precision="bf16" if bf16 else "fp32", frozen_blocks=base.frozen_blocks, eval_prep=base.eval_prep,
-                            train_prep=base.train_prep)
+                            train_prep=base.train_prep, model_dir=out)
     if args.export_onnx:
         if export is None:
             raise HarError("--export-onnx: run training through `python train.py`, which provides the ONNX export")
-        export(out)
-    print(summary, flush=True)
-    push(args, out, out / "dataset")  # last: a failed push (one clear error line) leaves everything above on disk
-    return 0
+        export(stage)
+    return summary
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -168,15 +181,12 @@ def default_output_dir(args) -> Path:
     return Path("outputs") / name.replace("/", "_")
 
 
-def check_output_dir(out: Path, soup: int, *, resume: bool, overwrite: bool) -> list[Path]:
-    """Create the model folder; return the checkpoint folder of each soup member (checkpoints/ itself for a single
-    model). Refuses to start over silently where checkpoints exist, and to resume where there are none."""
-    if out.exists() and not out.is_dir():
-        raise HarError(f"--output-dir {out}: exists and is a file, not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise HarError(f"--output-dir {out}: cannot create folder ({exc.strerror or exc})") from None
+def check_output_dir(out: Path, args) -> list[Path]:
+    """Claim the model folder (new, empty or ours; never the input, inside it or around it); return the checkpoint
+    folder of each soup member (checkpoints/ itself for a single model). Refuses to start over silently where
+    checkpoints exist, and to resume where there are none."""
+    claim_output_dir(out, "model", overwrite=args.overwrite, inputs=[args.data_dir, args.dataset, args.model])
+    soup, resume, overwrite = args.soup, args.resume, args.overwrite
     ckpt_dir = out / "checkpoints"
     member_dirs = [ckpt_dir] if soup == 1 else [ckpt_dir / f"member-{i}" for i in range(soup)]
     if resume:
@@ -185,6 +195,19 @@ def check_output_dir(out: Path, soup: int, *, resume: bool, overwrite: bool) -> 
     elif ckpt_dir.is_dir() and any(ckpt_dir.rglob("checkpoint-*")) and not overwrite:
         raise HarError(f"{out} already holds checkpoints: continue with --resume, or start afresh with --overwrite")
     return member_dirs
+
+
+def start_checkpoints(out: Path, args, dsd) -> None:
+    """With the data loaded (the input checks passed): --resume checks that the checkpoints belong to this run;
+    a fresh run (--overwrite) removes the old run's checkpoints. Then records what this run is."""
+    from har_model.train.checkpoints import check_resume, run_fingerprint, write_run
+
+    fingerprint = run_fingerprint(args, dsd)
+    if args.resume:
+        check_resume(out / "checkpoints", fingerprint)
+    else:
+        clear_run_state(out)  # old checkpoints must not be resumed later as if they were this run's
+    write_run(own_dir(out, "checkpoints"), fingerprint)
 
 
 def print_plan(args, base, images, num_labels: int, bf16: bool) -> None:

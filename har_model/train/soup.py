@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from transformers import Trainer, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
+from har_model.train.checkpoints import last_complete
 from har_model.train.trainer import TrainingClock
 
 
@@ -78,7 +78,7 @@ def train_members(member_dirs: Sequence[Path], seed: int, *, first_model, new_mo
             model = new_model()
         if len(member_dirs) > 1:
             print(f"soup member {i + 1} of {len(member_dirs)} (training seed {member_seed})", flush=True)
-        resume_from = get_last_checkpoint(str(member_dir)) if resume and member_dir.is_dir() else None
+        resume_from = last_complete(member_dir) if resume and member_dir.is_dir() else None
         members.append(train_member(new_trainer(model, member_dir, member_seed), member_seed, resume_from))
     return members
 
