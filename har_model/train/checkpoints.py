@@ -22,12 +22,13 @@ from har_model.errors import HarError
 from har_model.outputs import atomic_write_text
 
 RUN_FILE = "run.json"
-# The flags that change what training does (its data order, schedule, model or objective). Output, logging,
-# export and push options are not among them: changing those on --resume is fine.
+# The flags that change what training does (its data order, model, objective or learning rates). How long to train
+# (--epochs, --max-steps, --early-stopping-patience) may change: continuing a run for more epochs is what --resume
+# is for. Output, logging, export and push options are not among them either.
 RESUME_FLAGS = (
-    "model", "soup", "epochs", "max_steps", "batch_size", "gradient_accumulation_steps", "learning_rate",
-    "backbone_lr_scale", "freeze_layers", "weight_decay", "warmup_ratio", "label_smoothing", "mixup",
-    "image_size", "eval_size", "early_stopping_patience", "precision", "train_seed", "seed",
+    "model", "soup", "batch_size", "gradient_accumulation_steps", "learning_rate", "backbone_lr_scale",
+    "freeze_layers", "weight_decay", "warmup_ratio", "label_smoothing", "mixup", "image_size", "eval_size",
+    "precision", "train_seed", "seed",
 )
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 

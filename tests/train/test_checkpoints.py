@@ -70,9 +70,10 @@ def test_resume_refuses_checkpoints_of_another_run_and_says_what_differs(tmp_pat
     checkpoints.check_resume(tmp_path, checkpoints.run_fingerprint(_args(), _dataset(["a", "b"])))  # same run
 
     with pytest.raises(HarError) as info:
-        checkpoints.check_resume(tmp_path, checkpoints.run_fingerprint(_args(batch_size=16, epochs=7.0), dsd))
+        checkpoints.check_resume(tmp_path, checkpoints.run_fingerprint(_args(batch_size=16, mixup=0.2), dsd))
     message = str(info.value)
-    assert "--batch-size 32 -> 16" in message and "--epochs 5.0 -> 7.0" in message and "--overwrite" in message
+    assert "--batch-size 32 -> 16" in message and "--mixup None -> 0.2" in message and "--overwrite" in message
+    checkpoints.check_resume(tmp_path, checkpoints.run_fingerprint(_args(epochs=9.0), dsd))  # train for longer
     assert "data" not in message.split("(", 1)[1].split(")")[0]
 
     with pytest.raises(HarError, match=r"the data \(images, labels or split\); the class names"):

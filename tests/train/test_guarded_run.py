@@ -151,7 +151,7 @@ def test_class_names_are_kept_as_labels_and_made_safe_as_file_names(tmp_path, ca
 def test_overwrite_starts_afresh_and_resume_continues_the_new_run(tmp_path, images, tiny_model_dir, capsys):
     out = tmp_path / "model"
     base = ["--data-dir", images, "--output-dir", out, "--model", tiny_model_dir, *QUICK]
-    assert train(capsys, *base, "--epochs", "2")[0] == 0
+    assert train(capsys, *base, "--epochs", "2", "--learning-rate", "0.01")[0] == 0
     old_steps = {p.name for p in (out / "checkpoints").glob("checkpoint-*")}
     (out / "notes.txt").write_text("mine")
     rc, err = train(capsys, *base, "--overwrite")
@@ -159,8 +159,8 @@ def test_overwrite_starts_afresh_and_resume_continues_the_new_run(tmp_path, imag
     new_steps = {p.name for p in (out / "checkpoints").glob("checkpoint-*")}
     assert max(int(s.split("-")[1]) for s in new_steps) < max(int(s.split("-")[1]) for s in old_steps)
     assert (out / "notes.txt").read_text() == "mine"
-    rc, err = train(capsys, *base, "--resume", "--epochs", "2")  # the old run's flags: refused, and says why
-    assert rc == 2 and "belong to a different run" in error_line(err) and "--epochs 1.0 -> 2.0" in err
+    rc, err = train(capsys, *base, "--resume", "--learning-rate", "0.01")  # the old run's flags: refused, says why
+    assert rc == 2 and "belong to a different run" in error_line(err) and "--learning-rate 0.002 -> 0.01" in err
     assert train(capsys, *base, "--resume")[0] == 0
 
 

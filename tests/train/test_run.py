@@ -132,7 +132,8 @@ def test_default_ships_a_model_soup(trained):
     soup = json.loads((out / "metrics.json").read_text())["soup"]
     assert [m["seed"] for m in soup["members"]] == [42, 43]
     shipped = load_file(out / "model.safetensors")
-    members = [load_file(Path(m["best_checkpoint"]) / "model.safetensors") for m in soup["members"]]
+    # checkpoint paths are recorded relative to the model folder (metrics.json is published)
+    members = [load_file(out / m["best_checkpoint"] / "model.safetensors") for m in soup["members"]]
     f1s = [m["validation_macro_f1"] for m in soup["members"]]
     if soup["shipped"] == "soup":
         assert soup["soup_validation_macro_f1"] >= max(f1s)
