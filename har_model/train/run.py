@@ -44,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--model", default=DEFAULT_MODEL,
                    help="base model: efficientnet-lite0/1/2 (built in, offline), a local model folder or a Hub id")
     g.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUTPUT_DIR/checkpoints")
-    g.add_argument("--overwrite", action="store_true", help="start afresh even if OUTPUT_DIR holds checkpoints")
+    g.add_argument("--overwrite", action="store_true", help="start afresh: remove the old run's checkpoints (the files train.py wrote are replaced "
+                   "when the new model is complete); also writes into an existing folder that har_model did not "
+                   "create (its other files are kept)")
 
     h = p.add_argument_group("training recipe")
     h.add_argument("--epochs", type=float, default=5.0, help="maximum number of epochs (of each soup member)")
