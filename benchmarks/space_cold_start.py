@@ -7,7 +7,7 @@
    does not depend on the weights).
 2. Two fresh virtual environments (no system site-packages): the Space's own ``requirements.txt`` only, and the
    repository's full ``requirements.txt`` (what a Space built from this repository installed before publish-space).
-   Installed size: ``du -sb`` of each environment. They are reused on later runs unless --rebuild.
+   Installed size: ``du -sk`` (what ``du -sh`` shows) of each environment. They are reused on later runs unless --rebuild.
 3. Cold start: from starting ``python app.py`` to the first ``/classify_image`` answer through gradio_client, the
    median of --rounds. The Space: its folder in its environment, no HAR_MODEL. The baseline: the repository's
    app.py in the full environment with HAR_MODEL = the same model folder (the same ONNX file).
@@ -64,7 +64,8 @@ def build_venv(venv: Path, requirements: Path, rebuild: bool) -> float | None:
 
 
 def du_bytes(path: Path) -> int:
-    return int(subprocess.run(["du", "-sb", str(path)], capture_output=True, text=True, check=True).stdout.split()[0])
+    """Disk usage, as `du -sh` reports it."""
+    return 1024 * int(subprocess.run(["du", "-sk", str(path)], capture_output=True, text=True, check=True).stdout.split()[0])
 
 
 def free_port() -> int:
