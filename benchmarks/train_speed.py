@@ -96,7 +96,7 @@ def run_ours(classes, train_rows, held_rows, batch_size, out, size):
     from datasets import Image as ImageFeature
     from transformers import Trainer as _T  # noqa: F401 (imported for parity of import cost)
 
-    from har_model.train import run as training
+    from har_model.train.config import TrainConfig
     from har_model.train.trainer import HarTrainer, find_head_prefixes, freeze_early_layers, training_arguments
     from har_model.hardware import cpu_has_bf16
     from har_model.preprocessing import preprocessing_for
@@ -104,20 +104,20 @@ def run_ours(classes, train_rows, held_rows, batch_size, out, size):
 
     model, processor = sized_backbone(classes, size)
     prep = preprocessing_for(processor)
-    args = training.build_parser().parse_args(["--data-dir", "x", "--batch-size", str(batch_size), "--epochs", "1",
-                                               "--report-to", "none", "--early-stopping-patience", "0"])
+    config = TrainConfig.parse(["--data-dir", "x", "--batch-size", str(batch_size), "--epochs", "1",
+                                "--report-to", "none", "--early-stopping-patience", "0"])
     t = time.perf_counter()
     ds = to_dataset(train_rows, classes).cast_column("image", ImageFeature(decode=False))
     pixels = decode_images(ds["image"], prep=prep, train=True, num_workers=os.cpu_count() or 1)
     train_ds = CachedImages(pixels, ds["label"], prep, augment=True)
     n_frozen, norms = freeze_early_layers(model, "auto")
     model = model.to(memory_format=torch.channels_last)
-    targs = training_arguments(args, out / "ours", 0, bf16=cpu_has_bf16(), report_to="none")
+    targs = training_arguments(config.training, out / "ours", 0, bf16=cpu_has_bf16())
     targs.eval_strategy = targs.save_strategy = "no"
     targs.load_best_model_at_end = False
     targs.disable_tqdm = True
     trainer = HarTrainer(model=model, args=targs, train_dataset=train_ds, frozen_norms=norms,
-                         backbone_lr_scale=args.backbone_lr_scale, head_prefixes=find_head_prefixes(model))
+                         backbone_lr_scale=config.run.backbone_lr_scale, head_prefixes=find_head_prefixes(model))
     trainer.train()
     seconds = time.perf_counter() - t
     return seconds, accuracy(model.to(memory_format=torch.contiguous_format), processor, held_rows)

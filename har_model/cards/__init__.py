@@ -117,16 +117,18 @@ def save_card(card, folder: str | os.PathLike) -> Path:
     return path
 
 
-def render_model_card(*, metrics: dict, args, out: Path) -> str:
-    """The model card (README.md of the model folder): YAML metadata incl. model-index, body from model_card.md."""
+def render_model_card(*, metrics: dict, config, out: Path) -> str:
+    """The model card (README.md of the model folder): YAML metadata incl. model-index, body from model_card.md.
+
+    ``config``: the run's ``har_model.train.config.TrainConfig`` (base model, dataset, Hub repos)."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     test, labels = metrics["test"], metrics["labels"]
-    base = str(args.model)
+    base, data, options = str(config.run.model), config.data, config.run
     hub_base = "/" in base and not Path(base).exists()
-    dataset_id = args.push_dataset or (args.dataset if args.dataset and not Path(args.dataset).exists() else None)
+    dataset_id = options.push_dataset or (data.dataset if data.dataset and not Path(data.dataset).exists() else None)
     dataset_name = dataset_id or metrics["dataset"]
-    model_name = (args.push_to_hub or Path(out).name).split("/")[-1]
+    model_name = (options.push_to_hub or Path(out).name).split("/")[-1]
     eval_results = [
         EvalResult(
             task_type="image-classification", task_name="Image Classification",
@@ -140,7 +142,7 @@ def render_model_card(*, metrics: dict, args, out: Path) -> str:
     if not hub_base:
         tags.append(Path(base).name)
     card_data = ModelCardData(
-        license=getattr(args, "model_license", None) or "apache-2.0",
+        license="apache-2.0",
         library_name="transformers",
         pipeline_tag="image-classification",
         base_model=base if hub_base else None,
@@ -169,7 +171,7 @@ def render_model_card(*, metrics: dict, args, out: Path) -> str:
         test=test,
         validation=metrics.get("validation", {}),
         weakest=weakest,
-        repo_or_path=args.push_to_hub or (Path(out).name if Path(out).is_absolute() else str(out)),  # no local path
+        repo_or_path=options.push_to_hub or (Path(out).name if Path(out).is_absolute() else str(out)),  # no local path
         num_train=metrics["num_train"],
         num_validation=metrics["num_validation"],
         num_test=metrics["num_test"],

@@ -10,10 +10,11 @@
 Nothing here imports the training or serving stages.
 """
 
-from har_model.data.build import REPORT_FILE, add_data_arguments, dataset_from_args, main, prepare_dataset, write_dataset_repo
+from har_model.data.build import REPORT_FILE, dataset_from_args, main, prepare_dataset, write_dataset_repo
 from har_model.data.load import features_for, image_bytes, load_dataset_any, load_dataset_folder
+from har_model.data.options import DataArguments, add_data_arguments
 
 __all__ = [
-    "REPORT_FILE", "add_data_arguments", "dataset_from_args", "features_for", "image_bytes", "load_dataset_any",
+    "REPORT_FILE", "DataArguments", "add_data_arguments", "dataset_from_args", "features_for", "image_bytes", "load_dataset_any",
     "load_dataset_folder", "main", "prepare_dataset", "write_dataset_repo",
 ]

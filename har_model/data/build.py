@@ -36,6 +36,7 @@ from pathlib import Path
 
 from har_model.data.balance import IMBALANCE_RATIO, class_balance
 from har_model.data.dedup import DEFAULT_NEAR_DUP_THRESHOLD, group_images
+from har_model.data.options import HelpFormatter, add_data_arguments
 from har_model.data.load import features_for, image_bytes, load_dataset_any, load_dataset_folder
 from har_model.data.scan import DEFAULT_MIN_SIDE, SERIAL_BELOW, Skipped, analyse_file, check_data_dir, list_candidates
 from har_model.data.splits import SPLITS, check_fractions, grouped_stratified_split
@@ -51,37 +52,6 @@ SAMPLES_PER_CLASS = 6
 
 
 # ----------------------------------------------------------------------------------------------- CLI
-
-
-def add_data_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the data options (input, validation, split) to ``parser``; an option it already has is left alone."""
-    existing = set(parser._option_string_actions)  # noqa: SLF001 - lets `train` share --seed with us
-    group = parser.add_argument_group("data")
-    add = _adder(group, existing)
-    add("--data-dir", help="image folder with one sub-folder per class (validated, de-duplicated and split)")
-    add("--dataset", help="instead of --data-dir: a dataset folder written by `prepare`, any dataset folder, or a Hub id")
-    add("--seed", type=int, default=42, help="seed of the split (same input + seed = same split); default 42")
-    add("--val-fraction", type=float, default=0.1, help="fraction of each class for validation; default 0.1")
-    add("--test-fraction", type=float, default=0.1, help="fraction of each class for test; default 0.1")
-    add("--min-side", type=int, default=DEFAULT_MIN_SIDE, help=f"skip images smaller than this; default {DEFAULT_MIN_SIDE}")
-    add("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help=f"skip images with more pixels (decompression bombs); default {DEFAULT_MAX_PIXELS}")
-    add("--num-workers", type=int, default=None, help="decoding processes; default: all CPU cores")
-    add(
-        "--near-dup-threshold",
-        type=int,
-        default=DEFAULT_NEAR_DUP_THRESHOLD,
-        help=f"near duplicates: pHash differs in at most this many bits of 64 (pHash + dHash: twice that); -1 disables; default {DEFAULT_NEAR_DUP_THRESHOLD}",
-    )
-    add("--license", default="other", help="license id for the dataset card, e.g. odbl, cc-by-4.0; default other")
-    return parser
-
-
-def _adder(group, existing: set[str]):
-    def add(flag: str, **kwargs) -> None:
-        if flag not in existing:
-            group.add_argument(flag, **kwargs)
-
-    return add
 
 
 def _options(args: argparse.Namespace) -> dict:
@@ -109,6 +79,7 @@ def dataset_from_args(args: argparse.Namespace, dataset_dir: Path, *, overwrite:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python train.py prepare",
+        formatter_class=HelpFormatter,
         description="Validate, de-duplicate and split an image folder (or re-publish a dataset) as a Hugging Face dataset repository folder.",
     )
     add_data_arguments(parser)

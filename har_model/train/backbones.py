@@ -22,12 +22,15 @@ any model from the Hub, without custom code. How Lite maps onto the stock class:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import json
+import logging
 import math
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -473,13 +476,15 @@ def _reset_head(model, num_labels: int) -> int:
     return reset
 
 
-def load_backbone(name_or_path: str, labels: Sequence[str], *, cache_dir: str | Path | None = None):
+def load_backbone(name_or_path: str, labels: Sequence[str], *, cache_dir: str | Path | None = None,
+                  report: bool = True):
     """Resolve a base model to ``(model, image_processor)`` ready for fine-tuning on ``labels``.
 
     ``name_or_path`` is a built-in name (``efficientnet-lite0/1/2``: converted offline once, cached under
     ``cache_dir`` or :func:`default_cache_dir`), a local checkpoint folder, or a Hub id (online users). The model has
     ``config.id2label``/``label2id`` from ``labels`` and a fresh head (normal std 0.01, bias 0) for ``len(labels)``
     classes; only a checkpoint already trained on exactly these labels, in this order, keeps its head.
+    ``report``: say so in one line, and warn of any other weight not loaded as it is (see ``report_loading``).
     """
     from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
 
@@ -496,15 +501,74 @@ def load_backbone(name_or_path: str, labels: Sequence[str], *, cache_dir: str | 
     config.id2label = id2label  # also sets num_labels
     config.label2id = {n: i for i, n in id2label.items()}
     try:
-        model = AutoModelForImageClassification.from_pretrained(source, config=config, ignore_mismatched_sizes=True)
+        with _without_load_report():
+            model, loading = AutoModelForImageClassification.from_pretrained(
+                source, config=config, ignore_mismatched_sizes=True, output_loading_info=True)
         processor = AutoImageProcessor.from_pretrained(source)
     except Exception as exc:  # OSError, ValueError, safetensors' own error for a truncated file: "not usable"
         where = source if local else f"Hub model {source!r}"
         raise HarError(f"{where}: cannot load as an image classifier ({_first_line(exc)})") from None
     if not same_labels:
         _reset_head(model, len(names))
+    if report:
+        report_loading(model, loading, source, same_labels=same_labels)
     _fix_batchnorm_momentum(model)
     return model, processor
+
+
+class _LoadReportFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "LOAD REPORT" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _without_load_report():
+    """Hold back transformers' table of the weights it did not load as they were (`report_loading` says it in our
+    words); every other warning of the loading stays."""
+    logger, quiet = logging.getLogger("transformers.modeling_utils"), _LoadReportFilter()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
+
+
+def report_loading(model, loading: dict, source: str, *, same_labels: bool) -> None:
+    """One line for the intended new head ("new classification head for 15 classes (was 1000 ImageNet classes)")
+    and a warning for any other weight that was not loaded as it is in the checkpoint.
+
+    `loading`: from_pretrained's loading info (missing_keys, unexpected_keys, mismatched_keys). A head weight is
+    one whose first dimension is the number of classes (the output layer)."""
+    num_labels = model.config.num_labels
+    shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
+
+    def in_head(name: str) -> bool:
+        return name in shapes and shapes[name][:1] == (num_labels,)
+
+    mismatched = list(loading.get("mismatched_keys") or [])
+    missing = sorted(loading.get("missing_keys") or [])
+    was = [shape[0] for name, shape, _ in mismatched if in_head(name) and len(shape)]
+    if was:
+        before = f"was {was[0]} {'ImageNet ' if was[0] in (1000, 1001) else ''}classes"
+    elif any(in_head(n) for n in missing):
+        before = "the checkpoint has no classification head"
+    elif not same_labels:
+        before = f"was {num_labels} other classes"
+    else:
+        before = None
+    if before:
+        print(f"new classification head for {num_labels} classes ({before})", flush=True)
+    else:
+        print(f"classification head kept: {source} was trained on these {num_labels} classes", flush=True)
+    others = {
+        "missing from the checkpoint, initialised randomly": [n for n in missing if not in_head(n)],
+        "of other shapes in the checkpoint, initialised randomly": [n for n, _, _ in mismatched if not in_head(n)],
+        f"in the checkpoint but not used by {type(model).__name__}": sorted(loading.get("unexpected_keys") or []),
+    }
+    for what, keys in others.items():
+        if keys:
+            listed = ", ".join(keys[:4]) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
+            print(f"warning: {source}: {len(keys)} weights {what}: {listed}", file=sys.stderr, flush=True)
 
 
 def _fix_batchnorm_momentum(model) -> None:

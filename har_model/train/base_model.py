@@ -97,9 +97,10 @@ class BaseModel:
 
 
 def load_base_model(name: str, labels: list[str], *, image_size: int | None, eval_size, freeze_layers,
-                    channels_last: bool) -> BaseModel:
-    """`name` with a new head for `labels` (random: draws from torch's generator), sized, frozen, channels-last."""
-    model, processor = backbones.load_backbone(name, labels)
+                    channels_last: bool, report: bool = True) -> BaseModel:
+    """`name` with a new head for `labels` (random: draws from torch's generator), sized, frozen, channels-last.
+    `report`: say what happened to the head (once a run: every soup member gets the same)."""
+    model, processor = backbones.load_backbone(name, labels, report=report)
     train_prep, eval_prep = train_eval_preprocessing(model, processor, image_size or default_image_size(name), eval_size)
     model, frozen_blocks = prepare_model(model, freeze_layers, channels_last)
     return BaseModel(model, processor, train_prep, eval_prep, frozen_blocks)

@@ -41,11 +41,12 @@ def _pick_grid(y_true: np.ndarray, y_pred: np.ndarray, n_labels: int, size: int,
 # the whole set of outputs
 
 
-def write_outputs(*, trainer, result, out: Path, labels: list[str], test_ds, test_split, args,
+def write_outputs(*, trainer, result, out: Path, labels: list[str], test_ds, test_split, config,
                   total_seconds_start: float, precision: str, frozen_blocks: int, eval_prep, train_prep,
                   model_dir: Path | None = None) -> str:
     """Evaluate the shipped model (in `trainer`) on the test split and write every report file into `out`; return a
-    short printable summary. `result`: the soup's SoupResult (members, their logs, the soup's validation metrics).
+    short printable summary. `result`: the soup's SoupResult (members, their logs, the soup's validation metrics);
+    `config`: the run's TrainConfig.
     `model_dir`: where the files will finally live when `out` is a staging folder (named in the card and the
     summary; checkpoint paths are recorded relative to it, so that no local path is published)."""
     import torch
@@ -69,13 +70,14 @@ def write_outputs(*, trainer, result, out: Path, labels: list[str], test_ds, tes
     val_pred = trainer.predict(trainer.eval_dataset, metric_key_prefix="eval")
     val = result.validation or {k.removeprefix("eval_"): v for k, v in val_pred.metrics.items() if k.startswith("eval_")}
     calibration = calibrate(out, val_pred, logits, y_true)
+    training = config.training
     epochs_run = max((row.get("epoch", 0) for row in log_history), default=0)
     metrics = {
         "test": test,
         "validation": val,
         "labels": labels,
-        "base_model": args.model,
-        "dataset": _dataset_name(args),
+        "base_model": config.run.model,
+        "dataset": _dataset_name(config.data),
         "num_train": len(trainer.train_dataset),
         "num_validation": len(trainer.eval_dataset),
         "num_test": len(test_ds),
@@ -86,13 +88,14 @@ def write_outputs(*, trainer, result, out: Path, labels: list[str], test_ds, tes
         "best_checkpoint": relative_path(result.last.best_checkpoint, model_dir),
         "best_validation_macro_f1": result.last.validation_macro_f1,
         "recipe": {
-            "epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
-            "backbone_lr_scale": args.backbone_lr_scale, "frozen_blocks": frozen_blocks,
-            "weight_decay": args.weight_decay, "label_smoothing": args.label_smoothing,
-            "mixup_alpha": args.mixup, "soup": args.soup,
-            "warmup_ratio": args.warmup_ratio, "precision": precision, "seed": args.seed,
+            "epochs": training.num_train_epochs, "batch_size": training.per_device_train_batch_size,
+            "learning_rate": training.learning_rate, "backbone_lr_scale": config.run.backbone_lr_scale,
+            "frozen_blocks": frozen_blocks, "weight_decay": training.weight_decay,
+            "label_smoothing": training.label_smoothing_factor, "mixup_alpha": config.run.mixup,
+            "soup": config.run.soup, "warmup_ratio": training.warmup_steps, "precision": precision,
+            "seed": config.data.seed,
             "input_size": list(eval_prep.output_hw), "train_crop_size": list(train_prep.output_hw),
-            "early_stopping_patience": args.early_stopping_patience,
+            "early_stopping_patience": config.run.early_stopping_patience,
         },
         "calibration": calibration,  # temperature + unsure threshold from validation; ECE before/after on test
         "soup": _relative_checkpoints(soup, model_dir),  # members (seed, time, validation macro-F1), the soup's validation macro-F1, what was shipped
@@ -110,7 +113,7 @@ def write_outputs(*, trainer, result, out: Path, labels: list[str], test_ds, tes
     def original(i: int):
         return open_rgb(image_bytes(raw[i]))
 
-    grid = _pick_grid(y_true, y_pred, len(labels), size=max(12, min(24, len(labels) + 9)), seed=args.seed)
+    grid = _pick_grid(y_true, y_pred, len(labels), size=max(12, min(24, len(labels) + 9)), seed=config.data.seed)
     # float pixels were normalised by a stock image processor: no picture to draw the heatmap on
     heatmaps = not test_ds.pixels.is_floating_point()
     plot_predictions(
@@ -119,9 +122,9 @@ def write_outputs(*, trainer, result, out: Path, labels: list[str], test_ds, tes
         [float(probs[i, y_pred[i]]) for i in grid], out / "predictions.png",
         note="mistakes show the model's input with a Grad-CAM heatmap of the predicted class",
     )
-    _write_examples(out / "examples", y_true, labels, original, args.num_examples)
+    _write_examples(out / "examples", y_true, labels, original, config.run.num_examples)
 
-    card = render_model_card(metrics=metrics, args=args, out=model_dir)
+    card = render_model_card(metrics=metrics, config=config, out=model_dir)
     (out / "README.md").write_text(card)
     soup_text = f" x {len(soup['members'])} soup members (shipped: the {soup['shipped']})" if soup else ""
     return (

@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import dataclasses
 import time
 from pathlib import Path
 
@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import ExportableState
+from transformers.trainer_optimizer import is_optimizer_factory
 
 from har_model.hardware import cpu_has_bf16
 from har_model.train.evaluation import compute_metrics_fn
@@ -177,7 +178,11 @@ class HarTrainer(Trainer):
             {"params": backbone_decay, "lr": lr * self.backbone_lr_scale, "weight_decay": wd},
             {"params": backbone_no_decay, "lr": lr * self.backbone_lr_scale, "weight_decay": 0.0},
         ]
-        self.optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, fused=True)
+        # the optimizer --optim names (default: fused AdamW) with its --adam-* settings, over our parameter groups
+        optimizer_cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
+        if is_optimizer_factory(optimizer_cls) or {"params", "model", "optimizer_dict"} & set(kwargs):
+            return super().create_optimizer(model)  # an optimizer that makes its own groups: one learning rate
+        self.optimizer = optimizer_cls([g for g in groups if g["params"]], **kwargs)
         return self.optimizer
 
 
@@ -204,60 +209,28 @@ def use_bf16(precision: str) -> bool:
     return cpu_has_bf16()
 
 
-def resolve_report_to(report_to: str) -> str:
-    """'auto': TensorBoard when it is installed, else nothing."""
-    if report_to != "auto":
-        return report_to
-    return "tensorboard" if importlib.util.find_spec("tensorboard") is not None else "none"
+def training_arguments(training: TrainingArguments, output_dir: Path, seed: int, *, bf16: bool) -> TrainingArguments:
+    """`training` (the command line's, with our defaults) for one soup member: its checkpoint folder and seed,
+    bf16 from --precision (unless --fp16), the CPU where there is no GPU."""
+    return dataclasses.replace(training, output_dir=str(output_dir), seed=seed, data_seed=seed,
+                               bf16=bf16 and not training.fp16, use_cpu=training.use_cpu or not torch.cuda.is_available())
 
 
-def training_arguments(args, output_dir: Path, seed: int, *, bf16: bool, report_to: str) -> TrainingArguments:
-    """The TrainingArguments of one member: evaluation and a checkpoint each epoch, the best on validation macro-F1."""
-    return TrainingArguments(
-        output_dir=str(output_dir),
-        num_train_epochs=args.epochs,
-        max_steps=args.max_steps,
-        per_device_train_batch_size=args.batch_size,
-        per_device_eval_batch_size=args.eval_batch_size,
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        learning_rate=args.learning_rate,
-        weight_decay=args.weight_decay,
-        warmup_steps=args.warmup_ratio,  # a float < 1 is a fraction of all steps
-        lr_scheduler_type="cosine",
-        label_smoothing_factor=args.label_smoothing,
-        eval_strategy="epoch",
-        save_strategy="epoch",
-        logging_strategy="epoch",
-        save_total_limit=2,
-        load_best_model_at_end=True,
-        metric_for_best_model="macro_f1",
-        greater_is_better=True,
-        bf16=bf16,
-        use_cpu=not torch.cuda.is_available(),
-        seed=seed,
-        data_seed=seed,
-        dataloader_num_workers=0,
-        restore_callback_states_from_checkpoint=True,  # early-stopping patience and the training clock
-        remove_unused_columns=False,
-        report_to=report_to,
-        disable_tqdm=False,
-    )
-
-
-def make_trainer(model, output_dir: Path, seed: int, *, args, images, labels: list[str], bf16: bool,
-                 report_to: str) -> HarTrainer:
-    """A HarTrainer for one soup member (or for evaluating the shipped model): `images` holds the cached splits."""
+def make_trainer(model, output_dir: Path, seed: int, *, config, images, labels: list[str], bf16: bool) -> HarTrainer:
+    """A HarTrainer for one soup member (or for evaluating the shipped model): `config` is the run's TrainConfig,
+    `images` the cached splits."""
+    recipe = config.run
     callbacks = [TrainingClock()]
-    if args.early_stopping_patience > 0:
-        callbacks.append(EarlyStoppingCallback(args.early_stopping_patience))
+    if recipe.early_stopping_patience > 0:
+        callbacks.append(EarlyStoppingCallback(recipe.early_stopping_patience))
     return HarTrainer(
         model=model,
-        args=training_arguments(args, output_dir, seed, bf16=bf16, report_to=report_to),
+        args=training_arguments(config.training, output_dir, seed, bf16=bf16),
         train_dataset=images.train,
         eval_dataset=images.validation,
         compute_metrics=compute_metrics_fn(labels),
         callbacks=callbacks,
-        channels_last=not args.no_channels_last,
-        backbone_lr_scale=args.backbone_lr_scale,
-        mixup_alpha=args.mixup,
+        channels_last=not recipe.no_channels_last,
+        backbone_lr_scale=recipe.backbone_lr_scale,
+        mixup_alpha=recipe.mixup,
     )

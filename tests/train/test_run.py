@@ -122,6 +122,42 @@ def test_calibration_is_fitted_on_validation_saved_and_reported(trained):
     assert Classifier.load(out, backend="torch").calibration == saved  # the serving path picks it up
 
 
+def test_reports_and_card_follow_the_config(trained):
+    """metrics.json records the recipe the TrainConfig held; the card is rendered from a TrainConfig."""
+    from har_model.cards import render_model_card
+    from har_model.train.config import TrainConfig
+
+    out, _ = trained
+    metrics = json.loads((out / "metrics.json").read_text())
+    recipe = metrics["recipe"]
+    assert (recipe["epochs"], recipe["batch_size"], recipe["learning_rate"], recipe["soup"]) == (2.0, 8, 3e-3, 2)
+    assert (recipe["warmup_ratio"], recipe["label_smoothing"], recipe["seed"]) == (0.05, 0.1, 42)
+    config = TrainConfig.parse(["--dataset", "someone/actions", "--model", "google/vit-base-patch16-224",
+                                "--push-to-hub", "someone/har-vit"])
+    meta = front_matter(render_model_card(metrics=metrics, config=config, out=out))
+    assert meta["base_model"] == "google/vit-base-patch16-224" and meta["datasets"] == ["someone/actions"]
+    assert meta["model-index"][0]["name"] == "har-vit"
+
+
+def test_the_new_head_is_one_line_and_trainer_options_reach_the_run(tmp_path):
+    """A base model trained on other classes: one line of ours about the new head instead of transformers' load
+    report; --logging-strategy/--logging-steps (TrainingArguments) shape the logged history."""
+    import helpers
+
+    images = helpers.make_class_folder(tmp_path / "images", per_class=8)
+    base = helpers.make_tiny_model(tmp_path / "base", classes=("a", "b", "c", "d", "e"))
+    out = tmp_path / "model"
+    proc = run_train("--data-dir", images, "--output-dir", out, "--model", base, *QUICK, "--soup", "2",
+                     "--max-steps", "2", "--num-examples", "0", "--logging-strategy", "steps", "--logging_steps=1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    said = proc.stdout + proc.stderr
+    assert [ln for ln in said.splitlines() if "classification head" in ln] == [
+        "new classification head for 3 classes (was 5 classes)"]  # once for the run, not per soup member
+    assert "MISMATCH" not in said and "LOAD REPORT" not in said and "newly initialized" not in said
+    history = json.loads((out / "metrics.json").read_text())["log_history"]
+    assert [row["step"] for row in history if "loss" in row] == [1, 2]  # a training loss at every step
+
+
 def test_default_ships_a_model_soup(trained):
     """By default two models are trained (seeds 42 and 43) and the shipped weights are their average, unless a member
     scored better on validation; metrics.json and the card say which."""
@@ -158,6 +194,8 @@ def test_pretrained_backbone_learns_the_task(tmp_path):
     proc = run_train("--data-dir", images, "--output-dir", out, *QUICK, "--epochs", "3", "--num-examples", "0",
                      "--val-fraction", "0.2", "--test-fraction", "0.2")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "new classification head for 3 classes (was 1000 ImageNet classes)" in proc.stdout.splitlines()
+    assert "MISMATCH" not in proc.stdout + proc.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["base_model"] == "efficientnet-lite0"
     assert metrics["test"]["accuracy"] >= 0.8, metrics["test"]

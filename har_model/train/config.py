@@ -1,0 +1,290 @@
+"""The options of a training run, typed: `TrainConfig.parse(argv)`, with transformers' HfArgumentParser.
+
+    DataArguments         input, validation and split (har_model.data.options: the same options as `prepare`)
+    RunArguments          ours: the model folder, the base model, the soup, sizes, freezing, mixup, after training
+    HarTrainingArguments  transformers' TrainingArguments with our defaults; every option on the command line except
+                          the few the run sets itself (HIDDEN)
+    TrainConfig           the three parts of one run, checked
+
+Options are spelt with dashes (`--learning-rate`); the underscore spelling of the transformers examples
+(`--learning_rate`) is accepted too. This module imports transformers' TrainingArguments (and so torch), which
+`--help` needs anyway; the Trainer, datasets and the models are imported only once a run starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import importlib.util
+import sys
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from transformers import HfArgumentParser, TrainingArguments
+from transformers.trainer_utils import IntervalStrategy, SaveStrategy, SchedulerType
+
+from har_model.data.options import DataArguments, HelpFormatter
+from har_model.errors import HarError
+
+DEFAULT_MODEL = "efficientnet-lite0"
+
+USAGE = "python train.py [--data-dir FOLDER | --dataset ID_OR_FOLDER] [--output-dir OUT] [--model MODEL] [OPTION ...]"
+DESCRIPTION = (
+    "Fine-tune a pretrained image classifier on a folder of action images (one sub-folder per class) or a published "
+    "dataset, evaluate it on a held-out test split and write a model folder that pipeline('image-classification') "
+    "and the Hub understand."
+)
+
+# TrainingArguments the run sets itself, so they are not options: the checkpoint folder of each soup member
+# (under --output-dir), the seeds of each member (--train-seed), bf16 (--precision), resuming (--resume), the Hub
+# (--push-to-hub pushes the finished model folder, not checkpoints; a token never goes on a command line) and the
+# do_* switches of the transformers example scripts, which the Trainer ignores.
+HIDDEN = {
+    "output_dir", "seed", "data_seed", "bf16", "resume_from_checkpoint", "do_train", "do_eval", "do_predict",
+    "push_to_hub", "hub_model_id", "hub_private_repo", "hub_strategy", "hub_token", "hub_always_push", "hub_revision",
+}
+# TrainingArguments with a shorter name of ours (the transformers name is accepted too)
+OUR_NAMES = {
+    "num_train_epochs": "--epochs",
+    "per_device_train_batch_size": "--batch-size",
+    "per_device_eval_batch_size": "--eval-batch-size",
+    "label_smoothing_factor": "--label-smoothing",
+    "warmup_steps": "--warmup-ratio",
+}
+
+INPUT_OUTPUT, RECIPE, AFTER = "input and output", "training recipe", "after training"
+OTHER_TRAINER = "other Trainer options (transformers TrainingArguments; see its documentation)"
+GROUPS = {  # --help lists the groups in this order; the TrainingArguments of our recipe are listed with it
+    "data": [], INPUT_OUTPUT: [],
+    RECIPE: ["num_train_epochs", "per_device_train_batch_size", "per_device_eval_batch_size", "learning_rate",
+             "weight_decay", "warmup_steps", "label_smoothing_factor", "gradient_accumulation_steps", "max_steps",
+             "report_to"],
+    AFTER: [], OTHER_TRAINER: [],
+}
+
+
+def _opt(default, text: str, group: str = RECIPE, **kw):
+    return field(default=default, metadata={"help": text, "group": group, **kw})
+
+
+@dataclass
+class RunArguments:
+    """Our options: where the model goes, what it starts from and the parts of the recipe the Trainer lacks."""
+
+    _argument_group_name = RECIPE
+
+    output_dir: str | None = _opt(None, "model folder to write (default: outputs/<name of the data folder or "
+                                  "dataset>)", INPUT_OUTPUT)
+    model: str = _opt(DEFAULT_MODEL, "base model: efficientnet-lite0/1/2 (built in, offline), a local model folder "
+                      "or a Hub id", INPUT_OUTPUT)
+    resume: bool = _opt(False, "continue from the last checkpoint in OUTPUT_DIR/checkpoints", INPUT_OUTPUT)
+    overwrite: bool = _opt(False, "start afresh: remove the old run's checkpoints (the files train.py wrote are "
+                           "replaced when the new model is complete); also writes into an existing folder that "
+                           "har_model did not create (its other files are kept)", INPUT_OUTPUT)
+
+    soup: int = _opt(2, "train N models from the same pretrained weights (training seeds SEED, SEED+1, ...) and "
+                     "average their weights into one model of the same size and speed (a model soup, Wortsman et "
+                     "al. 2022); the soup is shipped when it scores at least as well as its best member on "
+                     "validation, else that member is. 1: a single model", metavar="N")
+    image_size: int | None = _opt(None, "training crop size in pixels (default: 256 for the built-in backbones "
+                                  "(their native size if larger), the training crop size recorded by train.py for a "
+                                  "model folder it wrote, the base model's own input size for other models)")
+    eval_size: str = _opt("auto", "input size for validation, test and the saved model: a number, 'same' "
+                          "(= --image-size) or 'auto' (convolutional models: about 1.3x the training size, rounded "
+                          "to 32, which undoes the object enlargement of random-resized-crop training (FixRes); "
+                          "other models: same)")
+    backbone_lr_scale: float = _opt(0.25, "learning rate of the (unfrozen) backbone relative to the head")
+    freeze_layers: str = _opt("auto", "freeze the stem and this many of the first backbone blocks ('auto': the "
+                              "first half; 0: none)")
+    mixup: float = _opt(0.0, "mixup strength: blend pairs of training images and their labels with a "
+                        "Beta(ALPHA, ALPHA) weight (0 = off)", metavar="ALPHA")
+    early_stopping_patience: int = _opt(3, "stop after this many evaluations without a better validation macro-F1 "
+                                        "(0: never)")
+    precision: Literal["auto", "bf16", "fp32"] = _opt("auto", "bf16 autocast (auto: where the CPU/GPU supports it)")
+    no_channels_last: bool = _opt(False, "keep NCHW memory format")
+    train_seed: int | None = _opt(None, "seed for training (default: the --seed of the split)")
+
+    export_onnx: bool = _opt(False, "also write ONNX (fp32 + dynamic int8) for fast CPU serving", AFTER)
+    num_examples: int = _opt(2, "test images per class copied to OUT/examples for the app", AFTER)
+    push_to_hub: str | None = _opt(None, "push the model folder to this Hub repo", AFTER, metavar="REPO_ID")
+    push_dataset: str | None = _opt(None, "push the dataset folder to this Hub dataset repo", AFTER,
+                                    metavar="REPO_ID")
+    private: bool = _opt(False, "create Hub repos as private", AFTER)
+
+
+def _trainer_default(name: str, default=None, text: str | None = None, *, factory=None):
+    """A TrainingArguments field with our default (and help text); the rest of its metadata as transformers has it."""
+    meta = dict(TrainingArguments.__dataclass_fields__[name].metadata)
+    if text:
+        meta["help"] = text
+    return field(default_factory=factory, metadata=meta) if factory else field(default=default, metadata=meta)
+
+
+def _report_to_auto() -> list[str] | str:
+    """'auto': TensorBoard when it is installed, else nothing."""
+    return ["tensorboard"] if importlib.util.find_spec("tensorboard") is not None else "none"
+
+
+@dataclass
+class HarTrainingArguments(TrainingArguments):
+    """TrainingArguments with our recipe as the defaults: evaluation and a checkpoint each epoch, the best checkpoint
+    on validation macro-F1, a cosine schedule with warmup, label smoothing, a high head learning rate."""
+
+    _argument_group_name = OTHER_TRAINER
+
+    num_train_epochs: float = _trainer_default("num_train_epochs", 5.0, "maximum number of epochs (of each soup member)")
+    per_device_train_batch_size: int = _trainer_default("per_device_train_batch_size", 32,
+                                                        "training batch size per device")
+    per_device_eval_batch_size: int = _trainer_default("per_device_eval_batch_size", 64,
+                                                       "evaluation batch size per device")
+    learning_rate: float = _trainer_default("learning_rate", 2e-3, "peak learning rate of the new head")
+    weight_decay: float = _trainer_default("weight_decay", 0.01, "AdamW weight decay (not of biases and norms)")
+    warmup_steps: float = _trainer_default("warmup_steps", 0.05, "learning-rate warmup: a fraction of all steps "
+                                           "(below 1) or a number of steps")
+    label_smoothing_factor: float = _trainer_default("label_smoothing_factor", 0.1, "label smoothing of the loss")
+    max_steps: int = _trainer_default("max_steps", -1, "stop after this many optimizer steps (for quick runs; -1: "
+                                      "train for --epochs)")
+    report_to: list[str] = _trainer_default("report_to", text="where to log: tensorboard, wandb, trackio, ... "
+                                            "(several allowed), or none; auto: tensorboard when installed",
+                                            factory=lambda: ["auto"])
+    lr_scheduler_type: SchedulerType | str = _trainer_default("lr_scheduler_type", "cosine")
+    eval_strategy: IntervalStrategy | str = _trainer_default("eval_strategy", "epoch")
+    save_strategy: SaveStrategy | str = _trainer_default("save_strategy", "epoch")
+    logging_strategy: IntervalStrategy | str = _trainer_default("logging_strategy", "epoch")
+    save_total_limit: int | None = _trainer_default("save_total_limit", 2)
+    load_best_model_at_end: bool = _trainer_default("load_best_model_at_end", True)
+    metric_for_best_model: str | None = _trainer_default("metric_for_best_model", "macro_f1")
+    greater_is_better: bool | None = _trainer_default("greater_is_better", True)
+    # early-stopping patience and the training clock continue where they were
+    restore_callback_states_from_checkpoint: bool = _trainer_default("restore_callback_states_from_checkpoint", True)
+    remove_unused_columns: bool = _trainer_default("remove_unused_columns", False)
+    disable_tqdm: bool | None = _trainer_default("disable_tqdm", False)
+
+    def __post_init__(self):
+        if self.report_to in ("auto", ["auto"]):
+            self.report_to = _report_to_auto()
+        super().__post_init__()
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run is told: data options, our options and the Trainer's."""
+
+    data: DataArguments
+    run: RunArguments
+    training: HarTrainingArguments
+
+    @classmethod
+    def parse(cls, argv: list[str] | None = None) -> TrainConfig:
+        """From the command line (`--help` prints the options and exits; a bad option exits with status 2)."""
+        return ConfigParser().parse(argv)
+
+    @property
+    def seed(self) -> int:
+        """The training seed of the first soup member."""
+        return self.data.seed if self.run.train_seed is None else self.run.train_seed
+
+    @property
+    def output_dir(self) -> Path:
+        """--output-dir, or outputs/<name of the data folder or dataset>."""
+        if self.run.output_dir:
+            return Path(self.run.output_dir)
+        name = Path(str(self.data.data_dir or self.data.dataset).rstrip("/")).name or "model"
+        return Path("outputs") / name.replace("/", "_")
+
+    def as_namespace(self) -> argparse.Namespace:
+        """Every option under its command-line name (`epochs`, `batch_size`, `seed`, `model`, ...), flat."""
+        values = {**dataclasses.asdict(self.data), **dataclasses.asdict(self.run)}
+        for name in ConfigParser.trainer_options():
+            values[OUR_NAMES.get(name, "--" + name).removeprefix("--").replace("-", "_")] = getattr(self.training, name)
+        return argparse.Namespace(**values)
+
+    def check(self) -> TrainConfig:
+        if not self.data.data_dir and not self.data.dataset:
+            raise HarError("give the images with --data-dir FOLDER (one sub-folder per class) or --dataset HUB_ID_OR_FOLDER")
+        if self.run.mixup < 0:
+            raise HarError(f"--mixup {self.run.mixup}: give 0 (off) or a positive Beta alpha such as 0.2")
+        if self.run.soup < 1:
+            raise HarError(f"--soup {self.run.soup}: give 1 (a single model) or more members")
+        return self
+
+
+class _Group:
+    """Adds one dataclass field's option to an argument group, under our option names: dashes only (underscores
+    are turned into dashes before parsing), OUR_NAMES first; our on/off options are plain switches."""
+
+    def __init__(self, group, name: str, metavar: str | None, switch: bool):
+        self.group, self.name, self.metavar, self.switch = group, name, metavar, switch
+
+    def add_argument(self, *names: str, **kwargs) -> None:
+        names = [n for n in names if "_" not in n]
+        if kwargs.get("action") == "store_false":  # the --no-X of a TrainingArguments flag that is on by default
+            kwargs["help"] = f"turn --{self.name.replace('_', '-')} off"
+        elif self.switch:
+            kwargs = {"action": "store_true", "default": kwargs["default"], "help": kwargs["help"]}
+        else:
+            if self.name in OUR_NAMES:
+                names.insert(0, OUR_NAMES[self.name])
+            kwargs["metavar"] = self.metavar or names[0].removeprefix("--").upper().replace("-", "_")
+            if kwargs.get("nargs") == "?" and kwargs.get("const") is True:
+                kwargs["metavar"] = "{true,false}"
+            elif kwargs.get("choices") and len(kwargs["choices"]) <= 4:
+                kwargs["metavar"] = "{" + ",".join(map(str, kwargs["choices"])) + "}"
+        self.group.add_argument(*names, dest=self.name, **{k: v for k, v in kwargs.items() if k != "dest"})
+
+
+class ConfigParser(HfArgumentParser):
+    """HfArgumentParser over DataArguments, RunArguments and HarTrainingArguments, with our groups and names."""
+
+    dataclass_types = (DataArguments, RunArguments, HarTrainingArguments)
+
+    def __init__(self):
+        argparse.ArgumentParser.__init__(self, prog="python train.py", usage=USAGE, description=DESCRIPTION,
+                                         formatter_class=HelpFormatter)
+        self.groups = {name: self.add_argument_group(name) for name in GROUPS}
+        self.group_of = {name: group for group, names in GROUPS.items() for name in names}
+        self.options = {dtype: [] for dtype in self.dataclass_types}  # the fields each dataclass gets from argv
+        for dtype in self.dataclass_types:
+            self._add_dataclass_arguments(dtype)
+
+    @staticmethod
+    def trainer_options() -> list[str]:
+        """The TrainingArguments fields that are options (all but HIDDEN)."""
+        return [f.name for f in dataclasses.fields(HarTrainingArguments) if f.init and f.name not in HIDDEN]
+
+    def _add_dataclass_arguments(self, dtype) -> None:
+        hints = typing.get_type_hints(dtype)
+        for f in dataclasses.fields(dtype):
+            if not f.init or (dtype is HarTrainingArguments and f.name in HIDDEN):
+                continue
+            f = copy.copy(f)  # HfArgumentParser rewrites the field's type; the dataclass keeps its own
+            f.type = hints[f.name]
+            meta = dict(f.metadata)
+            group = self.groups[meta.pop("group", None) or self.group_of.get(f.name) or dtype._argument_group_name]
+            metavar = meta.pop("metavar", None)
+            f.metadata = meta
+            switch = dtype is RunArguments and f.type is bool
+            self._parse_dataclass_field(_Group(group, f.name, metavar, switch), f)
+            self.options[dtype].append(f.name)
+
+    def parse(self, argv: list[str] | None) -> TrainConfig:
+        namespace = self.parse_args(dashed(argv))
+        parts = [dtype(**{name: getattr(namespace, name) for name in self.options[dtype]})
+                 for dtype in (DataArguments, RunArguments)]
+        try:
+            training = HarTrainingArguments(**{name: getattr(namespace, name) for name in self.options[HarTrainingArguments]})
+        except ValueError as exc:  # TrainingArguments' own checks of its options
+            raise HarError(f"Trainer options: {str(exc).strip().splitlines()[0]}") from None
+        return TrainConfig(*parts, training).check()
+
+
+def dashed(argv: list[str] | None) -> list[str] | None:
+    """`--learning_rate=3` -> `--learning-rate=3`: the transformers examples' spelling of an option is ours too."""
+    def dash(arg: str) -> str:
+        name, eq, value = arg.partition("=")
+        return name.replace("_", "-") + eq + value if arg.startswith("--") else arg
+
+    return [dash(a) for a in (sys.argv[1:] if argv is None else argv)]
