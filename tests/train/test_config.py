@@ -102,7 +102,8 @@ def test_training_arguments_given_on_the_command_line_reach_the_trainer(tiny_mod
     import torch
 
     import helpers
-    from har_model.train.augment import CachedImages, CachedSplits, Geometry
+    from har_model.preprocessing import preprocessing_for
+    from har_model.train.augment import CachedImages, CachedSplits
     from har_model.train.backbones import load_backbone
     from har_model.train.trainer import make_trainer
 
@@ -110,8 +111,8 @@ def test_training_arguments_given_on_the_command_line_reach_the_trainer(tiny_mod
                                 "--report-to", "none", "--dataloader-num-workers", "0", "--adam-beta1", "0.8",
                                 "--learning_rate=0.01", "--backbone-lr-scale", "0.5", "--no-load-best-model-at-end"])
     model, processor = load_backbone(str(tiny_model_dir), list(helpers.CLASSES), report=False)
-    geo = Geometry.from_processor(processor)
-    split = CachedImages(torch.zeros((4, 3, *geo.out_hw), dtype=torch.uint8), [0, 1, 2, 0], geo, augment=False)
+    prep = preprocessing_for(processor)
+    split = CachedImages(torch.zeros((4, 3, *prep.output_hw), dtype=torch.uint8), [0, 1, 2, 0], prep, augment=False)
     trainer = make_trainer(model, tmp_path / "member-1", 43, config=config, images=CachedSplits(split, split, split),
                            labels=list(helpers.CLASSES), bf16=False)
     args = trainer.args
