@@ -374,17 +374,21 @@ def preprocessing_for(processor) -> Preprocessing | StockPreprocessing:
         return StockPreprocessing(processor)
 
 
-def read_config(model_dir: str | Path) -> dict:
-    path = Path(model_dir) / CONFIG_NAME
+def read_json(path: Path, missing_hint: str) -> dict:
+    """A JSON object from ``path``; a missing, unreadable or non-object file is one HarError line."""
     if not path.is_file():
-        raise HarError(f"{model_dir}: no {CONFIG_NAME} (not a saved image classifier?)")
+        raise HarError(f"{path.parent}: no {path.name} ({missing_hint})")
     try:
-        config = json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise HarError(f"{path}: cannot read ({exc})") from None
-    if not isinstance(config, dict):
+    if not isinstance(data, dict):
         raise HarError(f"{path}: not a JSON object")
-    return config
+    return data
+
+
+def read_config(model_dir: str | Path) -> dict:
+    return read_json(Path(model_dir) / CONFIG_NAME, "not a saved image classifier?")
 
 
 def load_preprocessing(model_dir: str | Path) -> Preprocessing | StockPreprocessing:

@@ -22,7 +22,6 @@ import argparse
 import csv
 import glob
 import io
-import json
 import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
@@ -35,7 +34,7 @@ from har_model.calibration import Calibration, decide
 from har_model.errors import HarError
 from har_model.imaging import is_image_path, open_rgb, to_rgb
 from har_model.outputs import atomic_write_text, require_complete
-from har_model.preprocessing import Preprocessing, StockPreprocessing, load_preprocessing
+from har_model.preprocessing import Preprocessing, StockPreprocessing, load_preprocessing, read_json
 
 BACKENDS = ("auto", "torch", "torch-bf16", "onnx")
 ONNX_DIR = "onnx"
@@ -145,21 +144,9 @@ def choose_onnx_file(model_dir: Path) -> Path | None:
 # --------------------------------------------------------------------------------------------- classifier
 
 
-def _read_json(path: Path, missing_hint: str) -> dict:
-    if not path.is_file():
-        raise HarError(f"{path.parent}: no {path.name} ({missing_hint})")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise HarError(f"{path}: cannot read ({exc})") from None
-    if not isinstance(data, dict):
-        raise HarError(f"{path}: not a JSON object")
-    return data
-
-
 def _read_labels(model_dir: Path) -> list[str]:
     path = model_dir / "config.json"
-    config = _read_json(path, "not a saved model folder")
+    config = read_json(path, "not a saved model folder")
     id2label = config.get("id2label") or {}
     try:
         labels = [str(id2label[k]) for k in sorted(id2label, key=int)]
