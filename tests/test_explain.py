@@ -22,30 +22,18 @@ def _quadrant_masses(cam: np.ndarray) -> list[float]:
 def shape_model(tmp_path_factory):
     """The tiny EfficientNet (64x64 input, 16x16 last feature map) trained on the 3 shape classes in any quadrant."""
     import torch
-    from transformers import AutoModelForImageClassification
 
     from har_model.preprocessing import load_preprocessing
 
     folder = helpers.make_tiny_model(tmp_path_factory.mktemp("shape_model"), image_size=SIZE)
     prep = load_preprocessing(folder)
-    model = AutoModelForImageClassification.from_pretrained(folder)
 
     def pixels(img):
         return torch.from_numpy(prep.normalize(prep.resize_crop(img)[None]))
 
-    x = torch.cat([pixels(helpers.quadrant_image(c, q, s)) for s in range(10) for c in range(3) for q in range(4)])
-    y = torch.tensor([c for s in range(10) for c in range(3) for q in range(4)])
-    torch.manual_seed(0)
-    opt = torch.optim.Adam(model.parameters(), 3e-3)
-    model.train()
-    for _ in range(12):
-        for idx in torch.randperm(len(x)).split(16):
-            loss = torch.nn.functional.cross_entropy(model(pixel_values=x[idx]).logits, y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    model.eval()
-    model.save_pretrained(folder)
+    images = [helpers.quadrant_image(c, q, s) for s in range(10) for c in range(3) for q in range(4)]
+    labels = [c for s in range(10) for c in range(3) for q in range(4)]
+    model = helpers.train_tiny_model(folder, images, labels, epochs=12, seed=0)
     return folder, model, pixels
 
 
