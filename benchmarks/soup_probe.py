@@ -35,7 +35,7 @@ def main() -> int:
     from transformers import AutoModelForImageClassification
 
     from har_model.preprocessing import load_preprocessing
-    from har_model.train.augment import CachedImages, decode_images
+    from har_model.train.image_cache import CachedImages, decode_images
     from har_model.data import load_dataset_folder
     from har_model.train.evaluation import classification_report
     from har_model.hardware import cpu_has_bf16

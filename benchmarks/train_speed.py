@@ -100,7 +100,7 @@ def run_ours(classes, train_rows, held_rows, batch_size, out, size):
     from har_model.train.trainer import HarTrainer, find_head_prefixes, freeze_early_layers, training_arguments
     from har_model.hardware import cpu_has_bf16
     from har_model.preprocessing import preprocessing_for
-    from har_model.train.augment import CachedImages, decode_images
+    from har_model.train.image_cache import CachedImages, decode_images
 
     model, processor = sized_backbone(classes, size)
     prep = preprocessing_for(processor)

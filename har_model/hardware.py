@@ -1,17 +1,15 @@
-"""What machine this is: native bf16 on the CPU, and a one-line description for cards and reports."""
+"""What machine this is: native bf16 on the CPU, memory, the platform's process pools, a one-line description."""
 
 from __future__ import annotations
 
 import os
 import platform
+import sys
 from pathlib import Path
 
 
 def _cpuinfo() -> str:
-    try:
-        return Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return ""
+    return _read("/proc/cpuinfo")
 
 
 def cpu_has_bf16() -> bool:
@@ -32,3 +30,46 @@ def describe() -> str:
             cpu = line.split(":", 1)[1].strip()
             break
     return f"{os.cpu_count()} cores of {cpu}"
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to new allocations now (Linux MemAvailable, else psutil when installed, else the
+    physical memory), or None when the platform says nothing."""
+    for line in _read("/proc/meminfo").splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def process_pool(workers: int):
+    """A multiprocessing Pool started the way the platform allows: fork on Linux (workers start at once and share
+    the parent's imports), the platform's default elsewhere (spawn on Windows and macOS, where fork is missing or
+    unsafe). Workers must be module-level functions taking picklable arguments."""
+    import multiprocessing
+
+    method = "fork" if sys.platform.startswith("linux") else None
+    return multiprocessing.get_context(method).Pool(workers)
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
+
+
+def has_accelerator() -> bool:
+    """A CUDA, ROCm, MPS, XPU, ... device is there (torch's own answer, so every backend counts)."""
+    import torch
+
+    accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6
+    return bool(accelerator.is_available()) if accelerator is not None else torch.cuda.is_available()

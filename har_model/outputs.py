@@ -175,9 +175,10 @@ def clear_owned(out: str | os.PathLike) -> None:
     write_marker(out, {**new_marker(marker["kind"] or "damaged"), "kind": marker["kind"]})
 
 
-def clear_run_state(out: str | os.PathLike) -> None:
+def clear_run_state(out: str | os.PathLike, keep: str | os.PathLike | None = None) -> None:
     """Remove the project's own folders in ``out`` (checkpoints) and leftovers of killed runs; keep the finished
-    result (it is replaced when the new one is complete) and the staging folder of a run still going (this one)."""
+    result (it is replaced when the new one is complete), the staging folder of a run still going and ``keep``
+    (this run's staging folder, which under a launcher may carry another node's process id)."""
     out = Path(out)
     marker = read_marker(out)
     if marker is None:
@@ -186,12 +187,14 @@ def clear_run_state(out: str | os.PathLike) -> None:
         path = _inside(out, rel)
         if path is not None and path.is_dir():
             shutil.rmtree(path)
-    remove_stale_staging(out)
+    remove_stale_staging(out, keep)
 
 
-def remove_stale_staging(out: Path) -> None:
-    """Delete staging folders left by runs that were killed (their process is gone)."""
+def remove_stale_staging(out: Path, keep: str | os.PathLike | None = None) -> None:
+    """Delete staging folders left by runs that were killed (their process is gone), except ``keep``."""
     for stage in out.glob(STAGING_PREFIX + "*"):
+        if keep is not None and stage.name == Path(keep).name:
+            continue
         pid = stage.name[len(STAGING_PREFIX):].split("-")[0]
         if not (pid.isdigit() and _alive(int(pid))):
             shutil.rmtree(stage, ignore_errors=True)
@@ -235,27 +238,39 @@ def write_error(exc: OSError, out: str | os.PathLike) -> HarError:
     return HarError(f"cannot write {out} ({detail}); nothing in it was replaced")
 
 
+def staging_name() -> str:
+    """A new staging folder name: the writing process's id (``remove_stale_staging`` checks it) and a random part."""
+    return f"{STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+
+
 class Publication:
     """``with Publication(out, kind) as stage:`` write the whole result under ``stage``; on success it replaces the
     previous result in ``out`` (files of the old result that the new one lacks are removed), on any failure it is
     dropped and ``out`` is left as it was. ``merge``: add to the result instead of replacing it (export-onnx).
 
     ``out`` is normally claimed first (``claim_output_dir``); in a folder without a marker (a model folder from
-    elsewhere) a ``merge`` only moves the new files into place and does not claim the folder."""
+    elsewhere) a ``merge`` only moves the new files into place and does not claim the folder.
 
-    def __init__(self, out: str | os.PathLike, kind: str, *, merge: bool = False):
-        self.out, self.kind, self.merge = Path(out), kind, merge
-        self.stage: Path | None = None
+    Several processes of one run (``har_model.train.launcher``) share one staging folder: all of them are given
+    the same ``name`` (``staging_name()`` of process 0), only the one with ``writer=True`` creates and publishes
+    it; the others just read what it wrote there."""
+
+    def __init__(self, out: str | os.PathLike, kind: str, *, merge: bool = False, name: str | None = None,
+                 writer: bool = True):
+        self.out, self.kind, self.merge, self.writer = Path(out), kind, merge, writer
+        self.stage = self.out / (name or staging_name())
 
     def __enter__(self) -> Path:
-        try:
-            self.stage = self.out / f"{STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
-            self.stage.mkdir()
-        except OSError as exc:
-            raise write_error(exc, self.out) from None
+        if self.writer:
+            try:
+                self.stage.mkdir()
+            except OSError as exc:
+                raise write_error(exc, self.out) from None
         return self.stage
 
     def __exit__(self, exc_type, exc, tb) -> bool:
+        if not self.writer:
+            return False
         try:
             if exc_type is None:
                 commit(self.out, self.stage, self.kind, merge=self.merge)

@@ -23,7 +23,7 @@ from har_model import preprocessing as pp
 from har_model.errors import HarError
 from har_model.preprocessing import Preprocessing, StockPreprocessing, load_preprocessing, preprocessing_for
 from har_model.serve.inference import Classifier
-from har_model.train.augment import CachedImages, decode_images
+from har_model.train.image_cache import CachedImages, decode_images
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = [(275, 183), (183, 275), (97, 311), (640, 480)]  # width x height

@@ -181,5 +181,6 @@ def render_model_card(*, metrics: dict, config, out: Path) -> str:
         epochs_run=round(metrics["epochs_run"], 2),
         train_seconds=metrics["train_seconds"],
         hardware=hardware.describe(),
+        processes=metrics.get("processes", 1),
     )
     return str(card)

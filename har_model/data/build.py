@@ -26,7 +26,6 @@ import argparse
 import io
 import json
 import math
-import multiprocessing
 import os
 import sys
 import tempfile
@@ -41,6 +40,7 @@ from har_model.data.load import features_for, image_bytes, load_dataset_any, loa
 from har_model.data.scan import DEFAULT_MIN_SIDE, SERIAL_BELOW, Skipped, analyse_file, check_data_dir, list_candidates
 from har_model.data.splits import SPLITS, check_fractions, grouped_stratified_split
 from har_model.errors import HarError
+from har_model.hardware import process_pool
 from har_model.imaging import DEFAULT_MAX_PIXELS
 from har_model.outputs import Publication, claim_output_dir
 
@@ -64,10 +64,13 @@ def _options(args: argparse.Namespace) -> dict:
     }
 
 
-def dataset_from_args(args: argparse.Namespace, dataset_dir: Path, *, overwrite: bool = False):
-    """Build from ``args.data_dir`` (writing the repository folder to ``dataset_dir``) or load ``args.dataset``."""
+def dataset_from_args(args: argparse.Namespace, dataset_dir: Path, *, overwrite: bool = False, build: bool = True):
+    """Build from ``args.data_dir`` (writing the repository folder to ``dataset_dir``) or load ``args.dataset``.
+    ``build=False``: another process of the same run has built ``dataset_dir`` already; read it."""
     if bool(args.data_dir) == bool(args.dataset):
         raise HarError("give exactly one of --data-dir (a folder of class sub-folders) or --dataset (a dataset folder or Hub id)")
+    if args.data_dir and not build:
+        return load_dataset_folder(dataset_dir)
     if args.data_dir:
         return prepare_dataset(
             args.data_dir, dataset_dir, min_side=args.min_side, max_pixels=args.max_pixels, license=args.license,
@@ -207,7 +210,7 @@ def _analyse_all(root: Path, candidates, min_side, max_pixels, num_workers, prog
         results: Iterable[dict] = map(analyse_file, tasks)
         pool = None
     else:
-        pool = multiprocessing.get_context().Pool(workers)
+        pool = process_pool(workers)
         results = pool.imap(analyse_file, tasks, chunksize=max(1, min(64, len(tasks) // (workers * 8))))
     try:
         for cand, res in zip(candidates, results):

@@ -7,7 +7,6 @@ the same grouped, stratified, seeded split as ``prepare``. ``features_for`` is t
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import re
 from collections.abc import Sequence
@@ -17,6 +16,7 @@ from har_model.data.dedup import DEFAULT_NEAR_DUP_THRESHOLD, group_images
 from har_model.data.scan import SERIAL_BELOW, analyse_bytes
 from har_model.data.splits import SPLITS, check_fractions, grouped_stratified_split
 from har_model.errors import HarError
+from har_model.hardware import process_pool
 from har_model.imaging import DEFAULT_MAX_PIXELS
 from har_model.outputs import require_complete
 
@@ -182,7 +182,7 @@ def _hash_images(blobs: list[bytes], num_workers: int | None) -> list[tuple[str,
     if workers <= 1 or len(blobs) < SERIAL_BELOW:
         results = list(map(_hash_one, blobs))
     else:
-        with multiprocessing.get_context().Pool(workers) as pool:
+        with process_pool(workers) as pool:
             results = pool.map(_hash_one, blobs, chunksize=64)
     for i, r in enumerate(results):
         if isinstance(r, str):

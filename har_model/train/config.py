@@ -28,6 +28,7 @@ from transformers.trainer_utils import IntervalStrategy, SaveStrategy, Scheduler
 
 from har_model.data.options import DataArguments, HelpFormatter
 from har_model.errors import HarError
+from har_model.hardware import has_accelerator
 
 DEFAULT_MODEL = "efficientnet-lite0"
 
@@ -106,6 +107,10 @@ class RunArguments:
     precision: Literal["auto", "bf16", "fp32"] = _opt("auto", "bf16 autocast (auto: where the CPU/GPU supports it)")
     no_channels_last: bool = _opt(False, "keep NCHW memory format")
     train_seed: int | None = _opt(None, "seed for training (default: the --seed of the split)")
+    cache_memory: float | None = _opt(None, "GB of memory the decoded training images may take; a larger cache "
+                                      "is a memory-mapped file in OUTPUT_DIR/cache, as under torchrun / accelerate "
+                                      "launch (default: half the memory available at the start; 0: always the file)",
+                                      metavar="GB")
 
     export_onnx: bool = _opt(False, "also write ONNX (fp32 + dynamic int8) for fast CPU serving", AFTER)
     num_examples: int = _opt(2, "test images per class copied to OUT/examples for the app", AFTER)
@@ -162,10 +167,15 @@ class HarTrainingArguments(TrainingArguments):
     restore_callback_states_from_checkpoint: bool = _trainer_default("restore_callback_states_from_checkpoint", True)
     remove_unused_columns: bool = _trainer_default("remove_unused_columns", False)
     disable_tqdm: bool | None = _trainer_default("disable_tqdm", False)
+    # every trainable parameter gets a gradient each step (frozen ones are not handed to DDP): no extra graph walk
+    ddp_find_unused_parameters: bool | None = _trainer_default("ddp_find_unused_parameters", False)
 
     def __post_init__(self):
         if self.report_to in ("auto", ["auto"]):
             self.report_to = _report_to_auto()
+        # The device is the Trainer's choice (CUDA, MPS, XPU, ...). Where there is no accelerator at all it must be
+        # told so: only then do the processes of torchrun / accelerate launch train as one (DDP over gloo).
+        self.use_cpu = self.use_cpu or not has_accelerator()
         super().__post_init__()
 
 
@@ -207,6 +217,8 @@ class TrainConfig:
             raise HarError("give the images with --data-dir FOLDER (one sub-folder per class) or --dataset HUB_ID_OR_FOLDER")
         if self.run.mixup < 0:
             raise HarError(f"--mixup {self.run.mixup}: give 0 (off) or a positive Beta alpha such as 0.2")
+        if self.run.cache_memory is not None and self.run.cache_memory < 0:
+            raise HarError(f"--cache-memory {self.run.cache_memory}: give a number of GB (0: keep the cache on disk)")
         if self.run.soup < 1:
             raise HarError(f"--soup {self.run.soup}: give 1 (a single model) or more members")
         return self

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,11 +42,30 @@ def _pick_grid(y_true: np.ndarray, y_pred: np.ndarray, n_labels: int, size: int,
 # the whole set of outputs
 
 
-def write_outputs(*, trainer, result, out: Path, labels: list[str], test_ds, test_split, config,
-                  total_seconds_start: float, precision: str, frozen_blocks: int, eval_prep, train_prep,
+@dataclass
+class Predictions:
+    """The shipped model's predictions on the test and validation splits (`Trainer.predict` outputs)."""
+
+    test: object
+    validation: object
+    test_seconds: float
+
+
+def predict_splits(trainer, test_ds) -> Predictions:
+    """The shipped model (in `trainer`) on the test split and on validation. Under a launcher every process runs
+    this (each predicts its share, the Trainer gathers them); only the main one then writes the reports."""
+    t0 = time.time()
+    test = trainer.predict(test_ds, metric_key_prefix="test")
+    seconds = time.time() - t0
+    # validation metrics and logits of the model we ship (the best checkpoint, not necessarily the last epoch)
+    return Predictions(test, trainer.predict(trainer.eval_dataset, metric_key_prefix="eval"), seconds)
+
+
+def write_outputs(*, trainer, predictions: Predictions, result, out: Path, labels: list[str], test_ds, test_split,
+                  config, total_seconds_start: float, precision: str, frozen_blocks: int, eval_prep, train_prep,
                   model_dir: Path | None = None) -> str:
-    """Evaluate the shipped model (in `trainer`) on the test split and write every report file into `out`; return a
-    short printable summary. `result`: the soup's SoupResult (members, their logs, the soup's validation metrics);
+    """Write every report file of the shipped model (in `trainer`, its `predictions`) into `out`; return a short
+    printable summary. `result`: the soup's SoupResult (members, their logs, the soup's validation metrics);
     `config`: the run's TrainConfig.
     `model_dir`: where the files will finally live when `out` is a staging folder (named in the card and the
     summary; checkpoint paths are recorded relative to it, so that no local path is published)."""
@@ -57,17 +77,13 @@ def write_outputs(*, trainer, result, out: Path, labels: list[str], test_ds, tes
 
     out = Path(out)
     model_dir = Path(model_dir or out)
-    t0 = time.time()
-    pred = trainer.predict(test_ds, metric_key_prefix="test")
-    eval_seconds = time.time() - t0
+    pred, val_pred, eval_seconds = predictions.test, predictions.validation, predictions.test_seconds
     logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
     probs = torch.softmax(torch.as_tensor(np.asarray(logits, dtype=np.float32)), -1).numpy()
     y_pred, y_true = probs.argmax(-1), np.asarray(pred.label_ids)
     test = classification_report(y_pred, y_true, labels)
     log_history = result.last.log_history  # the per-epoch story (of the last soup member)
     train_seconds, soup = result.train_seconds, result.soup
-    # validation metrics and logits of the model we ship (the best checkpoint, not necessarily the last epoch)
-    val_pred = trainer.predict(trainer.eval_dataset, metric_key_prefix="eval")
     val = result.validation or {k.removeprefix("eval_"): v for k, v in val_pred.metrics.items() if k.startswith("eval_")}
     calibration = calibrate(out, val_pred, logits, y_true)
     training = config.training
@@ -84,6 +100,7 @@ def write_outputs(*, trainer, result, out: Path, labels: list[str], test_ds, tes
         "train_seconds": round(train_seconds, 1),
         "total_seconds": round(time.time() - total_seconds_start, 1),
         "test_eval_seconds": round(eval_seconds, 1),
+        "processes": config.training.world_size,  # > 1 under torchrun / accelerate launch
         "epochs_run": epochs_run,
         "best_checkpoint": relative_path(result.last.best_checkpoint, model_dir),
         "best_validation_macro_f1": result.last.validation_macro_f1,

@@ -16,13 +16,17 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import time
 from pathlib import Path
 
 from har_model.errors import HarError
 from har_model.hub import push_folder
 from har_model.train.config import TrainConfig
-from har_model.outputs import Publication, claim_output_dir, clear_run_state, own_dir
+from har_model.outputs import Publication, claim_output_dir, clear_run_state, own_dir, staging_name
+from har_model.train.launcher import Processes
+
+CACHE_DIR = "cache"  # the memory-mapped image cache (har_model.train.image_cache), removed after a finished run
 
 def main(argv: list[str] | None = None, *, export=None) -> int:
     """``export(model_dir)`` is called for ``--export-onnx`` (the command line passes the serving stage's ONNX
@@ -31,7 +35,9 @@ def main(argv: list[str] | None = None, *, export=None) -> int:
 
 
 def run(config: TrainConfig, *, export=None) -> int:
-    """One training run: data -> base model -> image cache -> soup members -> shipped model -> reports -> export, push."""
+    """One training run: data -> base model -> image cache -> soup members -> shipped model -> reports -> export, push.
+
+    Under a launcher (torchrun, accelerate launch) every process runs this; `Processes` makes it behave like one."""
     # imported here, not at the top: `--help` and argument errors need none of the Trainer, datasets or the models
     from transformers import logging as transformers_logging
     from transformers import set_seed
@@ -39,45 +45,61 @@ def run(config: TrainConfig, *, export=None) -> int:
     t_start = time.time()
     transformers_logging.set_verbosity_warning()
     out, flags = config.output_dir, config.as_namespace()
-    member_dirs = check_output_dir(out, flags)
-    set_seed(config.seed)
-    with Publication(out, "model") as stage:  # moved into `out` only when everything below has succeeded
-        summary = _train_into(stage, out, config, member_dirs, t_start, export)
-    print(summary, flush=True)
-    push(flags, out, out / "dataset")  # last: a failed push (one clear error line) leaves everything above on disk
+    procs = Processes(config.training)  # the Trainer's distributed state: its device, its process group
+    with procs.quiet():
+        with procs.main_first("claiming the model folder"):
+            member_dirs = check_output_dir(out, flags, claim=procs.is_main)
+        set_seed(config.seed)
+        # moved into `out` only when everything below has succeeded; one staging folder for all processes
+        with Publication(out, "model", name=procs.share(staging_name()), writer=procs.is_main) as stage:
+            summary = _train_into(stage, out, config, member_dirs, t_start, export, procs)
+            procs.wait()  # nobody is still reading the staged dataset when the main process moves it into place
+        if procs.is_main:
+            remove_cache(out)  # kept for --resume until now
+        print(summary, flush=True)
+        if procs.is_main:
+            push(flags, out, out / "dataset")  # last: a failed push (one clear error line) leaves everything on disk
     return 0
 
 
-def _train_into(stage: Path, out: Path, config: TrainConfig, member_dirs: list[Path], t_start: float, export) -> str:
+def _train_into(stage: Path, out: Path, config: TrainConfig, member_dirs: list[Path], t_start: float, export,
+                procs: Processes) -> str:
     """The run proper: the shipped files go to `stage`, the checkpoints to `out`/checkpoints."""
     from har_model.data import dataset_from_args
-    from har_model.train.augment import cache_splits
     from har_model.train.base_model import load_base_model
-    from har_model.train.reports import write_outputs
+    from har_model.train.image_cache import cache_splits
+    from har_model.train.reports import predict_splits, write_outputs
     from har_model.train.soup import cook_soup, train_members
     from har_model.train.trainer import make_trainer, use_bf16
 
     recipe = config.run
-    dsd = dataset_from_args(config.data, stage / "dataset")
-    start_checkpoints(out, config.as_namespace(), dsd)
+    with procs.main_first("building the dataset"):
+        dsd = dataset_from_args(config.data, stage / "dataset", build=procs.is_main)
+        key = start_checkpoints(out, config.as_namespace(), dsd, stage) if procs.is_main else ""
     labels = list(dsd["train"].features["label"].names)
     load_model = functools.partial(load_base_model, recipe.model, labels, image_size=recipe.image_size,
                                    eval_size=recipe.eval_size, freeze_layers=recipe.freeze_layers,
                                    channels_last=not recipe.no_channels_last)
-    base = load_model()
-    images = cache_splits(dsd, base.train_prep, base.eval_prep, config.data.num_workers or os.cpu_count() or 1)
-    bf16 = use_bf16(recipe.precision)
-    print_plan(config, base, images, len(labels), bf16)
+    base = load_model(report=procs.index == 0)
+    with procs.main_first("decoding the images"):
+        store = cache_store(out, recipe, key, procs)
+        images = cache_splits(dsd, base.train_prep, base.eval_prep, config.data.num_workers or os.cpu_count() or 1,
+                              store)
+    bf16 = use_bf16(recipe.precision, config.training.device)
+    print_plan(config, base, images, len(labels), bf16, procs.count)
 
     new_trainer = functools.partial(make_trainer, config=config, images=images, labels=labels, bf16=bf16)
     members = train_members(member_dirs, config.seed, first_model=base.model, new_trainer=new_trainer,
                             new_model=lambda: load_model(report=False).model, resume=recipe.resume)
     evaluator = new_trainer(base.model, out / "checkpoints", config.seed)  # the shipped model: evaluated, saved
     result = cook_soup(evaluator, members)
-
-    save_model(evaluator, base.processor, stage)
-    summary = write_outputs(trainer=evaluator, result=result, out=stage, labels=labels, test_ds=images.test,
-                            test_split=dsd["test"], config=config, total_seconds_start=t_start,
+    predictions = predict_splits(evaluator, images.test)  # every process predicts its share
+    evaluator.save_model(str(stage))  # the Trainer writes from the main process only
+    if not procs.is_main:
+        return ""
+    save_processor(base.processor, stage)
+    summary = write_outputs(trainer=evaluator, predictions=predictions, result=result, out=stage, labels=labels,
+                            test_ds=images.test, test_split=dsd["test"], config=config, total_seconds_start=t_start,
                             precision="bf16" if bf16 else "fp32", frozen_blocks=base.frozen_blocks,
                             eval_prep=base.eval_prep, train_prep=base.train_prep, model_dir=out)
     if recipe.export_onnx:
@@ -91,11 +113,13 @@ def _train_into(stage: Path, out: Path, config: TrainConfig, member_dirs: list[P
 # the steps of a run that need no heavy imports
 
 
-def check_output_dir(out: Path, args) -> list[Path]:
+def check_output_dir(out: Path, args, *, claim: bool = True) -> list[Path]:
     """Claim the model folder (new, empty or ours; never the input, inside it or around it); return the checkpoint
     folder of each soup member (checkpoints/ itself for a single model). Refuses to start over silently where
-    checkpoints exist, and to resume where there are none."""
-    claim_output_dir(out, "model", overwrite=args.overwrite, inputs=[args.data_dir, args.dataset, args.model])
+    checkpoints exist, and to resume where there are none. `claim=False`: check only (the other processes of a
+    launched run, after the main one has claimed it)."""
+    if claim:
+        claim_output_dir(out, "model", overwrite=args.overwrite, inputs=[args.data_dir, args.dataset, args.model])
     soup, resume, overwrite = args.soup, args.resume, args.overwrite
     ckpt_dir = out / "checkpoints"
     member_dirs = [ckpt_dir] if soup == 1 else [ckpt_dir / f"member-{i}" for i in range(soup)]
@@ -107,32 +131,50 @@ def check_output_dir(out: Path, args) -> list[Path]:
     return member_dirs
 
 
-def start_checkpoints(out: Path, args, dsd) -> None:
+def start_checkpoints(out: Path, args, dsd, stage: Path) -> str:
     """With the data loaded (the input checks passed): --resume checks that the checkpoints belong to this run;
-    a fresh run (--overwrite) removes the old run's checkpoints. Then records what this run is."""
+    a fresh run (--overwrite) removes the old run's checkpoints and image cache. Then records what this run is and
+    returns its data fingerprint (which names the image cache)."""
     from har_model.train.checkpoints import check_resume, run_fingerprint, write_run
 
     fingerprint = run_fingerprint(args, dsd)
     if args.resume:
         check_resume(out / "checkpoints", fingerprint)
     else:
-        clear_run_state(out)  # old checkpoints must not be resumed later as if they were this run's
+        clear_run_state(out, keep=stage)  # old checkpoints must not be resumed later as if they were this run's
     write_run(own_dir(out, "checkpoints"), fingerprint)
+    return fingerprint["data"]
 
 
-def print_plan(config: TrainConfig, base, images, num_labels: int, bf16: bool) -> None:
+def cache_store(out: Path, recipe, key: str, procs: Processes):
+    """Where the decoded images go: RAM within --cache-memory, else OUT/cache (always there under a launcher, so
+    that the processes of a node share one copy). The main process fills it, the others map its files."""
+    from har_model.train.image_cache import CacheStore
+
+    folder = own_dir(out, CACHE_DIR) if procs.is_main else out / CACHE_DIR
+    budget = None if recipe.cache_memory is None else int(recipe.cache_memory * 2**30)
+    return CacheStore(folder, budget=budget, key=f"{key}|{recipe.image_size}|{recipe.eval_size}",
+                      build=procs.is_main, disk=procs.count > 1)
+
+
+def remove_cache(out: Path) -> None:
+    shutil.rmtree(out / CACHE_DIR, ignore_errors=True)
+
+
+def print_plan(config: TrainConfig, base, images, num_labels: int, bf16: bool, processes: int = 1) -> None:
     train_hw, eval_hw, soup = base.train_prep.output_hw, base.eval_prep.output_hw, config.run.soup
+    where = f"{processes} processes on {config.training.device.type}" if processes > 1 else config.training.device.type
     print(
         f"training {config.run.model} on {len(images.train)} images ({num_labels} classes), validating on "
         f"{len(images.validation)}, testing on {len(images.test)}; training crops {train_hw[0]}x{train_hw[1]}, "
         f"evaluation input {eval_hw[0]}x{eval_hw[1]}, {'bf16' if bf16 else 'fp32'}, {base.frozen_blocks} blocks "
-        "frozen" + (f"; a soup of {soup} models" if soup > 1 else ""),
+        "frozen" + (f"; a soup of {soup} models" if soup > 1 else "") + f"; {where}, images cached in "
+        + ("memory" if images.place == "ram" else "OUT/cache (memory-mapped)"),
         flush=True,
     )
 
 
-def save_model(trainer, processor, out: Path) -> None:
-    trainer.save_model(str(out))
+def save_processor(processor, out: Path) -> None:
     (out / "training_args.bin").unlink(missing_ok=True)  # a pickle: kept in checkpoints/ for --resume, not shipped
     processor.save_pretrained(str(out))
 

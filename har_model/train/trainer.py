@@ -200,20 +200,23 @@ def frozen_batch_norms(model) -> list:
             and (params := list(m.parameters(recurse=False))) and not any(p.requires_grad for p in params)]
 
 
-def use_bf16(precision: str) -> bool:
-    """bf16 autocast for --precision bf16, or for auto where the GPU (or, without one, the CPU) supports it."""
+def use_bf16(precision: str, device: torch.device | None = None) -> bool:
+    """bf16 autocast for --precision bf16, or for auto where the device the Trainer chose supports it natively
+    (CUDA: the GPU says; the CPU: AVX512-BF16 or AMX; other accelerators: fp32 unless asked)."""
     if precision != "auto":
         return precision == "bf16"
-    if torch.cuda.is_available():
+    kind = device.type if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
+    if kind == "cuda":
         return torch.cuda.is_bf16_supported()
-    return cpu_has_bf16()
+    return kind == "cpu" and cpu_has_bf16()
+
 
 
 def training_arguments(training: TrainingArguments, output_dir: Path, seed: int, *, bf16: bool) -> TrainingArguments:
     """`training` (the command line's, with our defaults) for one soup member: its checkpoint folder and seed,
-    bf16 from --precision (unless --fp16), the CPU where there is no GPU."""
+    bf16 from --precision (unless --fp16). The device is the Trainer's choice (HarTrainingArguments)."""
     return dataclasses.replace(training, output_dir=str(output_dir), seed=seed, data_seed=seed,
-                               bf16=bf16 and not training.fp16, use_cpu=training.use_cpu or not torch.cuda.is_available())
+                               bf16=bf16 and not training.fp16)
 
 
 def make_trainer(model, output_dir: Path, seed: int, *, config, images, labels: list[str], bf16: bool) -> HarTrainer:

@@ -103,7 +103,7 @@ def test_training_arguments_given_on_the_command_line_reach_the_trainer(tiny_mod
 
     import helpers
     from har_model.preprocessing import preprocessing_for
-    from har_model.train.augment import CachedImages, CachedSplits
+    from har_model.train.image_cache import CachedImages, CachedSplits
     from har_model.train.backbones import load_backbone
     from har_model.train.trainer import make_trainer
 

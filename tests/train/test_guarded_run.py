@@ -112,7 +112,7 @@ def test_a_truncated_base_model_is_one_line(tmp_path, images, tiny_model_dir, ca
 
 def test_the_model_folder_is_marked_and_pushes_only_its_files_without_local_paths(good_run):
     marker = outputs.read_marker(good_run)
-    assert marker["kind"] == "model" and marker["complete"] and marker["dirs"] == ["checkpoints"]
+    assert marker["kind"] == "model" and marker["complete"] and marker["dirs"] == ["cache", "checkpoints"]
     assert outputs.read_marker(good_run / "dataset")["complete"]
     pushed = outputs.files_to_push(good_run, "model")
     assert {"model.safetensors", "config.json", "metrics.json", "README.md"} <= set(pushed)

@@ -11,7 +11,7 @@ def test_mistakes_are_drawn_with_the_heatmap_of_the_predicted_class(tiny_model_d
 
     from har_model.figures import plot_predictions
     from har_model.preprocessing import load_preprocessing
-    from har_model.train.augment import CachedImages, decode_images
+    from har_model.train.image_cache import CachedImages, decode_images
     from har_model.train.reports import explained
 
     model = AutoModelForImageClassification.from_pretrained(tiny_model_dir).eval()

@@ -1,0 +1,81 @@
+"""One run in several processes (`torchrun`, `accelerate launch`, several nodes) that behaves like one process.
+
+A launcher starts the same command N times (WORLD_SIZE, RANK, LOCAL_RANK in the environment) and the Trainer
+shares each training step between them (DistributedDataParallel). Everything around the training must happen once,
+and `Processes` says who does it:
+
+    main         the process that writes: the model folder is claimed, the dataset built, the image cache filled,
+                 the model, reports, card and ONNX written and the pushes made by it alone. That is process 0, or
+                 with --save-on-each-node (nodes that share no disk) the first process of every node.
+    main_first   the main process does a step first (builds the dataset), the others wait and then read its result
+    wait         every process reaches this point before any goes on (the dataset is not moved while being read)
+    share        process 0's value, given to every process (the staging folder's name)
+    quiet        standard output from process 0 only: every progress and summary line is printed once (errors,
+                 on standard error, still come from whichever process has one)
+
+The distributed state is the Trainer's own (`TrainingArguments.distributed_state`): the same device choice (CUDA,
+MPS, XPU, ... or the CPU with gloo), the same process group. Without a launcher every process is the main one and
+all of this costs nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+
+
+class Processes:
+    def __init__(self, training):
+        """``training``: the run's TrainingArguments (its distributed state is set up on first use)."""
+        self.args = training
+
+    @property
+    def count(self) -> int:
+        return self.args.world_size
+
+    @property
+    def index(self) -> int:
+        return self.args.process_index
+
+    @property
+    def is_main(self) -> bool:
+        """This process writes the run's files (see the module docstring)."""
+        return self.args.should_save
+
+    def main_first(self, what: str = "work"):
+        """``with processes.main_first():`` the main process runs the block, then the others do."""
+        if self.count == 1:
+            return contextlib.nullcontext()
+        return self.args.main_process_first(local=self.args.save_on_each_node, desc=what)
+
+    def wait(self) -> None:
+        if self.count > 1:
+            self.args.distributed_state.wait_for_everyone()
+
+    def share(self, value):
+        """Process 0's ``value`` (any picklable object), in every process."""
+        if self.count == 1:
+            return value
+        import torch.distributed as dist
+
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    @contextlib.contextmanager
+    def quiet(self):
+        """Standard output, transformers' warnings and datasets' progress bars from process 0 only."""
+        if self.index == 0:
+            yield
+            return
+        from datasets.utils.logging import disable_progress_bar
+        from transformers import logging as transformers_logging
+
+        transformers_logging.set_verbosity_error()
+        disable_progress_bar()
+        with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+            try:
+                yield
+            finally:
+                sys.stdout.flush()
