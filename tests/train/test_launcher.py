@@ -89,3 +89,40 @@ def test_resume_under_the_launcher_continues_a_run_cut_short(tmp_path, images, t
     assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-6"]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["epochs_run"] == 2 and metrics["processes"] == 2
+
+
+def test_accelerate_launch_as_the_readme_gives_it(tmp_path, images, tiny_model_dir):
+    """`accelerate launch --multi_gpu --num_processes 2 train.py ...` (README): on a machine without GPUs too."""
+    out = tmp_path / "model"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+           str(free_port()), str(ROOT / "train.py"), "--data-dir", str(images), "--output-dir", str(out),
+           "--model", str(tiny_model_dir), *QUICK]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    assert once(proc.stdout, "test accuracy") and "2 processes on cpu" in proc.stdout
+    assert json.loads((out / "metrics.json").read_text())["processes"] == 2
+
+
+def test_two_nodes_sharing_a_disk_write_one_model(tmp_path, images, tiny_model_dir):
+    """Two torchrun agents (two "nodes", one process each) meeting at one rendezvous, writing one shared folder."""
+    out, port = tmp_path / "model", free_port()
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1", "--rdzv_backend",
+           "c10d", "--rdzv_endpoint", f"localhost:{port}", "--rdzv_id", "har-test"]
+    args = [str(ROOT / "train.py"), "--data-dir", str(images), "--output-dir", str(out), "--model",
+            str(tiny_model_dir), *QUICK]
+    nodes = [subprocess.Popen([*cmd, "--node_rank", str(n), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, cwd=ROOT) for n in (0, 1)]
+    results = [node.communicate(timeout=300) for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], [err[-3000:] for _, err in results]
+    assert sum(stdout.count("test accuracy") for stdout, _ in results) == 1
+    assert json.loads((out / "metrics.json").read_text())["processes"] == 2
+    assert not [p for p in out.iterdir() if p.name.startswith(".har_model-staging")]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
