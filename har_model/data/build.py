@@ -64,9 +64,11 @@ def _options(args: argparse.Namespace) -> dict:
     }
 
 
-def dataset_from_args(args: argparse.Namespace, dataset_dir: Path, *, overwrite: bool = False, build: bool = True):
+def dataset_from_args(args: argparse.Namespace, dataset_dir: Path, *, overwrite: bool = False, build: bool = True,
+                      shown_as: Path | None = None):
     """Build from ``args.data_dir`` (writing the repository folder to ``dataset_dir``) or load ``args.dataset``.
-    ``build=False``: another process of the same run has built ``dataset_dir`` already; read it."""
+    ``build=False``: another process of the same run has built ``dataset_dir`` already; read it.
+    ``shown_as``: where the folder will be once published, when ``dataset_dir`` lies in a staging folder."""
     if bool(args.data_dir) == bool(args.dataset):
         raise HarError("give exactly one of --data-dir (a folder of class sub-folders) or --dataset (a dataset folder or Hub id)")
     if args.data_dir and not build:
@@ -74,7 +76,7 @@ def dataset_from_args(args: argparse.Namespace, dataset_dir: Path, *, overwrite:
     if args.data_dir:
         return prepare_dataset(
             args.data_dir, dataset_dir, min_side=args.min_side, max_pixels=args.max_pixels, license=args.license,
-            overwrite=overwrite, **_options(args)
+            overwrite=overwrite, shown_as=shown_as, **_options(args)
         )
     return load_dataset_any(args.dataset, **_options(args))
 
@@ -127,10 +129,12 @@ def prepare_dataset(
     progress: bool = True,
     verbose: bool = True,
     overwrite: bool = False,
+    shown_as: str | os.PathLike | None = None,
 ):
     """Validate, de-duplicate and split ``data_dir``; write the repository folder; return its DatasetDict.
 
-    The input is checked before anything is written; the folder is published whole (``har_model.outputs``)."""
+    The input is checked before anything is written; the folder is published whole (``har_model.outputs``).
+    ``shown_as``: the folder's name in the summary, when ``output_dir`` is inside a staging folder."""
     fractions = check_fractions(val_fraction, test_fraction)
     root = check_data_dir(data_dir).resolve()
     candidates, skipped, class_dirs = list_candidates(root)
@@ -141,7 +145,7 @@ def prepare_dataset(
                         max_pixels=max_pixels, num_workers=num_workers, near_dup_threshold=near_dup_threshold,
                         license=license, pretty_name=pretty_name, progress=progress)
     if verbose:
-        print_summary(report, out)
+        print_summary(report, Path(shown_as or out))
     return load_dataset_folder(out)
 
 

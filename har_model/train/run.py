@@ -74,7 +74,7 @@ def _train_into(stage: Path, out: Path, config: TrainConfig, member_dirs: list[P
 
     recipe = config.run
     with procs.main_first("building the dataset"):
-        dsd = dataset_from_args(config.data, stage / "dataset", build=procs.is_main)
+        dsd = dataset_from_args(config.data, stage / "dataset", build=procs.is_main, shown_as=out / "dataset")
         key = start_checkpoints(out, config.as_namespace(), dsd, stage) if procs.is_main else ""
     labels = list(dsd["train"].features["label"].names)
     load_model = functools.partial(load_base_model, recipe.model, labels, image_size=recipe.image_size,
