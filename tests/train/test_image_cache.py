@@ -125,3 +125,38 @@ def test_a_run_with_the_disk_cache_trains_the_same_model(tmp_path, tiny_model_di
         assert not (outs[name] / "cache").exists()  # removed once the run has finished
     a, b = (load_file(outs[n] / "model.safetensors") for n in ("ram", "disk"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_decoding_works_where_processes_are_spawned_not_forked(tmp_path, tiny_model_dir):
+    """Windows has no fork and macOS should not fork: there the pool is started the platform's way (spawn: workers
+    import afresh and get their jobs pickled), with the same pixels. Run as a script, as a user's run would be."""
+    script = tmp_path / "spawned.py"
+    script.write_text(f"""
+import multiprocessing, sys, types
+sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / "tests")!r}]
+import torch
+import helpers
+from har_model import hardware
+from har_model.preprocessing import load_preprocessing
+from har_model.train.image_cache import decode_images
+
+if __name__ == "__main__":
+    prep = load_preprocessing({str(tiny_model_dir)!r})
+    blobs = []
+    for i in range(70):
+        path = {str(tmp_path)!r} + f"/{{i}}.jpg"
+        helpers.synthetic_image(i % 3, seed=i, size=(70 + i % 5, 60)).save(path)
+        blobs.append({{"bytes": None, "path": path}})
+    serial = decode_images(blobs, prep=prep, train=True, num_workers=1)
+    hardware.sys = types.SimpleNamespace(platform="win32")  # what har_model sees; multiprocessing stays on Linux
+    started = []
+    real = multiprocessing.get_context
+    multiprocessing.get_context = lambda method=None: started.append(method) or real("spawn")
+    for train in (True, False):
+        pooled = decode_images(blobs, prep=prep, train=train, num_workers=2)
+        assert torch.equal(pooled, decode_images(blobs, prep=prep, train=train, num_workers=1))
+    print("spawned", started)
+""")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "spawned [None, None]" in proc.stdout
