@@ -1,8 +1,8 @@
 """Class balance: how much larger the largest class is than the smallest, and when that counts as imbalanced.
 
 Real folders are rarely balanced (a few hundred photos of common actions, a few dozen of rare ones). The dataset
-report and card state the ratio; training compensates by default above ``IMBALANCE_RATIO`` (see
-``har_model.train.balancing``).
+report and card state the ratio; training compensates by default when its training split's ratio is above
+``IMBALANCE_RATIO`` (balanced sampling or a class-weighted loss, `--class-balance`: ``har_model.train.balancing``).
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ from typing import Literal
 from transformers import HfArgumentParser, TrainingArguments
 from transformers.trainer_utils import IntervalStrategy, SaveStrategy, SchedulerType
 
+from har_model.data.balance import IMBALANCE_RATIO
 from har_model.data.options import DataArguments, HelpFormatter
 from har_model.errors import HarError
 from har_model.hardware import has_accelerator
@@ -102,6 +103,10 @@ class RunArguments:
                               "first half; 0: none)")
     mixup: float = _opt(0.0, "mixup strength: blend pairs of training images and their labels with a "
                         "Beta(ALPHA, ALPHA) weight (0 = off)", metavar="ALPHA")
+    class_balance: Literal["auto", "sampling", "loss", "none"] = _opt(
+        "auto", f"compensate for class imbalance: balanced sampling (each class drawn about equally often) or a "
+        f"class-weighted loss; auto: when the largest training class is more than {IMBALANCE_RATIO:g}x the smallest, "
+        f"with the method that measured better (the model card says which); none: off")
     early_stopping_patience: int = _opt(3, "stop after this many evaluations without a better validation macro-F1 "
                                         "(0: never)")
     precision: Literal["auto", "bf16", "fp32"] = _opt("auto", "bf16 autocast (auto: where the CPU/GPU supports it)")

@@ -113,6 +113,7 @@ def write_outputs(*, trainer, predictions: Predictions, result, out: Path, label
             "seed": config.data.seed,
             "input_size": list(eval_prep.output_hw), "train_crop_size": list(train_prep.output_hw),
             "early_stopping_patience": config.run.early_stopping_patience,
+            "class_balance": _class_balance(trainer),
         },
         "calibration": calibration,  # temperature + unsure threshold from validation; ECE before/after on test
         "soup": _relative_checkpoints(soup, model_dir),  # members (seed, time, validation macro-F1), the soup's validation macro-F1, what was shipped
@@ -176,6 +177,12 @@ def _relative_checkpoints(soup: dict | None, root: Path) -> dict | None:
         return soup
     members = [{**m, "best_checkpoint": relative_path(m.get("best_checkpoint"), root)} for m in soup["members"]]
     return {**soup, "members": members}
+
+
+def _class_balance(trainer) -> dict | None:
+    """The run's imbalance compensation ({"method", "ratio", "chosen_by"}; har_model.train.balancing)."""
+    plan = getattr(trainer, "class_balance", None)
+    return plan.as_recipe() if plan is not None else None
 
 
 def _dataset_name(args) -> str:

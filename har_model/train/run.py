@@ -66,6 +66,7 @@ def _train_into(stage: Path, out: Path, config: TrainConfig, member_dirs: list[P
                 procs: Processes) -> str:
     """The run proper: the shipped files go to `stage`, the checkpoints to `out`/checkpoints."""
     from har_model.data import dataset_from_args
+    from har_model.train.balancing import plan_balance
     from har_model.train.base_model import load_base_model
     from har_model.train.image_cache import cache_splits
     from har_model.train.reports import predict_splits, write_outputs
@@ -86,9 +87,11 @@ def _train_into(stage: Path, out: Path, config: TrainConfig, member_dirs: list[P
         images = cache_splits(dsd, base.train_prep, base.eval_prep, config.data.num_workers or os.cpu_count() or 1,
                               store)
     bf16 = use_bf16(recipe.precision, config.training.device)
-    print_plan(config, base, images, len(labels), bf16, procs.count)
+    balance = plan_balance(recipe.class_balance, images.train.labels, len(labels))
+    print_plan(config, base, images, len(labels), bf16, procs.count, balance)
 
-    new_trainer = functools.partial(make_trainer, config=config, images=images, labels=labels, bf16=bf16)
+    new_trainer = functools.partial(make_trainer, config=config, images=images, labels=labels, bf16=bf16,
+                                    balance=balance)
     members = train_members(member_dirs, config.seed, first_model=base.model, new_trainer=new_trainer,
                             new_model=lambda: load_model(report=False).model, resume=recipe.resume)
     evaluator = new_trainer(base.model, out / "checkpoints", config.seed)  # the shipped model: evaluated, saved
@@ -161,7 +164,8 @@ def remove_cache(out: Path) -> None:
     shutil.rmtree(out / CACHE_DIR, ignore_errors=True)
 
 
-def print_plan(config: TrainConfig, base, images, num_labels: int, bf16: bool, processes: int = 1) -> None:
+def print_plan(config: TrainConfig, base, images, num_labels: int, bf16: bool, processes: int = 1,
+               balance=None) -> None:
     train_hw, eval_hw, soup = base.train_prep.output_hw, base.eval_prep.output_hw, config.run.soup
     where = f"{processes} processes on {config.training.device.type}" if processes > 1 else config.training.device.type
     print(
@@ -169,7 +173,8 @@ def print_plan(config: TrainConfig, base, images, num_labels: int, bf16: bool, p
         f"{len(images.validation)}, testing on {len(images.test)}; training crops {train_hw[0]}x{train_hw[1]}, "
         f"evaluation input {eval_hw[0]}x{eval_hw[1]}, {'bf16' if bf16 else 'fp32'}, {base.frozen_blocks} blocks "
         "frozen" + (f"; a soup of {soup} models" if soup > 1 else "") + f"; {where}, images cached in "
-        + ("memory" if images.place == "ram" else "OUT/cache (memory-mapped)"),
+        + ("memory" if images.place == "ram" else "OUT/cache (memory-mapped)")
+        + (f"; {balance.describe()}" if balance is not None and (balance.on or balance.chosen_by == "flag") else ""),
         flush=True,
     )
 

@@ -1,7 +1,8 @@
 """Our Trainer: transformers' Trainer plus the fast-CPU recipe, and what it needs around it.
 
     HarTrainer           -- frozen batch norms kept in eval mode, channels-last inputs, mixup, train accuracy in the
-                            logs, a lower learning rate for the backbone than for the new head
+                            logs, a lower learning rate for the backbone than for the new head, class-imbalance
+                            compensation (balanced sampling or a class-weighted loss: har_model.train.balancing)
     training_arguments   -- our TrainingArguments (evaluation each epoch, best checkpoint on macro-F1, cosine...)
     prepare_model        -- freeze the early layers, channels-last memory
     TrainingClock        -- training wall-clock time kept in the checkpoints (so --resume reports all sessions)
@@ -22,6 +23,7 @@ from transformers.trainer_callback import ExportableState
 from transformers.trainer_optimizer import is_optimizer_factory
 
 from har_model.hardware import cpu_has_bf16
+from har_model.train.balancing import BalancedSampler, BalancePlan, class_weights, weighted_cross_entropy
 from har_model.train.evaluation import compute_metrics_fn
 
 
@@ -103,13 +105,19 @@ class TrainingClock(TrainerCallback, ExportableState):
 
 
 class HarTrainer(Trainer):
-    """Trainer + frozen BN kept in eval mode, channels-last inputs, train accuracy, head/backbone learning rates."""
+    """Trainer + frozen BN kept in eval mode, channels-last inputs, train accuracy, head/backbone learning rates,
+    class-imbalance compensation."""
 
     def __init__(self, *a, frozen_norms=None, channels_last=True, backbone_lr_scale=1.0, head_prefixes=None,
-                 mixup_alpha=0.0, **kw):
-        """frozen_norms / head_prefixes: found in the model when not given (frozen_batch_norms, find_head_prefixes)."""
+                 mixup_alpha=0.0, class_balance: BalancePlan | None = None, **kw):
+        """frozen_norms / head_prefixes: found in the model when not given (frozen_batch_norms, find_head_prefixes).
+        class_balance: balanced sampling of the training split, or class weights in the training loss."""
         super().__init__(*a, **kw)
         self.mixup_alpha = float(mixup_alpha)
+        self.class_balance = class_balance
+        self.balanced_sampler = None  # made with the training dataloader (--class-balance sampling)
+        self.loss_weights = (class_weights(class_balance.counts)
+                             if class_balance is not None and class_balance.method == "loss" else None)
         self.channels_last, self.backbone_lr_scale = channels_last, backbone_lr_scale
         self.frozen_norms = list(frozen_batch_norms(self.model) if frozen_norms is None else frozen_norms)
         self.head_prefixes = tuple(find_head_prefixes(self.model) if head_prefixes is None else head_prefixes)
@@ -124,6 +132,8 @@ class HarTrainer(Trainer):
         labels = inputs.get("labels")
         if model.training and self.mixup_alpha > 0 and labels is not None:
             loss, outputs, labels = self._mixup_loss(model, inputs)  # train accuracy: the larger share's label
+        elif model.training and self.loss_weights is not None and labels is not None:
+            loss, outputs = self._weighted_loss(model, inputs)
         else:
             loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
                                                  num_items_in_batch=num_items_in_batch)
@@ -147,9 +157,40 @@ class HarTrainer(Trainer):
         eps = self.args.label_smoothing_factor
 
         def ce(target):
+            if self.loss_weights is not None:
+                return weighted_cross_entropy(logits, target, self.loss_weights, eps)
             return torch.nn.functional.cross_entropy(logits.float(), target, label_smoothing=eps)
 
         return lam * ce(labels) + (1 - lam) * ce(labels[perm]), outputs, labels if lam >= 0.5 else labels[perm]
+
+    def _weighted_loss(self, model, inputs):
+        """Training loss weighted ~ 1 / class count (--class-balance loss); validation keeps the plain loss, so its
+        curve means the same with and without compensation."""
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+        return weighted_cross_entropy(logits, labels, self.loss_weights, self.args.label_smoothing_factor), outputs
+
+    def _get_train_sampler(self, train_dataset=None):
+        """--class-balance sampling: each class drawn about equally often, the same sequence on every process for a
+        given (seed, epoch); otherwise the Trainer's own (random) sampler."""
+        if self.class_balance is None or self.class_balance.method != "sampling":
+            return super()._get_train_sampler(train_dataset)
+        dataset = self.train_dataset if train_dataset is None else train_dataset
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        self.balanced_sampler = BalancedSampler(dataset.labels, seed=seed)
+        return self.balanced_sampler
+
+    def get_resumed_dataloader(self, dataloader, num_batches):
+        """Resuming mid-epoch under several processes, accelerate wraps the batches as SkipBatchSampler(
+        BatchSamplerShard(BatchSampler(sampler))), through which neither its DataLoaderShard.set_epoch nor the
+        Trainer's reaches a custom sampler: the balanced sampler would draw another epoch's sequence than the one
+        the checkpoint was part-way through. Give the skipping batch sampler a set_epoch that reaches it."""
+        resumed = super().get_resumed_dataloader(dataloader, num_batches)
+        batch_sampler = getattr(resumed, "batch_sampler", None)
+        if self.balanced_sampler is not None and batch_sampler is not None and not hasattr(batch_sampler, "set_epoch"):
+            batch_sampler.set_epoch = self.balanced_sampler.set_epoch
+        return resumed
 
     def log(self, logs, start_time=None):
         if "loss" in logs and self._train_seen:
@@ -219,9 +260,10 @@ def training_arguments(training: TrainingArguments, output_dir: Path, seed: int,
                                bf16=bf16 and not training.fp16)
 
 
-def make_trainer(model, output_dir: Path, seed: int, *, config, images, labels: list[str], bf16: bool) -> HarTrainer:
+def make_trainer(model, output_dir: Path, seed: int, *, config, images, labels: list[str], bf16: bool,
+                 balance: BalancePlan | None = None) -> HarTrainer:
     """A HarTrainer for one soup member (or for evaluating the shipped model): `config` is the run's TrainConfig,
-    `images` the cached splits."""
+    `images` the cached splits, `balance` the run's class-imbalance compensation (har_model.train.balancing)."""
     recipe = config.run
     callbacks = [TrainingClock()]
     if recipe.early_stopping_patience > 0:
@@ -236,4 +278,5 @@ def make_trainer(model, output_dir: Path, seed: int, *, config, images, labels: 
         channels_last=not recipe.no_channels_last,
         backbone_lr_scale=recipe.backbone_lr_scale,
         mixup_alpha=recipe.mixup,
+        class_balance=balance,
     )
