@@ -13,9 +13,10 @@ memory (pages of memory-mapped files, which the system can drop at any time).
     cache     the training image cache of the prepared dataset (train, validation and test decoded once), in RAM
               or in memory-mapped files as the default budget decides (half the memory available)
     steps     a fixed number of Trainer steps (efficientnet-lite0 at the default 256 px) from that cache
-    disk      at 1x, the same steps from the memory-mapped cache (--cache-memory 0): throughput vs RAM
+    --compare at 1x, the same steps from the memory-mapped cache and from RAM, alternated in one process
 
     python benchmarks/scale.py [--data ../shared/data/har15] [--scales 1,5,10] [--work /tmp/har_scale] [--steps 40]
+    python benchmarks/scale.py --compare [--steps 20]
 """
 
 from __future__ import annotations
@@ -116,14 +117,16 @@ def _tree(pid: int) -> list[int]:
     return pids
 
 
-def _rss(pid: int) -> tuple[int, int]:
+def _memory(pid: int) -> tuple[int, int]:
+    """Proportional set size of the process tree, anonymous and file-backed: a page shared by several processes (a
+    forked worker's copy-on-write pages, a memory-mapped file) counts once in all, not once per process."""
     anon = file = 0
     for p in _tree(pid):
         try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("RssAnon:"):
+            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss_Anon:"):
                     anon += int(line.split()[1]) * 1024
-                elif line.startswith(("RssFile:", "RssShmem:")):
+                elif line.startswith(("Pss_File:", "Pss_Shmem:")):
                     file += int(line.split()[1]) * 1024
         except OSError:
             pass
@@ -138,7 +141,7 @@ def measured(cmd: list[str]) -> dict:
 
     def sample():
         while proc.poll() is None:
-            anon, file = _rss(proc.pid)
+            anon, file = _memory(proc.pid)
             peak["anon"], peak["file"] = max(peak["anon"], anon), max(peak["file"], file)
             time.sleep(0.2)
 
@@ -153,24 +156,32 @@ def measured(cmd: list[str]) -> dict:
             "result": json.loads(last) if last.startswith("{") else {}}
 
 
-def child_train(dataset: Path, cache_dir: Path, steps: int, batch_size: int, budget_gb: float | None) -> None:
-    """In its own process: the image cache of `dataset`, then `steps` Trainer steps; prints one JSON line."""
-    import torch
-
+def _setup(dataset: Path, steps: int, batch_size: int):
+    """The run's config (Trainer steps only: no evaluation, no checkpoints), the dataset, its classes, the default
+    base model with its new head."""
     from har_model.data.load import load_dataset_folder
     from har_model.train.base_model import load_base_model
     from har_model.train.config import TrainConfig
-    from har_model.train.image_cache import CacheStore, cache_splits
-    from har_model.train.trainer import make_trainer, use_bf16
 
-    warmup = 5  # the first steps pay for allocations and the page cache: timed apart
-    config = TrainConfig.parse(["--dataset", str(dataset), "--max-steps", str(warmup), "--batch-size", str(batch_size),
+    config = TrainConfig.parse(["--dataset", str(dataset), "--max-steps", str(steps), "--batch-size", str(batch_size),
                                 "--eval-strategy", "no", "--save-strategy", "no", "--load-best-model-at-end", "false",
                                 "--report-to", "none", "--disable-tqdm", "true", "--early-stopping-patience", "0"])
     dsd = load_dataset_folder(dataset)
     labels = list(dsd["train"].features["label"].names)
     base = load_base_model(config.run.model, labels, image_size=None, eval_size="auto", freeze_layers="auto",
                            channels_last=True, report=False)
+    return config, dsd, labels, base
+
+
+def child_train(dataset: Path, cache_dir: Path, steps: int, batch_size: int, budget_gb: float | None) -> None:
+    """In its own process: the image cache of `dataset`, then `steps` Trainer steps; prints one JSON line."""
+    import torch
+
+    from har_model.train.image_cache import CacheStore, cache_splits
+    from har_model.train.trainer import make_trainer, use_bf16
+
+    warmup = 5  # the first steps pay for allocations and the page cache: timed apart
+    config, dsd, labels, base = _setup(dataset, warmup, batch_size)
     budget = None if budget_gb is None else int(budget_gb * 2**30)
     t0 = time.time()
     images = cache_splits(dsd, base.train_prep, base.eval_prep, os.cpu_count() or 1,
@@ -190,6 +201,32 @@ def child_train(dataset: Path, cache_dir: Path, steps: int, batch_size: int, bud
                       "torch_threads": torch.get_num_threads()}), flush=True)
 
 
+def child_compare(dataset: Path, cache_dir: Path, steps: int, batch_size: int, rounds: int = 3) -> None:
+    """In its own process: the same Trainer steps from the RAM cache and from the memory-mapped one, alternated
+    (ram, disk, disk, ram, ...) so that drift in the machine's speed falls on both; prints one JSON line."""
+    import statistics
+
+    from har_model.train.image_cache import CacheStore, cache_splits
+    from har_model.train.trainer import make_trainer, use_bf16
+
+    config, dsd, labels, base = _setup(dataset, steps, batch_size)
+    caches = {"ram": cache_splits(dsd, base.train_prep, base.eval_prep, os.cpu_count() or 1, CacheStore(None)),
+              "disk": cache_splits(dsd, base.train_prep, base.eval_prep, os.cpu_count() or 1,
+                                   CacheStore(cache_dir, budget=0, key="compare"))}
+    assert caches["disk"].place == "disk" and caches["ram"].place == "ram"
+    seconds = {"ram": [], "disk": []}
+    order = [name for r in range(rounds) for name in (("ram", "disk") if r % 2 == 0 else ("disk", "ram"))]
+    for name in ["ram"] + order:  # the first run warms up allocations and is not counted
+        trainer = make_trainer(base.model, cache_dir / "trainer", 0, config=config, images=caches[name],
+                               labels=labels, bf16=use_bf16("auto"))
+        t0 = time.time()
+        trainer.train()
+        seconds[name].append(time.time() - t0)
+    seconds["ram"].pop(0)
+    ratio = statistics.median(seconds["disk"]) / statistics.median(seconds["ram"])
+    print(json.dumps({"steps": steps, "seconds": seconds, "disk_vs_ram": ratio}), flush=True)
+
+
 # ------------------------------------------------------------------------------------------------- main
 
 
@@ -201,12 +238,18 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--only", choices=["prepare", "train"], help="measure one stage only")
+    ap.add_argument("--compare", action="store_true", help="only the RAM vs memory-mapped comparison at 1x")
     ap.add_argument("--child-train", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--child-compare", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--cache-dir", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--budget-gb", type=float, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child_train:
         return child_train(args.child_train, args.cache_dir, args.steps, args.batch_size, args.budget_gb)
+    if args.child_compare:
+        return child_compare(args.child_compare, args.cache_dir, args.steps, args.batch_size)
+    if args.compare:
+        return compare(args)
 
     scales = [int(s) for s in args.scales.split(",")]
     folders = make_scales(args.data, args.work, scales)
@@ -224,8 +267,7 @@ def main() -> None:
                                        "--output-dir", str(dataset)])
             print(f"{k}x prepare: {row['prepare']['seconds']:.0f} s", flush=True)
         if args.only != "prepare":
-            runs = {"default": None, **({"disk": 0.0} if k == 1 else {})}
-            for name, budget in runs.items():
+            for name, budget in {"default": None}.items():
                 cache_dir = args.work / f"cache{k}-{name}"
                 shutil.rmtree(cache_dir, ignore_errors=True)
                 cmd = [sys.executable, __file__, "--child-train", str(dataset), "--cache-dir", str(cache_dir),
@@ -262,11 +304,20 @@ def report(rows: dict, scales: list[int], args) -> None:
                       f"{res['step_seconds']:.1f}", f"{res['step_seconds'] / res['steps']:.2f}",
                       f"{t['peak_anon'] / gb:.2f}", f"{t['peak_file'] / gb:.2f}"]
         print("| " + " | ".join(cells) + " |")
-    if "disk" in base:
-        ram, disk = base["default"]["result"], base["disk"]["result"]
-        print(f"\n{scales[0]}x training steps from the memory-mapped cache vs RAM ({ram['place']}): "
-              f"{disk['step_seconds']:.1f} s vs {ram['step_seconds']:.1f} s = {disk['step_seconds'] / ram['step_seconds']:.2f}x "
-              f"({args.steps} steps of {args.batch_size})")
+
+
+def compare(args) -> None:
+    """Training steps from the memory-mapped cache vs the RAM cache, on the prepared 1x dataset."""
+    dataset, cache_dir = args.work / "ds1", args.work / "cache-compare"
+    if not dataset.is_dir():
+        raise SystemExit(f"{dataset}: run `benchmarks/scale.py --scales 1 --only prepare` first")
+    shutil.rmtree(cache_dir, ignore_errors=True)
+    r = measured([sys.executable, __file__, "--child-compare", str(dataset), "--cache-dir", str(cache_dir), "--steps",
+                  str(args.steps), "--batch-size", str(args.batch_size)])["result"]
+    shutil.rmtree(cache_dir, ignore_errors=True)
+    fmt = lambda xs: ", ".join(f"{x:.1f}" for x in xs)  # noqa: E731
+    print(f"{r['steps']} steps of {args.batch_size} at 1x, alternated: RAM {fmt(r['seconds']['ram'])} s; memory-mapped "
+          f"{fmt(r['seconds']['disk'])} s; median memory-mapped / RAM = {r['disk_vs_ram']:.3f}x")
 
 
 if __name__ == "__main__":
