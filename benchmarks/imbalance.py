@@ -102,15 +102,28 @@ def report(work: Path, args) -> list[dict]:
         })
     if not rows:
         raise SystemExit(f"error: no finished runs in {work}")
+    rows.sort(key=lambda r: (METHODS.index(r["method"]) if r["method"] in METHODS else 99, r["run"]))
     print(f"train/validation/test: {rows and _split_sizes(work)}; training ratio largest/smallest: {rows[0]['ratio']}")
     print("| run | validation macro-F1 | test macro-F1 | test accuracy | test recall, minority classes "
           f"({rows[0]['minority_support']} images) | test recall, majority classes ({rows[0]['majority_support']}) "
           "| training min |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['run']} | {r['val_macro_f1']:.3f} | {r['test_macro_f1']:.3f} | {r['test_accuracy']:.3f} | "
-              f"{r['minority_recall']:.3f} | {r['majority_recall']:.3f} | {r['minutes']:.1f} |")
+        _print_row(r["run"], r)
+    methods = sorted({r["method"] for r in rows}, key=lambda m: METHODS.index(m) if m in METHODS else 99)
+    if len(rows) > len(methods):  # several training seeds: the mean of each method
+        for method in methods:
+            runs = [r for r in rows if r["method"] == method]
+            mean = {k: sum(r[k] for r in runs) / len(runs) for k in NUMBERS}
+            _print_row(f"**{method}: mean of {len(runs)}**", mean)
     return rows
+
+
+NUMBERS = ("val_macro_f1", "test_macro_f1", "test_accuracy", "minority_recall", "majority_recall", "minutes")
+
+
+def _print_row(name: str, r: dict) -> None:
+    print(f"| {name} | " + " | ".join(f"{r[k]:.{1 if k == 'minutes' else 3}f}" for k in NUMBERS) + " |")
 
 
 def _split_sizes(work: Path) -> str:
