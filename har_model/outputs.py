@@ -25,6 +25,7 @@ import json
 import os
 import secrets
 import shutil
+import sys
 from fnmatch import fnmatch
 from pathlib import Path
 
@@ -203,6 +204,8 @@ def remove_stale_staging(out: Path, keep: str | os.PathLike | None = None) -> No
 def _alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
+    if sys.platform == "win32":  # os.kill(pid, 0) would terminate the process there, not probe it
+        return _windows_process_alive(pid)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -210,6 +213,24 @@ def _alive(pid: int) -> bool:
     except OSError:
         return True
     return True
+
+
+def _windows_process_alive(pid: int, kernel32=None) -> bool:
+    """OpenProcess + GetExitCodeProcess: alive while the exit code is STILL_ACTIVE; a process we may not open
+    (access denied) counts as alive, one that does not exist as gone."""
+    import ctypes
+
+    kernel32 = kernel32 or ctypes.windll.kernel32
+    handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+    if not handle:
+        return kernel32.GetLastError() == 5  # ERROR_ACCESS_DENIED: it exists
+    try:
+        code = ctypes.c_ulong()
+        if not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)):
+            return True
+        return code.value == 259  # STILL_ACTIVE
+    finally:
+        kernel32.CloseHandle(handle)
 
 
 def _inside(out: Path, rel: str) -> Path | None:

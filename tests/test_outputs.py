@@ -159,6 +159,43 @@ def test_a_killed_runs_staging_folder_is_removed_by_the_next_claim(tmp_path):
     assert not stale.exists()
 
 
+class FakeKernel32:
+    """The three Windows calls `_windows_process_alive` makes, for processes 10 (running), 11 (exited with 0),
+    12 (not ours to open) and none other."""
+
+    def __init__(self):
+        self.closed, self.error = [], 0
+
+    def OpenProcess(self, access, inherit, pid):
+        self.error = 5 if pid == 12 else 87  # access denied / invalid parameter (no such process)
+        return {10: 1010, 11: 1011}.get(pid, 0)
+
+    def GetLastError(self):
+        return self.error
+
+    def GetExitCodeProcess(self, handle, code_ref):
+        code_ref._obj.value = 259 if handle == 1010 else 0  # STILL_ACTIVE
+        return 1
+
+    def CloseHandle(self, handle):
+        self.closed.append(handle)
+
+
+def test_on_windows_staging_owners_are_probed_not_killed(tmp_path, monkeypatch):
+    """os.kill(pid, 0) terminates the process on Windows: there the owner of a staging folder is looked up."""
+    kernel32 = FakeKernel32()
+    monkeypatch.setattr(outputs, "sys", type("FakeSys", (), {"platform": "win32"}))
+    monkeypatch.setattr(outputs, "_windows_process_alive",
+                        lambda pid, _real=outputs._windows_process_alive: _real(pid, kernel32))
+    monkeypatch.setattr(os, "kill", lambda *a: pytest.fail("os.kill called on Windows"))
+    out = _publish(tmp_path / "m")
+    for pid in (10, 11, 12, 13):
+        (out / f"{outputs.STAGING_PREFIX}{pid}-abc").mkdir()
+    outputs.claim_output_dir(out, "model")
+    assert sorted(p.name.split("-")[-2] for p in out.glob(outputs.STAGING_PREFIX + "*")) == ["10", "12"]
+    assert kernel32.closed == [1010, 1011]
+
+
 def test_a_marker_never_leads_outside_the_folder(tmp_path):
     out = _publish(tmp_path / "m")
     victim = tmp_path / "victim.txt"
