@@ -29,6 +29,7 @@ import torch
 from datasets import Image as ImageFeature
 
 from har_model.data.load import image_bytes
+from har_model.data.splits import SPLITS
 from har_model.errors import HarError
 from har_model.hardware import available_memory, process_pool
 from har_model.imaging import open_rgb
@@ -38,7 +39,6 @@ from har_model.train.augment import Augmenter, affine_tensors, normalize
 
 Prep = Preprocessing | StockPreprocessing
 INDEX = "cache.json"
-SPLITS = ("train", "validation", "test")
 
 
 def train_base_hw(prep: Prep, margin: float = 1.15) -> tuple[int, int]:
