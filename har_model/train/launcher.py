@@ -7,8 +7,8 @@ and `Processes` says who does it:
     main         the process that writes: the model folder is claimed, the dataset built, the image cache filled,
                  the model, reports, card and ONNX written and the pushes made by it alone. That is process 0, or
                  with --save-on-each-node (nodes that share no disk) the first process of every node.
-    main_first   the main process does a step first (builds the dataset), the others wait and then read its result
-    wait         every process reaches this point before any goes on (the dataset is not moved while being read)
+    main_first   the main process does a step first (builds the dataset), the others wait and then read its result;
+                 when the step fails on the main process, the others stop quietly
     share        process 0's value, given to every process (the staging folder's name)
     quiet        standard output from process 0 only: every progress and summary line is printed once (errors,
                  on standard error, still come from whichever process has one)
@@ -43,15 +43,33 @@ class Processes:
         """This process writes the run's files (see the module docstring)."""
         return self.args.should_save
 
-    def main_first(self, what: str = "work"):
-        """``with processes.main_first():`` the main process runs the block, then the others do."""
+    @contextlib.contextmanager
+    def main_first(self):
+        """``with processes.main_first():`` the main process runs the block, then the others do. When it fails
+        there (a bad input, a full disk: its one error line is printed), the others stop quietly with the same exit
+        status instead of each printing the traceback of a broken connection."""
         if self.count == 1:
-            return contextlib.nullcontext()
-        return self.args.main_process_first(local=self.args.save_on_each_node, desc=what)
+            yield
+            return
+        if not self.is_main:
+            if self._any_failed(False):
+                raise SystemExit(2)
+            yield
+            return
+        try:
+            yield
+        except BaseException:
+            self._any_failed(True)
+            raise
+        self._any_failed(False)
 
-    def wait(self) -> None:
-        if self.count > 1:
-            self.args.distributed_state.wait_for_everyone()
+    def _any_failed(self, failed: bool) -> bool:
+        """Every process says whether it failed; all learn whether any did (a barrier that carries one bit)."""
+        import torch.distributed as dist
+
+        said = [None] * self.count
+        dist.all_gather_object(said, failed)
+        return any(said)
 
     def share(self, value):
         """Process 0's ``value`` (any picklable object), in every process."""

@@ -47,13 +47,12 @@ def run(config: TrainConfig, *, export=None) -> int:
     out, flags = config.output_dir, config.as_namespace()
     procs = Processes(config.training)  # the Trainer's distributed state: its device, its process group
     with procs.quiet():
-        with procs.main_first("claiming the model folder"):
+        with procs.main_first():  # claiming the model folder
             member_dirs = check_output_dir(out, flags, claim=procs.is_main)
         set_seed(config.seed)
         # moved into `out` only when everything below has succeeded; one staging folder for all processes
         with Publication(out, "model", name=procs.share(staging_name()), writer=procs.is_main) as stage:
             summary = _train_into(stage, out, config, member_dirs, t_start, export, procs)
-            procs.wait()  # nobody is still reading the staged dataset when the main process moves it into place
         if procs.is_main:
             remove_cache(out)  # kept for --resume until now
         print(summary, flush=True)
@@ -69,12 +68,12 @@ def _train_into(stage: Path, out: Path, config: TrainConfig, member_dirs: list[P
     from har_model.train.balancing import plan_balance
     from har_model.train.base_model import load_base_model
     from har_model.train.image_cache import cache_splits
-    from har_model.train.reports import predict_splits, write_outputs
+    from har_model.train.reports import predict_splits
     from har_model.train.soup import cook_soup, train_members
     from har_model.train.trainer import make_trainer, use_bf16
 
     recipe = config.run
-    with procs.main_first("building the dataset"):
+    with procs.main_first():  # building the dataset, then reading it
         dsd = dataset_from_args(config.data, stage / "dataset", build=procs.is_main, shown_as=out / "dataset")
         key = start_checkpoints(out, config.as_namespace(), dsd, stage) if procs.is_main else ""
     labels = list(dsd["train"].features["label"].names)
@@ -82,7 +81,7 @@ def _train_into(stage: Path, out: Path, config: TrainConfig, member_dirs: list[P
                                    eval_size=recipe.eval_size, freeze_layers=recipe.freeze_layers,
                                    channels_last=not recipe.no_channels_last)
     base = load_model(report=procs.index == 0)
-    with procs.main_first("decoding the images"):
+    with procs.main_first():  # decoding the images, then mapping them
         store = cache_store(out, recipe, key, procs)
         images = cache_splits(dsd, base.train_prep, base.eval_prep, config.data.num_workers or os.cpu_count() or 1,
                               store)
@@ -98,14 +97,26 @@ def _train_into(stage: Path, out: Path, config: TrainConfig, member_dirs: list[P
     result = cook_soup(evaluator, members)
     predictions = predict_splits(evaluator, images.test)  # every process predicts its share
     evaluator.save_model(str(stage))  # the Trainer writes from the main process only
-    if not procs.is_main:
-        return ""
+    summary = ""
+    # the others wait here, so nobody still reads the staged dataset when the main process moves it into place
+    with procs.main_first():
+        if procs.is_main:
+            summary = write_model_folder(stage, out, config, evaluator, base, predictions, result, images, dsd,
+                                         labels, bf16, t_start, export)
+    return summary
+
+
+def write_model_folder(stage: Path, out: Path, config: TrainConfig, evaluator, base, predictions, result, images,
+                       dsd, labels: list[str], bf16: bool, t_start: float, export) -> str:
+    """The main process's part: the processor, reports and card (and ONNX) beside the weights in `stage`."""
+    from har_model.train.reports import write_outputs
+
     save_processor(base.processor, stage)
     summary = write_outputs(trainer=evaluator, predictions=predictions, result=result, out=stage, labels=labels,
                             test_ds=images.test, test_split=dsd["test"], config=config, total_seconds_start=t_start,
                             precision="bf16" if bf16 else "fp32", frozen_blocks=base.frozen_blocks,
                             eval_prep=base.eval_prep, train_prep=base.train_prep, model_dir=out)
-    if recipe.export_onnx:
+    if config.run.export_onnx:
         if export is None:
             raise HarError("--export-onnx: run training through `python train.py`, which provides the ONNX export")
         export(stage)

@@ -20,13 +20,14 @@ QUICK = ["--epochs", "2", "--batch-size", "4", "--eval-batch-size", "8", "--val-
          "--soup", "1"]
 
 
-def torchrun(*args, nproc: int = 2, timeout: int = 300) -> subprocess.CompletedProcess:
+def torchrun(*args, nproc: int = 2, timeout: int = 300, ok: bool = True) -> subprocess.CompletedProcess:
     # --standalone: a free port of its own, so that tests (or users) running side by side do not collide
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            str(ROOT / "train.py"), *map(str, args)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    if ok:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return proc
 
 
@@ -89,6 +90,17 @@ def test_resume_under_the_launcher_continues_a_run_cut_short(tmp_path, images, t
     assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-6"]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["epochs_run"] == 2 and metrics["processes"] == 2
+
+
+def test_a_user_error_on_the_main_process_is_one_line_and_the_others_stop_quietly(tmp_path, images, tiny_model_dir):
+    not_a_folder = tmp_path / "model"
+    not_a_folder.write_text("mine")
+    proc = torchrun("--data-dir", images, "--output-dir", not_a_folder, "--model", tiny_model_dir, *QUICK, ok=False)
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "is a file" in errors[0], proc.stderr[-3000:]
+    assert "[rank1]" not in proc.stderr  # no traceback of a broken connection from the waiting process
+    assert not_a_folder.read_text() == "mine"
 
 
 def test_accelerate_launch_as_the_readme_gives_it(tmp_path, images, tiny_model_dir):
