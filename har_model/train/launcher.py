@@ -10,6 +10,7 @@ and `Processes` says who does it:
     main_first   the main process does a step first (builds the dataset), the others wait and then read its result;
                  when the step fails on the main process, the others stop quietly
     share        process 0's value, given to every process (the staging folder's name)
+    close        the end of the run, together
     quiet        standard output from process 0 only: every progress and summary line is printed once (errors,
                  on standard error, still come from whichever process has one)
 
@@ -62,6 +63,16 @@ class Processes:
             self._any_failed(True)
             raise
         self._any_failed(False)
+
+    def close(self) -> None:
+        """All processes end together and take the process group down with them (a process that exits while its
+        peers still hold connections can abort in gloo's threads)."""
+        if self.count > 1:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.barrier()
+                dist.destroy_process_group()
 
     def _any_failed(self, failed: bool) -> bool:
         """Every process says whether it failed; all learn whether any did (a barrier that carries one bit)."""

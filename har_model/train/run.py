@@ -53,11 +53,12 @@ def run(config: TrainConfig, *, export=None) -> int:
         # moved into `out` only when everything below has succeeded; one staging folder for all processes
         with Publication(out, "model", name=procs.share(staging_name()), writer=procs.is_main) as stage:
             summary = _train_into(stage, out, config, member_dirs, t_start, export, procs)
-        if procs.is_main:
-            remove_cache(out)  # kept for --resume until now
-        print(summary, flush=True)
-        if procs.is_main:
-            push(flags, out, out / "dataset")  # last: a failed push (one clear error line) leaves everything on disk
+        with procs.main_first():  # the others wait for the published model and the pushes
+            if procs.is_main:
+                remove_cache(out)  # kept for --resume until now
+                print(summary, flush=True)
+                push(flags, out, out / "dataset")  # last: a failed push (one clear error line) leaves all on disk
+        procs.close()
     return 0
 
 
