@@ -155,7 +155,7 @@ class CacheStore:
         path = self.folder / f"{name}.bin"
         entry = {"shape": list(shape), "dtype": str(dtype).removeprefix("torch.")}
         if self.index.get("splits", {}).get(name) == entry and path.is_file():
-            return _mapped(path, shape, dtype, "c")
+            return _mapped(path, shape, dtype)
         if not self.build:
             raise HarError(f"{self.folder}: the image cache of the {name} split is missing; the main process builds "
                            "it (run the same command again)")
@@ -174,7 +174,7 @@ class CacheStore:
             tmp.unlink(missing_ok=True)
         self.index = {"key": self.key, "splits": {**self.index.get("splits", {}), name: entry}}
         atomic_write_text(self.folder / INDEX, json.dumps(self.index, indent=1) + "\n")
-        return _mapped(path, shape, dtype, "c")
+        return _mapped(path, shape, dtype)
 
     def _read_index(self) -> dict:
         try:
@@ -184,12 +184,12 @@ class CacheStore:
         return index if isinstance(index, dict) else {}
 
 
-def _mapped(path: Path, shape, dtype: torch.dtype, mode: str) -> torch.Tensor:
-    """A tensor over a memory-mapped file. Mode "c" (copy-on-write) maps it readable and writable without ever
-    writing to the file: pages are shared with every other process that maps it."""
+def _mapped(path: Path, shape, dtype: torch.dtype) -> torch.Tensor:
+    """A tensor over a memory-mapped file, mapped copy-on-write ("c"): readable and writable without ever writing
+    to the file, its pages shared with every other process that maps it."""
     if math.prod(shape) == 0:
         return torch.empty(shape, dtype=dtype)
-    return torch.from_numpy(np.memmap(path, dtype=_np_dtype(dtype), mode=mode, shape=tuple(shape)))
+    return torch.from_numpy(np.memmap(path, dtype=_np_dtype(dtype), mode="c", shape=tuple(shape)))
 
 
 def _np_dtype(dtype: torch.dtype) -> np.dtype:
