@@ -9,14 +9,16 @@ itself writes into that kind of repository (``REPLACED``) and that the new folde
 shards that ``data/train-*`` would still load, an old ``onnx/model.onnx`` that the app would prefer, old examples.
 Nothing else in the repository is touched.
 
-A model or dataset push uploads an explicit allow-list: the files the project wrote into the folder (its marker's
-list), of the kinds that belong in the repository (``har_model.outputs.PUSHED``, the same patterns as
-``REPLACED``); a ``.env``, notes or checkpoints lying beside them stay local.
+Every push (model, dataset, Space) uploads an explicit allow-list: the files the project wrote into the folder (its
+marker's list), of the kinds that belong in the repository (``har_model.outputs.PUSHED``, the same patterns as
+``REPLACED``); a ``.env``, notes or checkpoints lying beside them stay local. The retry command printed after a
+failed push names exactly that list (``hf upload ... --include FILE`` per file), so it cannot upload more.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 from fnmatch import fnmatch
 from pathlib import Path
 
@@ -24,15 +26,10 @@ from har_model.errors import HarError
 from har_model.outputs import PUSHED, files_to_push
 
 REPO_TYPES = ("model", "dataset", "space")
-# Remote files the project writes (fnmatch patterns, relative to the repository root), per repository type: for
-# models and datasets the very list of what is uploaded (one list of "files the project writes")
-REPLACED = {
-    "dataset": list(PUSHED["dataset"]),
-    "model": list(PUSHED["model"]),
-    "space": ["har_model/*", "model/*"],
-}
+# Remote files the project writes (fnmatch patterns, relative to the repository root), per repository type: the
+# very list of what is uploaded (one list of "files the project writes")
+REPLACED = {kind: list(patterns) for kind, patterns in PUSHED.items()}
 SPACE_SDK = "gradio"
-_NEVER_UPLOADED = (".git", ".cache", "__pycache__")  # folders (git, the Hub's own cache, bytecode)
 
 
 def _offline() -> bool:
@@ -53,30 +50,28 @@ def _scrub(text: str, token: str) -> str:
     return text.replace(token, "***") if token else text
 
 
-def local_files(folder: Path, ignore_patterns: list[str] | None = None) -> list[str]:
-    """Relative POSIX paths of the files in ``folder`` to upload (less ``ignore_patterns`` and git/cache folders)."""
-    found = []
-    for path in sorted(Path(folder).rglob("*")):
-        rel = path.relative_to(folder)
-        if not path.is_file() or any(part in _NEVER_UPLOADED for part in rel.parts[:-1]):
-            continue
-        if not any(fnmatch(rel.as_posix(), pattern) for pattern in ignore_patterns or []):
-            found.append(rel.as_posix())
-    return found
-
-
-def commit_operations(folder: Path, remote_files: list[str], *, replaced: list[str],
-                      ignore_patterns: list[str] | None = None, files: list[str] | None = None) -> list:
-    """One commit's operations: delete the stale remote files matching ``replaced``, then add the local ``files``
-    (default: every file of the folder less ``ignore_patterns``)."""
+def commit_operations(folder: Path, remote_files: list[str], *, replaced: list[str], files: list[str]) -> list:
+    """One commit's operations: delete the stale remote files matching ``replaced``, then add the local ``files``."""
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 
-    local = list(files) if files is not None else local_files(folder, ignore_patterns)
-    keep = set(local)
+    keep = set(files)
     stale = [f for f in remote_files
              if f not in keep and f != ".gitattributes" and any(fnmatch(f, pattern) for pattern in replaced)]
     return ([CommitOperationDelete(path_in_repo=f) for f in stale]
-            + [CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(Path(folder) / rel)) for rel in local])
+            + [CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(Path(folder) / rel)) for rel in files])
+
+
+def _literal(name: str) -> str:
+    """A file name as an fnmatch pattern that matches only itself (``hf upload --include`` takes patterns)."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
+def retry_command(folder: Path, repo_id: str, repo_type: str, files: list[str]) -> str:
+    """The `hf upload` command that pushes exactly ``files`` (one --include each) and deletes the same stale files."""
+    parts = ["hf", "upload", repo_id, str(folder), "--repo-type", repo_type]
+    parts += [arg for rel in files for arg in ("--include", _literal(rel))]
+    parts += [arg for pattern in REPLACED[repo_type] for arg in ("--delete", pattern)]
+    return shlex.join(parts)
 
 
 def push_folder(
@@ -87,25 +82,18 @@ def push_folder(
     private: bool = False,
     token: str | None = None,
     commit_message: str | None = None,
-    ignore_patterns: list[str] | None = None,
 ) -> str:
-    """Create ``repo_id`` if needed (``exist_ok``; a Space as a Gradio Space) and upload ``folder`` in one commit
-    that also deletes the stale files the project wrote (``REPLACED``); return the URL. A model or dataset folder
-    uploads only ``files_to_push`` (written by the project, complete); a Space folder its files less
-    ``ignore_patterns``."""
+    """Create ``repo_id`` if needed (``exist_ok``; a Space as a Gradio Space) and upload ``folder``'s allow-list
+    (``files_to_push``: written by the project for this kind of repository, complete) in one commit that also
+    deletes the stale files the project wrote (``REPLACED``); return the URL."""
     folder = Path(folder)
     if repo_type not in REPO_TYPES:
         raise HarError(f"repo_type must be one of {', '.join(REPO_TYPES)}, got {repo_type!r}")
     if not folder.is_dir():
         raise HarError(f"{folder}: no such folder to push")
-    files = files_to_push(folder, repo_type) if repo_type in PUSHED else None
-    retry = (
-        f"The local folder {folder} is kept; retry with `hf upload {repo_id} {folder} --repo-type {repo_type}"
-        + "".join(f" --exclude '{pattern}'" for pattern in ignore_patterns or [])
-        + "".join(f" --delete '{pattern}'" for pattern in REPLACED[repo_type])
-        + "` "
-        f"(after `hf auth login` or with HF_TOKEN set)."
-    )
+    files = files_to_push(folder, repo_type)
+    retry = (f"The local folder {folder} is kept; retry with `{retry_command(folder, repo_id, repo_type, files)}` "
+             "(after `hf auth login` or with HF_TOKEN set).")
     if _offline():
         raise HarError(f"cannot push to the Hub repo {repo_id}: offline mode is on (HF_HUB_OFFLINE). {retry}")
     token = resolve_token(token)
@@ -120,8 +108,7 @@ def push_folder(
         url = api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True,
                               **({"space_sdk": SPACE_SDK} if repo_type == "space" else {}))
         remote = api.list_repo_files(url.repo_id, repo_type=repo_type)
-        operations = commit_operations(folder, remote, replaced=REPLACED[repo_type], ignore_patterns=ignore_patterns,
-                                       files=files)
+        operations = commit_operations(folder, remote, replaced=REPLACED[repo_type], files=files)
         api.create_commit(
             repo_id=url.repo_id,
             repo_type=repo_type,

@@ -15,7 +15,8 @@ checkpoints). That one small file answers every question about the folder:
                       result as it was, and a stop during the moves leaves a folder every reader refuses.
     require_complete  what every reader calls first: a folder whose marker says incomplete is refused in one line.
     clear_owned       --overwrite: removes exactly what the project wrote there (files, checkpoints, leftovers).
-    files_to_push     the upload allow-list: files the project wrote, of the kinds that belong on the Hub.
+    files_to_push     the upload allow-list: files the project wrote, of the kinds that belong on the Hub (the same
+                      list for a model, a dataset and a Space folder).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from har_model.errors import HarError
 
 MARKER = ".har_model.json"
 STAGING_PREFIX = ".har_model-staging-"
-KINDS = ("dataset", "model")
+KINDS = ("dataset", "model", "space")
 # What may be pushed, per kind: the files the project writes that belong in a Hub repository (never checkpoints,
 # the dataset copy inside a model folder, the marker or anything a user put there). Also the patterns whose stale
 # copies a re-push may delete on the Hub.
@@ -48,6 +49,8 @@ PUSHED = {
         "onnx/model.onnx", "onnx/model_int8.onnx", "onnx/export_info.json",
         "calibration.json",  # a temperature fitted for other weights must not survive a push of new ones
     ),
+    # a Space folder (publish-space): the app, the serving modules and the bundled model's serving files
+    "space": ("app.py", "requirements.txt", "README.md", "har_model/*.py", "model/*"),
 }
 # OSErrors a user causes (full disk, no permission, read-only mount, name too long): one line, never a traceback.
 USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENAMETOOLONG}

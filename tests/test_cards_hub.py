@@ -191,7 +191,7 @@ def test_repush_deletes_only_stale_project_files_in_the_same_commit(tmp_path, mo
               "onnx/export_info.json", "onnx/users_own.onnx", "examples/sitting_0.jpg", "examples/running_0.jpg",
               "notes/mine.txt", "examples/clip.mp4"]
     api = FakeHubApi(remote).install(monkeypatch)
-    hub.push_folder(tmp_path, "me/model", token=FAKE_TOKEN, ignore_patterns=["checkpoints/*"])
+    hub.push_folder(tmp_path, "me/model", token=FAKE_TOKEN)
     added, deleted = api.operations()
     assert added == {"config.json", "model.safetensors", "README.md", "examples/running_0.jpg"}
     assert deleted == {"onnx/model.onnx", "onnx/model_int8.onnx", "onnx/export_info.json", "examples/sitting_0.jpg"}
@@ -210,8 +210,9 @@ def test_repush_dataset_deletes_old_shards(tmp_path, monkeypatch):
 
 
 def test_space_push_creates_a_gradio_space_and_replaces_its_package(tmp_path, monkeypatch):
-    _write(tmp_path, "app.py", "README.md", "requirements.txt", "har_model/__init__.py", "model/config.json",
-           "har_model/__pycache__/x.pyc")
+    _written_folder(tmp_path, "space", ("app.py", "README.md", "requirements.txt", "har_model/__init__.py",
+                                        "model/config.json"))
+    _write(tmp_path, "har_model/__pycache__/x.pyc")
     remote = ["app.py", "README.md", "har_model/old_module.py", "model/onnx/model_int8.onnx", "LICENSE.txt"]
     api = FakeHubApi(remote).install(monkeypatch)
     url = hub.push_folder(tmp_path, "me/demo", repo_type="space", token=FAKE_TOKEN)
@@ -223,13 +224,57 @@ def test_space_push_creates_a_gradio_space_and_replaces_its_package(tmp_path, mo
     assert api.commits[0]["repo_type"] == "space"
 
 
+SPACE_FILES = ("app.py", "README.md", "requirements.txt", "har_model/__init__.py", "har_model/serve/ui.py",
+               "model/config.json", "model/examples/run[1]_0.jpg")
+
+
+def _space_with_user_files(folder):
+    """A Space folder publish-space wrote, into which the user then put secrets, notes, code and checkpoints."""
+    _written_folder(folder, "space", SPACE_FILES)
+    (folder / ".env").write_text(f"HF_TOKEN={FAKE_TOKEN}\n")
+    (folder / "notes.txt").write_text("mine")
+    (folder / "custom.py").write_text("print('mine')\n")
+    (folder / "har_model" / "mine.py").write_text("")
+    _write(folder, "checkpoints/checkpoint-1/optimizer.pt", "model/checkpoints/checkpoint-1/training_args.bin",
+           "model/.env")
+    return folder
+
+
+def test_space_push_uploads_only_what_publish_space_wrote(tmp_path, monkeypatch):
+    folder = _space_with_user_files(tmp_path / "space")
+    api = FakeHubApi(["app.py", "custom.py", "notes.txt"]).install(monkeypatch)
+    hub.push_folder(folder, "me/demo", repo_type="space", token=FAKE_TOKEN)
+    added, deleted = api.operations()
+    assert added == set(SPACE_FILES) and not deleted  # the user's files on the Hub are not ours to delete either
+
+
+def test_the_printed_retry_command_uploads_exactly_the_allow_list(tmp_path, monkeypatch):
+    """Run as printed (`hf upload` parses it; its folder filter picks the files), it uploads no user file."""
+    import shlex
+
+    from huggingface_hub.utils import filter_repo_objects
+
+    folder = _space_with_user_files(tmp_path / "space")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(HarError) as info:
+        hub.push_folder(folder, "me/demo", repo_type="space", token=FAKE_TOKEN)
+    command = str(info.value).split("retry with `")[1].split("`")[0]
+    argv = shlex.split(command)
+    assert argv[:6] == ["hf", "upload", "me/demo", str(folder), "--repo-type", "space"]
+    include = [argv[i + 1] for i, a in enumerate(argv) if a == "--include"]
+    assert "--exclude" not in argv and len(include) == len(SPACE_FILES)
+    on_disk = [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()]
+    assert sorted(filter_repo_objects(on_disk, allow_patterns=include)) == sorted(SPACE_FILES)
+    assert not any(p in command for p in (".env", "notes.txt", "custom.py", "checkpoints", "mine.py"))
+
+
 def test_space_push_offline_keeps_the_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    _write(tmp_path, "app.py", "README.md")
+    _written_folder(tmp_path, "space", ("app.py", "README.md"))
     with pytest.raises(HarError) as info:
         hub.push_folder(tmp_path, "me/demo", repo_type="space", token=FAKE_TOKEN)
     assert f"hf upload me/demo {tmp_path} --repo-type space" in str(info.value) and "is kept" in str(info.value)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "app.py"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".har_model.json", "README.md", "app.py"]
 
 
 def test_push_uploads_only_the_files_the_project_wrote(tmp_path, monkeypatch):

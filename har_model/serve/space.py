@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 from har_model.errors import HarError
-from har_model.outputs import PUSHED
+from har_model.outputs import PUSHED, Publication, claim_output_dir, files_to_push, read_marker
 from har_model.serve.model import APP_ROOT, BUNDLED_MODEL, REPO_ID, copy_model_files, is_hub_id, resolve_model_dir
 
 PACKAGE = "har_model"
@@ -38,7 +38,6 @@ TORCH_REQUIREMENTS = ["--extra-index-url https://download.pytorch.org/whl/cpu", 
 # Model files a Space serves from: what a model push uploads, less the torch weights (served through the ONNX
 # export) and the int8 copy (slower and less accurate than float32 here, see inference.py)
 BUNDLED_FILES = [p for p in PUSHED["model"] if p not in ("model.safetensors", "onnx/model_int8.onnx")]
-SPACE_FILES = ("app.py", "requirements.txt", "README.md", PACKAGE, BUNDLED_MODEL)  # everything publish-space writes
 HARDWARE = "cpu-basic"
 SPACE_TAG = "har_model"  # in the Space card's tags: marks a folder publish-space may replace on a re-run
 PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"  # the tested one; Spaces' default is older
@@ -212,18 +211,18 @@ def written_by_publish_space(folder: Path) -> bool:
     return meta.get("sdk") == "gradio" and SPACE_TAG in (meta.get("tags") or []) and (folder / "app.py").is_file()
 
 
-def prepare_folder(folder: Path) -> None:
-    """An empty (or new) folder, or one that publish-space wrote before (its own files are then replaced)."""
-    if folder.exists() and not folder.is_dir():
-        raise HarError(f"--dir {folder}: is a file")
-    if folder.is_dir() and any(folder.iterdir()):
-        if not written_by_publish_space(folder):
-            raise HarError(f"--dir {folder}: not empty and not a Space folder written by publish-space; "
-                           "choose a new or empty folder (nothing was changed)")
-        for name in SPACE_FILES:
-            path = folder / name
-            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-    folder.mkdir(parents=True, exist_ok=True)
+def claim_space_folder(folder: Path) -> Path:
+    """A new or empty folder, or one that publish-space wrote before (its own files are then replaced; a Space
+    folder from before the marker existed is recognised by its card). Anything else is refused in one line."""
+    legacy = (folder.is_dir() and read_marker(folder) is None and any(folder.iterdir())
+              and written_by_publish_space(folder))
+    try:
+        return claim_output_dir(folder, "space", flag="--dir", overwrite=legacy)
+    except HarError as exc:
+        if "did not write" not in str(exc):
+            raise
+        raise HarError(f"--dir {folder}: not empty and not a Space folder written by publish-space; "
+                       "choose a new or empty folder (nothing was changed)") from None
 
 
 def bundle_model(model_dir: Path, folder: Path) -> Path:
@@ -244,9 +243,14 @@ def bundle_model(model_dir: Path, folder: Path) -> Path:
 
 
 def assemble_space(model: str, space_id: str, folder: Path, model_ids: list[str] | None = None) -> dict:
-    """Write the Space folder; return what went in (``needs_torch``, ``bundled``, ``models``)."""
-    model_ids = list(model_ids or [])
-    prepare_folder(folder)
+    """Write the Space folder whole or not at all (a failure keeps the previous one); return what went in
+    (``needs_torch``, ``bundled``, ``models``)."""
+    out = claim_space_folder(folder)
+    with Publication(out, "space") as stage:
+        return _assemble(model, space_id, stage, list(model_ids or []))
+
+
+def _assemble(model: str, space_id: str, folder: Path, model_ids: list[str]) -> dict:
     hub_model = model if is_hub_id(model) else None
     if hub_model:
         try:  # look inside to see whether it has an ONNX export (and read its card and metrics)
@@ -273,7 +277,7 @@ def assemble_space(model: str, space_id: str, folder: Path, model_ids: list[str]
 def publish_space(model: str, space_id: str, *, private: bool = False, folder: Path | None = None,
                   dry_run: bool = False, model_ids: list[str] | None = None) -> Path:
     """Assemble the Space folder and (unless ``dry_run``) push it; return the folder (kept unless temporary)."""
-    from har_model.hub import push_folder
+    from har_model.hub import push_folder, retry_command
 
     if not REPO_ID.match(space_id):
         raise HarError(f"--space {space_id}: give a Space id as USER/NAME")
@@ -288,8 +292,9 @@ def publish_space(model: str, space_id: str, *, private: bool = False, folder: P
           f"{'model bundled' if facts['bundled'] else 'model from the Hub: ' + facts['models'][0]}, "
           f"runtime {'with' if facts['needs_torch'] else 'without'} torch", flush=True)
     if dry_run:
+        upload = retry_command(folder, space_id, "space", files_to_push(folder, "space"))
         print(f"dry run: nothing pushed. Push it with `python train.py publish-space --model {model} --space {space_id}`"
-              f" or `hf upload {space_id} {folder} --repo-type space`.")
+              f" or `{upload}`.")
         return folder
     url = push_folder(folder, space_id, repo_type="space", private=private,
                       commit_message=f"Publish the har_model app ({Path(model).name})")

@@ -152,20 +152,33 @@ def test_dir_with_other_files_is_refused_and_untouched(space_dir, model_dir, tmp
     # a checkout of this project looks like a Space folder (app.py, har_model/, a gradio README): never replaced
     checkout = tmp_path / "checkout"
     shutil.copytree(space_dir, checkout)
+    (checkout / ".har_model.json").unlink()  # a checkout has no marker: only its look could mislead
     (checkout / "train.py").write_text("# the project's command line\n")
     rc, _, err = _publish(capsys, "--model", str(model_dir), "--space", SPACE_ID, "--dir", str(checkout), "--dry-run")
     assert rc == 2 and "not a Space folder written by publish-space" in err
-    assert (checkout / "har_model" / "serve" / "ui.py").is_file() and _files(checkout) == _files(space_dir) | {"train.py"}
+    assert (checkout / "har_model" / "serve" / "ui.py").is_file()
+    assert _files(checkout) == (_files(space_dir) - {".har_model.json"}) | {"train.py"}
     rc, _, err = _publish(capsys, "--model", str(model_dir), "--space", "not a space id", "--dry-run")
     assert rc == 2 and "USER/NAME" in err
 
 
-def test_rerun_replaces_its_own_folder(space_dir, model_dir, capsys):
-    (space_dir / "har_model" / "serve" / "stale_module.py").write_text("")
-    rc, _, err = _publish(capsys, "--model", str(model_dir), "--space", SPACE_ID, "--dir", str(space_dir), "--dry-run")
+def test_rerun_replaces_its_own_folder_and_keeps_the_users_files(space_dir, model_dir, capsys):
+    from har_model import outputs
+
+    stale = "har_model/serve/stale_module.py"  # as an earlier version of publish-space wrote it
+    (space_dir / stale).write_text("")
+    marker = outputs.read_marker(space_dir)
+    outputs.write_marker(space_dir, {**marker, "files": sorted([*marker["files"], stale])})
+    (space_dir / ".env").write_text("HF_TOKEN=hf_secret\n")
+    (space_dir / "notes.txt").write_text("mine")
+    rc, out, err = _publish(capsys, "--model", str(model_dir), "--space", SPACE_ID, "--dir", str(space_dir), "--dry-run")
     assert rc == 0, err
-    assert not (space_dir / "har_model" / "serve" / "stale_module.py").exists()
+    assert not (space_dir / stale).exists()
     assert (space_dir / "model" / "onnx" / "model.onnx").is_file()
+    assert (space_dir / ".env").is_file() and (space_dir / "notes.txt").read_text() == "mine"
+    pushed = outputs.files_to_push(space_dir, "space")
+    assert ".env" not in pushed and "notes.txt" not in pushed and "app.py" in pushed
+    assert ".env" not in out and "notes.txt" not in out and "--include app.py" in out
 
 
 def test_push_to_unreachable_hub_is_one_line_and_keeps_every_file(model_dir, tmp_path, capsys, monkeypatch):
