@@ -106,10 +106,37 @@ class ModelHandle:
     problem: str | None = None
     info: dict = field(default_factory=dict)
 
+    @property
+    def name(self) -> str:
+        """The model as the app's answers and pages name it: a Hub id as is, a local folder by its name only
+        (an absolute path says where the server keeps its files)."""
+        return self.source if REPO_ID.match(self.source) and not Path(self.source).is_absolute() \
+            else Path(self.source).name or self.source
+
+    def public(self, text: str | None) -> str | None:
+        """``text`` (a problem, a message) with the model's local paths and the app folder replaced by names."""
+        if not text:
+            return text
+        for path in sorted({p for p in (self.source, str(self.model_dir or ""), _resolved(self.model_dir or self.source))
+                            if p and p != self.name}, key=len, reverse=True):
+            text = text.replace(path, self.name)
+        return text.replace(f"{APP_ROOT}{os.sep}", "").replace(str(APP_ROOT), ".")
+
+    def shown_files(self) -> list[Path]:
+        """The only model files the app serves to browsers: the example images and the report plots it shows."""
+        return [*self.info.get("examples", []), *self.info.get("images", {}).values()]
+
     def require(self):
         if self.classifier is None:
-            raise HarError(self.problem or "no model loaded")
+            raise HarError(self.public(self.problem) or "no model loaded")
         return self.classifier
+
+
+def _resolved(path) -> str:
+    try:
+        return str(Path(path).expanduser().resolve())
+    except (OSError, RuntimeError, ValueError):
+        return ""
 
 
 def load_model(spec: str | os.PathLike | None = None, backend: str | None = None) -> ModelHandle:

@@ -265,12 +265,12 @@ def classify_batch(handle: ModelHandle, payloads, settings: Settings):
 def model_info(handle: ModelHandle) -> dict:
     """JSON-friendly facts about the loaded model (API endpoint /model_info)."""
     if handle.classifier is None:
-        return {"loaded": False, "source": handle.source, "problem": handle.problem}
+        return {"loaded": False, "source": handle.name, "problem": handle.public(handle.problem)}
     info, clf = handle.info, handle.classifier
     test = (info.get("metrics") or {}).get("test") or {}
     return {
         "loaded": True,
-        "source": handle.source,
+        "source": handle.name,  # never the absolute folder: that is the server's business
         "backend": clf.backend,
         "labels": list(clf.labels),
         "image_size": list(clf.image_size),
@@ -288,10 +288,10 @@ def _base_model(info: dict) -> str | None:
 
 def model_markdown(handle: ModelHandle) -> str:
     if handle.classifier is None:
-        return f"### No model loaded\n\n{handle.problem}"
+        return f"### No model loaded\n\n{handle.public(handle.problem)}"
     facts = model_info(handle)
     metrics = handle.info.get("metrics") or {}
-    lines = [f"### Model: `{handle.source}`", ""]
+    lines = [f"### Model: `{handle.name}`", ""]
     lines.append(f"- **Classes ({len(facts['labels'])})**: {', '.join(facts['labels'])}")
     if facts["base_model"]:
         lines.append(f"- **Base model**: `{facts['base_model']}`")
@@ -374,12 +374,12 @@ def build_demo(handle: ModelHandle | None = None, settings: Settings | None = No
 
     handle = handle if handle is not None else load_model()
     settings = settings or Settings.from_env()
-    banner = None if handle.classifier is not None else f"⚠️ **No model loaded.** {handle.problem}"
+    banner = None if handle.classifier is not None else f"⚠️ **No model loaded.** {handle.public(handle.problem)}"
 
     with gr.Blocks(title="Human Action Recognition", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         gr.Markdown(
             "# Human action recognition\nClassify what people are doing in photos, webcam snapshots and videos."
-            + (f"\n\nModel: `{handle.source}` ({len(handle.classifier.labels)} actions)" if handle.classifier else "")
+            + (f"\n\nModel: `{handle.name}` ({len(handle.classifier.labels)} actions)" if handle.classifier else "")
         )
         if banner:
             gr.Markdown(banner, elem_id="no-model")
@@ -516,9 +516,11 @@ def build_demo(handle: ModelHandle | None = None, settings: Settings | None = No
 
 
 def launch_kwargs(handle: ModelHandle | None = None, settings: Settings | None = None) -> dict:
-    """Arguments for demo.launch(): upload size cap and the model folder allowed for serving its images."""
+    """Arguments for demo.launch(): the upload size cap, and the files the app shows (examples, plots) as the only
+    model files browsers may fetch, by explicit name: never the model folder as a whole, which also holds
+    checkpoints (pickles), the dataset copy and whatever else its owner keeps there (a .env)."""
     settings = settings or Settings.from_env()
     kwargs = {"max_file_size": max(settings.max_image_bytes, settings.max_video_bytes), "show_error": True}
-    if handle is not None and handle.model_dir is not None:
-        kwargs["allowed_paths"] = [str(handle.model_dir)]
+    if handle is not None and handle.shown_files():
+        kwargs["allowed_paths"] = [str(p) for p in handle.shown_files()]
     return kwargs

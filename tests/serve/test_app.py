@@ -62,6 +62,12 @@ def files(tmp_path_factory, tiny_model_dir):
     (model / "metrics.json").write_text(json.dumps(metrics))
     (model / "README.md").write_text("---\nbase_model: google/efficientnet-b0\ndatasets:\n- someone/toy-actions\n---\n# card\n")
     Image.new("RGB", (120, 90), (200, 30, 30)).save(model / "confusion_matrix.png")
+    # what else lies in a model folder: never served (the checkpoints' pickles, the dataset copy, the owner's secrets)
+    for rel, content in ((".env", b"HF_TOKEN=hf_secret\n"), ("notes.txt", b"mine"),
+                         ("checkpoints/checkpoint-1/training_args.bin", b"pickle"),
+                         ("dataset/data/train-00000-of-00001.parquet", b"PAR1"), ("dataset/README.md", b"card")):
+        (model / rel).parent.mkdir(parents=True, exist_ok=True)
+        (model / rel).write_bytes(content)
     good = d / "walk.jpg"
     synthetic_image(1, 5).save(good)
     bad = d / "broken.jpg"
@@ -168,6 +174,33 @@ def test_model_info(client):
     info = client.predict(api_name="/model_info")
     assert info["loaded"] is True and info["labels"] == list(CLASSES) and info["image_size"] == [32, 32]
     assert info["test_accuracy"] == 0.8125 and info["base_model"] == "google/efficientnet-b0"  # the card wins
+
+
+def test_the_app_serves_only_the_files_it_shows(app_url, files):
+    """By URL, a model folder's other files are refused; the examples and plots it shows are served; no answer
+    names the folder's absolute path."""
+    import urllib.error
+    import urllib.request
+
+    def status(path) -> int:
+        try:
+            with urllib.request.urlopen(f"{app_url}gradio_api/file={path}") as response:
+                return response.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    model = files["model"].resolve()
+    for rel in (".env", "notes.txt", "checkpoints/checkpoint-1/training_args.bin",
+                "dataset/data/train-00000-of-00001.parquet", "dataset/README.md", "config.json", "model.safetensors",
+                "metrics.json", "README.md", ".har_model.json", "../walk.jpg"):
+        assert status(model / rel) in (403, 404), rel
+    assert status(model / "examples" / "running_0.jpg") == 200 and status(model / "confusion_matrix.png") == 200
+    with urllib.request.urlopen(f"{app_url}config") as response:
+        config = response.read().decode()
+    info = Client(app_url, verbose=False).predict(api_name="/model_info")
+    assert info["source"] == "model"
+    for text in (json.dumps(info), config):
+        assert str(files["dir"]) not in text and str(model) not in text
 
 
 def test_examples_one_per_class_first(files):
