@@ -28,17 +28,28 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 HAR15 = ROOT.parent / "shared" / "data" / "har15"
 CHROMIUM = "/usr/bin/chromium"
+# The summary reads "running 93% · 10.2 frames/s classified · 45 ms per frame (received → result) · smoothing 1 s ·
+# 70 frames": each displayed result raises the frame count at its end. A bare `(\d+) frames` would first match the
+# rate's last digit ("2 frames/s") and count changes of that digit instead of results; the lookahead skips it.
+FRAME_COUNT = r"(\d+) frames(?!\/)"  # "\/": also valid inside a JavaScript regex literal
 OBSERVE = """() => {
   performance.setResourceTimingBufferSize(100000);
   performance.clearResourceTimings();
   window.__shown = [];
+  window.__counts = [];
   const el = document.querySelector('#live-summary');
   let last = -1;
-  new MutationObserver(() => {  // one entry per new result: the summary's frame count grows with each
-    const m = el.textContent.match(/(\d+) frames/);
-    if (m && +m[1] !== last) { last = +m[1]; window.__shown.push(performance.now()); }
+  new MutationObserver(() => {  // one entry per new result shown: the frame count changed
+    const m = [...el.textContent.matchAll(/FRAME_COUNT/g)].pop();
+    if (m && +m[1] !== last) { last = +m[1]; window.__shown.push(performance.now()); window.__counts.push(last); }
   }).observe(el, {subtree: true, childList: true, characterData: true});
-}"""
+}""".replace("FRAME_COUNT", FRAME_COUNT)
+
+
+def frame_count(text: str) -> int | None:
+    """The frame count of a Live summary text (what the page observer reads), None when there is none."""
+    found = re.findall(FRAME_COUNT, text)
+    return int(found[-1]) if found else None
 
 
 def clip_frames(n: int = 30) -> list:
@@ -97,7 +108,9 @@ def main() -> None:
             page.evaluate(OBSERVE)
             start = page.evaluate("performance.now()")
             page.wait_for_timeout(int(args.seconds * 1000))
-            shown = [t for t in page.evaluate("window.__shown") if t >= start]
+            shown = page.evaluate("window.__shown")
+            counts = [c for t, c in zip(shown, page.evaluate("window.__counts")) if t >= start]
+            shown = [t for t in shown if t >= start]
             sent = sorted(e["startTime"] for e in page.evaluate(
                 "performance.getEntriesByType('resource').map(e => ({name: e.name, startTime: e.startTime}))")
                 if "/stream/" in e["name"] and not e["name"].endswith("/close") and e["startTime"] >= start - 1000)
@@ -115,7 +128,11 @@ def main() -> None:
     print(f"model {args.model} ({clf.backend}, input {clf.image_size[0]}x{clf.image_size[1]}), 640x480 fake camera, "
           f"{args.seconds:g} s")
     print(f"model alone, one 640x480 frame (baseline): {model_ms:.1f} ms")
-    print(f"frames sent by the browser: {sent_rate:.1f}/s; results displayed: {shown_rate:.1f}/s; "
+    # results the server produced in the window, from the counts shown (first to last), against those displayed
+    produced = counts[-1] - counts[0] + 1 if counts else 0
+    print(f"page text at the end: {summary!r} (frame count {frame_count(summary)})")
+    print(f"frames sent by the browser: {sent_rate:.1f}/s; results displayed: {shown_rate:.1f}/s "
+          f"({len(updates)} of the {produced} results produced meanwhile); "
           f"server: {server_fps:.1f} classified frames/s, {server_ms:.0f} ms per frame (received -> result, "
           f"{server_ms / model_ms:.2f}x the model alone)")
     if latencies:
