@@ -128,19 +128,43 @@ class Calibration:
 
     @classmethod
     def load(cls, model_dir: str | Path) -> "Calibration":
-        """The folder's calibration.json, or no calibration (T = 1, never unsure) when it has none."""
+        """The folder's calibration.json, or no calibration (T = 1, never unsure) when it has none. A file whose
+        values are missing or of the wrong type is refused in one line (never silently served as T = 1)."""
         path = Path(model_dir) / FILENAME
         if not path.is_file():
             return cls(fitted_on="none")
         try:
             data = json.loads(path.read_text())
-            cal = cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
-            temperature, unsure = float(cal.temperature), float(cal.unsure_below)
-        except (OSError, ValueError, TypeError, KeyError) as exc:
+        except (OSError, ValueError) as exc:
             raise HarError(f"{path}: cannot read the calibration ({exc}); delete the file to serve uncalibrated") from None
-        if not (temperature > 0 and math.isfinite(temperature)) or not 0 <= unsure <= 1:
-            raise HarError(f"{path}: temperature must be > 0 and unsure_below within 0..1")
-        return cal
+        problem = _invalid(data)
+        if problem:
+            raise HarError(f"{path}: {problem}; delete the file to serve uncalibrated, or train again")
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _invalid(data) -> str | None:
+    """Why ``data`` (a parsed calibration.json) is not a usable calibration, or None."""
+    if not isinstance(data, dict):
+        return "not a JSON object"
+    if "temperature" not in data:
+        return "no temperature"
+    for key in ("temperature", "unsure_below"):  # unsure_below: optional (older folders), 0 = never unsure
+        if key in data and not _number(data[key]):
+            return f"{key} must be a number, not {json.dumps(data[key])[:40]}"
+    if not data["temperature"] > 0:
+        return "temperature must be > 0"
+    if not 0 <= data.get("unsure_below", 0) <= 1:
+        return "unsure_below must be within 0..1"
+    if "unsure_target" in data and not _number(data["unsure_target"]):
+        return "unsure_target must be a number"
+    if not isinstance(data.get("fitted_on", ""), str) or not isinstance(data.get("validation") or {}, dict):
+        return "fitted_on must be a string and validation an object"
+    return None
 
 
 def fit(logits: np.ndarray, labels: np.ndarray, target: float = UNSURE_TARGET) -> Calibration:

@@ -55,8 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # Publication says what the output folder holds now
+        print(f"error: interrupted{f' ({exc})' if str(exc) else ''}", file=sys.stderr)
         return 130
 
 

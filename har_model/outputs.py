@@ -9,12 +9,12 @@ checkpoints). That one small file answers every question about the folder:
 
     claim_output_dir  may we write here? New, empty or ours: yes. A non-empty folder we did not write: refused with
                       one line naming it and --overwrite. Never the input itself, a folder inside it or around it.
-    Publication       a result is written into a hidden staging folder inside the output folder and moved into place
-                      (os.replace, file by file) only once complete. The marker says "incomplete" only for the
-                      moment of those moves, so an interruption or a full disk while writing leaves the previous
-                      result as it was, and a stop during the moves leaves a folder every reader refuses.
+    Publication       a result is written into a hidden staging folder inside the output folder; once complete, the
+                      whole new folder is built beside the old one and the two are swapped by one rename (commit),
+                      so an interruption or a full disk at any moment leaves the old folder or the new one, whole,
+                      to every reader (ours, datasets.load_dataset, pipeline()).
     require_complete  what every reader calls first: a folder whose marker says incomplete is refused in one line.
-    clear_owned       --overwrite: removes exactly what the project wrote there (files, checkpoints, leftovers).
+    clear_owned       removes exactly what the project wrote there (files, checkpoints, leftovers).
     files_to_push     the upload allow-list: files the project wrote, of the kinds that belong on the Hub (the same
                       list for a model, a dataset and a Space folder).
 """
@@ -22,6 +22,7 @@ checkpoints). That one small file answers every question about the folder:
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import secrets
@@ -53,7 +54,8 @@ PUSHED = {
     "space": ("app.py", "requirements.txt", "README.md", "har_model/*.py", "model/*"),
 }
 # OSErrors a user causes (full disk, no permission, read-only mount, name too long): one line, never a traceback.
-USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENAMETOOLONG}
+USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENAMETOOLONG,
+               errno.ENOTDIR, errno.EISDIR}  # the last two: a path that runs through a file
 
 
 # --------------------------------------------------------------------------------------------------- marker
@@ -120,9 +122,14 @@ def claim_output_dir(out: str | os.PathLike, kind: str, *, flag: str = "--output
     """Make ``out`` a folder of ours to write a ``kind`` into, or refuse in one line (see the module docstring).
 
     ``overwrite`` is the user's consent to write into a folder the project did not create (its other files are
-    kept) or one holding another kind of result (which is cleared)."""
+    kept) or one holding another kind of result (replaced, whole, when the new one is complete)."""
     out = Path(out).expanduser()
     check_not_input(out, inputs, flag)
+    if out.parent.is_dir():
+        try:
+            remove_stale_swaps(out)  # first: a run killed half-way through a swap may have taken `out` away
+        except OSError as exc:
+            raise HarError(f"{flag} {out}: cannot write there ({exc.strerror or exc})") from None
     if out.exists() and not out.is_dir():
         raise HarError(f"{flag} {out}: exists and is a file, not a folder")
     marker = read_marker(out) if out.is_dir() else None
@@ -134,10 +141,13 @@ def claim_output_dir(out: str | os.PathLike, kind: str, *, flag: str = "--output
                        "add --overwrite to replace it")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        if marker is not None and marker["kind"] != kind:
-            clear_owned(out)
-        if marker is None or marker["kind"] != kind:
+        if marker is None or marker["kind"] is None:
+            clear_owned(out)  # a damaged marker: only the leftovers of killed runs can go
             write_marker(out, new_marker(kind))
+        elif marker["kind"] != kind:
+            # replaced only when the new result is complete (Publication); until then the old one stays readable.
+            # Its run state (checkpoints) is not part of the new result: dropped then, not now.
+            write_marker(out, {**marker, "dirs": [], "stale": sorted({*marker["dirs"], *marker.get("stale", [])})})
         remove_stale_staging(out)
     except OSError as exc:
         raise HarError(f"{flag} {out}: cannot write there ({exc.strerror or exc})") from None
@@ -187,7 +197,7 @@ def clear_run_state(out: str | os.PathLike, keep: str | os.PathLike | None = Non
     marker = read_marker(out)
     if marker is None:
         return
-    for rel in marker["dirs"]:
+    for rel in [*marker["dirs"], *marker.get("stale", [])]:
         path = _inside(out, rel)
         if path is not None and path.is_dir():
             shutil.rmtree(path)
@@ -195,13 +205,19 @@ def clear_run_state(out: str | os.PathLike, keep: str | os.PathLike | None = Non
 
 
 def remove_stale_staging(out: Path, keep: str | os.PathLike | None = None) -> None:
-    """Delete staging folders left by runs that were killed (their process is gone), except ``keep``."""
+    """Delete what killed runs left (their process is gone): staging folders except ``keep``, temporary files of
+    atomic writes, and the swap folders beside ``out`` (see ``commit``)."""
     for stage in out.glob(STAGING_PREFIX + "*"):
         if keep is not None and stage.name == Path(keep).name:
             continue
         pid = stage.name[len(STAGING_PREFIX):].split("-")[0]
         if not (pid.isdigit() and _alive(int(pid))):
             shutil.rmtree(stage, ignore_errors=True)
+    for tmp in [*out.glob(f".{MARKER}.tmp-*"), *out.glob(f"*/.{MARKER}.tmp-*")]:  # ours by name, nothing else
+        pid = tmp.name.rsplit(".tmp-", 1)[1]
+        if tmp.is_file() and not (pid.isdigit() and _alive(int(pid))):
+            tmp.unlink(missing_ok=True)
+    remove_stale_swaps(out)
 
 
 def _alive(pid: int) -> bool:
@@ -255,11 +271,19 @@ def _prune_empty_dirs(out: Path, rels) -> None:
 # ------------------------------------------------------------------------------------------------ publishing
 
 
-def write_error(exc: OSError, out: str | os.PathLike) -> HarError:
-    """A full disk, a permission or a name problem while writing ``out``, as one line."""
+def write_error(exc: OSError, out: str | os.PathLike, *, state: str = "old") -> HarError:
+    """A full disk, a permission or a name problem while writing ``out``, as one line that says what ``out`` now
+    holds (``state``: "old", "new" or "incomplete")."""
     name = Path(exc.filename).name if exc.filename else ""
     detail = f"{exc.strerror or exc}" + (f": {name}" if name else "")
-    return HarError(f"cannot write {out} ({detail}); nothing in it was replaced")
+    return HarError(f"cannot write {out} ({detail}); {HOLDS[state].format(out=out)}")
+
+
+HOLDS = {  # what the output folder holds after a failure, by the moment it came (see commit)
+    "old": "nothing in it was replaced",
+    "new": "the new result is complete and in place (only removing the previous one failed: the next run does it)",
+    "incomplete": "it was left incomplete and every reader refuses it; run the command again",
+}
 
 
 def staging_name() -> str:
@@ -272,8 +296,8 @@ class Publication:
     previous result in ``out`` (files of the old result that the new one lacks are removed), on any failure it is
     dropped and ``out`` is left as it was. ``merge``: add to the result instead of replacing it (export-onnx).
 
-    ``out`` is normally claimed first (``claim_output_dir``); in a folder without a marker (a model folder from
-    elsewhere) a ``merge`` only moves the new files into place and does not claim the folder.
+    ``out`` is normally claimed first (``claim_output_dir``); a ``merge`` into a folder without a marker (a model
+    folder from elsewhere) adds the new files and does not claim the folder.
 
     Several processes of one run (``har_model.train.launcher``) share one staging folder: all of them are given
     the same ``name`` (``staging_name()`` of process 0), only the one with ``writer=True`` creates and publishes
@@ -295,11 +319,14 @@ class Publication:
     def __exit__(self, exc_type, exc, tb) -> bool:
         if not self.writer:
             return False
+        progress = {"state": "old"}
         try:
             if exc_type is None:
-                commit(self.out, self.stage, self.kind, merge=self.merge)
+                commit(self.out, self.stage, self.kind, merge=self.merge, progress=progress)
         except OSError as err:
-            raise write_error(err, self.out) from None
+            raise write_error(err, self.out, state=progress["state"]) from None
+        except KeyboardInterrupt:  # the command line prints this (exit 130): say what the folder holds now
+            raise KeyboardInterrupt(f"{self.out}: {HOLDS[progress['state']].format(out=self.out)}") from None
         finally:
             shutil.rmtree(self.stage, ignore_errors=True)
         if exc_type is not None and issubclass(exc_type, OSError) and exc.errno in USER_ERRNOS:
@@ -307,14 +334,216 @@ class Publication:
         return False
 
 
-def commit(out: Path, stage: Path, kind: str, *, merge: bool = False) -> None:
-    """Move every file of ``stage`` into ``out`` and record the new result in the marker (see Publication)."""
+def commit(out: Path, stage: Path, kind: str, *, merge: bool = False, progress: dict | None = None) -> None:
+    """Make the files of ``stage`` the result in ``out`` (``merge``: added to it), all at once for every reader.
+
+    The complete new folder is built beside ``out`` (a swap folder in the same parent: hard links to what stays --
+    the user's files, checkpoints, with ``merge`` the old result -- and the staged files), then the two folders are
+    exchanged in one rename (``renameat2(RENAME_EXCHANGE)``; elsewhere two renames, undone if the second is
+    interrupted), and the previous folder is removed. Up to the exchange ``out`` is the old folder, untouched;
+    after it, the new one: a reader (ours, ``datasets.load_dataset``, ``pipeline()``) never sees a mix.
+
+    Where no folder can be made beside ``out`` (its parent is not writable, ``out`` is a mount point or a link),
+    the files are moved in one by one with the marker saying "incomplete" meanwhile, so a stop leaves a folder our
+    readers refuse. ``progress["state"]`` tells the caller what ``out`` holds if this raises."""
+    progress = progress if progress is not None else {}
+    progress["state"] = "old"
     new = sorted(p.relative_to(stage).as_posix() for p in stage.rglob("*") if not p.is_dir())
+    swap = _new_swap_folder(out)
+    if swap is None:
+        return _commit_in_place(out, stage, kind, new, merge=merge, progress=progress)
+    _ACTIVE.add(swap.name)
+    try:
+        try:
+            _build_beside(out, stage, swap, kind, new, merge=merge)
+            old = _exchange(out, swap)
+        except BaseException:
+            shutil.rmtree(swap, ignore_errors=True)  # hard links and staged copies only: out is untouched
+            raise
+        progress["state"] = "new"
+        _retire(old, out)
+    finally:
+        _ACTIVE.discard(swap.name)
+
+
+SWAP_PREFIX = ".har_model-swap-"
+RENAME_EXCHANGE = 2  # linux/fs.h
+_ACTIVE: set[str] = set()  # swap folders of commits running in this process (never stale)
+
+
+def _swap_tag(out: Path) -> str:
+    """Swap folders beside ``out`` are named after it (a hash: any name length fits) and the writing process."""
+    return SWAP_PREFIX + hashlib.sha1(out.name.encode("utf-8", "surrogatepass")).hexdigest()[:10] + "-"
+
+
+def _new_swap_folder(out: Path) -> Path | None:
+    if out.is_symlink() or os.path.ismount(out):
+        return None
+    swap = out.parent / f"{_swap_tag(out)}{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        swap.mkdir()
+    except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return None  # a folder we may write into but not beside: the in-place moves
+        raise
+    return swap
+
+
+def _build_beside(out: Path, stage: Path, swap: Path, kind: str, new: list[str], *, merge: bool) -> None:
+    """``swap`` becomes the complete new ``out``: what stays (linked), the staged files (moved), the marker."""
+    marker = read_marker(out)
+    final = None
+    old = set(marker["files"]) if marker else set()
+    if marker is not None:
+        final = {k: v for k, v in marker.items() if k != "stale"}
+        final.update(kind=kind, complete=True, files=sorted(old | set(new)) if merge else new)
+        write_marker(swap, {**final, "complete": False})  # first: a leftover swap folder is recognisably ours
+    dropped = set() if merge else old  # the old result's files: not carried over
+    _link_tree(out, swap, skip_files=dropped | {MARKER}, skip_dirs=set(marker.get("stale", [])) if marker else set())
+    _move_all(stage, swap, new)
+    _prune_empty_dirs(swap, dropped - set(new))
+    if final is not None:
+        write_marker(swap, final)
+    shutil.copymode(out, swap)
+
+
+def _link_tree(src: Path, dst: Path, *, skip_files: set[str], skip_dirs: set[str]) -> None:
+    """Recreate ``src`` under ``dst`` with hard links (copies where the file system refuses links), less
+    ``skip_files``, the top-level ``skip_dirs``, staging folders and temporary files."""
+    for root, dirnames, filenames in os.walk(src):
+        rel_root = Path(root).relative_to(src)
+        if rel_root == Path("."):
+            dirnames[:] = [d for d in dirnames if d not in skip_dirs and not d.startswith(STAGING_PREFIX)]
+        for name in list(dirnames):
+            if (Path(root) / name).is_symlink():  # a link to a folder stays a link, never followed
+                os.symlink(os.readlink(Path(root) / name), dst / rel_root / name)
+                dirnames.remove(name)
+            else:
+                (dst / rel_root / name).mkdir()
+        for name in filenames:
+            rel = (rel_root / name).as_posix()
+            if rel in skip_files or name.startswith(f".{MARKER}.tmp-"):
+                continue
+            _link(Path(root) / name, dst / rel)
+
+
+def _link(src: Path, dst: Path) -> None:
+    if src.is_symlink():
+        os.symlink(os.readlink(src), dst)
+        return
+    try:
+        os.link(src, dst)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        shutil.copy2(src, dst)  # a file system without hard links (or a file we may not link): a copy
+
+
+def _renameat2_exchange(a: Path, b: Path) -> bool:
+    """Exchange two folders atomically (Linux >= 3.15); False where that is not available."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd = -100
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(a))
+
+
+def _exchange(out: Path, swap: Path) -> Path:
+    """Put ``swap`` in the place of ``out``; return where the previous ``out`` now is."""
+    if _renameat2_exchange(out, swap):
+        return swap
+    aside = swap.with_name(swap.name + "-old")
+    os.rename(out, aside)
+    try:
+        os.rename(swap, out)
+    except BaseException:
+        os.rename(aside, out)  # a stop between the two renames: the old folder goes back
+        raise
+    return aside
+
+
+def _retire(old: Path, out: Path, *, leftover_ok: bool = True) -> bool:
+    """Remove the folder a swap took out of ``out``: the files also in ``out`` (hard links, or equal copies), the
+    files and folders its marker lists, staging leftovers. Anything else appeared there during the swap: it is
+    moved into ``out`` (never deleted) when ``leftover_ok``, else kept. False when something is left."""
+    import filecmp
+
+    try:
+        marker = read_marker(old)
+        listed = {MARKER, *(marker["files"] if marker else [])}
+        for rel in [*(marker["dirs"] if marker else []), *(marker.get("stale", []) if marker else [])]:
+            path = _inside(old, rel)
+            if path is not None and path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+        for path in old.glob(STAGING_PREFIX + "*"):
+            shutil.rmtree(path, ignore_errors=True)
+        for root, dirnames, filenames in os.walk(old, topdown=False):
+            for name in [*filenames, *(d for d in dirnames if (Path(root) / d).is_symlink())]:
+                path = Path(root) / name
+                rel = path.relative_to(old).as_posix()
+                twin = out / rel
+                if rel in listed or name.startswith(f".{MARKER}.tmp-") or _same(path, twin, filecmp):
+                    path.unlink()
+                elif leftover_ok and not (twin.exists() or twin.is_symlink()):
+                    twin.parent.mkdir(parents=True, exist_ok=True)
+                    os.rename(path, twin)
+            for name in dirnames:
+                try:
+                    (Path(root) / name).rmdir()
+                except OSError:
+                    pass  # not empty: kept
+        old.rmdir()
+        return True
+    except OSError:
+        return False  # out holds the new result; what is left here goes at the next run (remove_stale_swaps)
+
+
+def _same(path: Path, twin: Path, filecmp) -> bool:
+    try:
+        if path.is_symlink() or twin.is_symlink():
+            return path.is_symlink() and twin.is_symlink() and os.readlink(path) == os.readlink(twin)
+        a, b = path.stat(), twin.stat()
+        return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino) or (a.st_size == b.st_size and filecmp.cmp(path, twin, False))
+    except OSError:
+        return False
+
+
+def remove_stale_swaps(out: Path) -> None:
+    """Swap folders beside ``out`` left by a killed process: the previous folder put back where a kill between two
+    renames left none, otherwise removed as far as it holds nothing but copies and our own files (the rest is
+    kept, and named)."""
+    out = Path(out)
+    for swap in sorted(out.parent.glob(_swap_tag(out) + "*")):
+        pid = swap.name[len(_swap_tag(out)):].split("-")[0]
+        if swap.name in _ACTIVE or (pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid))):
+            continue
+        if swap.name.endswith("-old") and not (out.exists() or out.is_symlink()):
+            os.rename(swap, out)  # killed between the two renames: the previous folder, whole, goes back
+        elif not _retire(swap, out, leftover_ok=False) or swap.exists():
+            print(f"note: {swap} holds files left by an interrupted replacement of {out} that are nowhere else; "
+                  "look through them, then delete the folder", file=sys.stderr)
+
+
+def _commit_in_place(out: Path, stage: Path, kind: str, new: list[str], *, merge: bool, progress: dict) -> None:
+    """The fallback of ``commit``: the files moved into ``out`` one by one, the marker "incomplete" meanwhile."""
     if merge and read_marker(out) is None:
         return _move_all(stage, out, new)
     marker = read_marker(out) or new_marker(kind)
     old = set(marker["files"])
     gone = set() if merge else old - set(new)
+    progress["state"] = "incomplete"
     write_marker(out, {**marker, "kind": kind, "complete": False, "files": sorted(old | set(new))})
     for rel in new:  # a nested result (the dataset inside a model folder) is incomplete until its marker lands
         if Path(rel).name == MARKER and (out / rel).is_file():
@@ -326,7 +555,13 @@ def commit(out: Path, stage: Path, kind: str, *, merge: bool = False) -> None:
         if path is not None:
             path.unlink(missing_ok=True)
     _prune_empty_dirs(out, gone)
-    write_marker(out, {**marker, "kind": kind, "complete": True, "files": sorted((old | set(new)) - gone)})
+    for rel in marker.get("stale", []):  # the run state of the kind of result replaced
+        path = _inside(out, rel)
+        if path is not None and path.is_dir():
+            shutil.rmtree(path)
+    final = {k: v for k, v in marker.items() if k != "stale"}
+    write_marker(out, {**final, "kind": kind, "complete": True, "files": sorted((old | set(new)) - gone)})
+    progress["state"] = "new"
 
 
 def _move_all(stage: Path, out: Path, rels) -> None:

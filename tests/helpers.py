@@ -168,3 +168,65 @@ def write_y4m(path: Path, frames: list, fps: int = 10) -> Path:
             for plane in (y, sub(u), sub(v)):
                 fh.write(np.clip(np.rint(plane), 0, 255).astype(np.uint8).tobytes())
     return path
+
+
+class PublishFaults:
+    """The one fault injector of the guarded-output tests: counts every file-system step that
+    ``har_model.outputs.commit`` takes (each write, link, rename, delete and the folder exchange) and makes step
+    ``fail_at`` (0-based) raise ``error``. Steps before ``commit`` (writing the staged files) are not counted.
+
+        faults = PublishFaults(monkeypatch)            # a clean run: faults.names lists its steps
+        PublishFaults(monkeypatch, 3, KeyboardInterrupt())
+    """
+
+    OS_CALLS = ("replace", "rename", "link", "symlink", "mkdir", "unlink", "rmdir")
+    OUR_CALLS = ("write_marker", "_renameat2_exchange")
+
+    def __init__(self, monkeypatch, fail_at: int | None = None, error: BaseException | None = None,
+                 fail_on: str | None = None, commit: int | None = None):
+        """``fail_on``: fail at the first step of that name instead (``NAME+1``: the step after it). ``commit``:
+        count only the steps of the n-th commit (1-based; e.g. 2 = training's own after its ONNX export's)."""
+        from har_model import outputs
+
+        self.fail_at, self.error, self.names, self.active = fail_at, error, [], False
+        self.commit, self.commits = commit, 0
+        self.fail_on, self.after = (fail_on or "").removesuffix("+1") or None, bool(fail_on and fail_on.endswith("+1"))
+        for name in self.OS_CALLS:
+            monkeypatch.setattr(os, name, self._wrap(name, getattr(os, name)))
+        for name in self.OUR_CALLS:
+            monkeypatch.setattr(outputs, name, self._wrap(name, getattr(outputs, name)))
+        real_commit = outputs.commit
+
+        def commit(*a, **k):
+            self.commits += 1
+            self.active = self.commit in (None, self.commits)
+            try:
+                return real_commit(*a, **k)
+            finally:
+                self.active = False
+
+        monkeypatch.setattr(outputs, "commit", commit)
+
+    def _wrap(self, name, real):
+        def step(*a, **k):
+            if self.active:
+                self.names.append(name)
+                if self.fail_on is not None and self.fail_at is None:
+                    if self.fail_on in self.names[:-1 if self.after else None]:
+                        self.fail_at = len(self.names) - 1
+                if len(self.names) - 1 == self.fail_at:
+                    self.active = False  # the clean-up after the failure runs for real
+                    raise self.error
+            return real(*a, **k)
+
+        return step
+
+    @staticmethod
+    def spread(names: list[str]) -> list[int]:
+        """Step indexes that cover every kind of step once, the exchange and the step after it (for surfaces where
+        a run per step would take too long)."""
+        picks = {names.index(n) for n in set(names)}
+        if "_renameat2_exchange" in names:
+            k = names.index("_renameat2_exchange")
+            picks |= {k, min(k + 1, len(names) - 1)}
+        return sorted(picks | {0, len(names) - 1})

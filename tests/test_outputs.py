@@ -97,7 +97,11 @@ def test_another_kind_of_result_needs_overwrite(tmp_path):
     with pytest.raises(HarError, match="holds a har_model model, not a dataset"):
         outputs.claim_output_dir(tmp_path / "m", "dataset")
     outputs.claim_output_dir(tmp_path / "m", "dataset", overwrite=True)
-    assert not (tmp_path / "m" / "config.json").exists()
+    outputs.require_complete(tmp_path / "m")  # the old result stays whole until the new one is complete
+    assert (tmp_path / "m" / "config.json").read_text() == "{}"
+    with outputs.Publication(tmp_path / "m", "dataset") as stage:
+        (stage / "README.md").write_text("a dataset")
+    assert not (tmp_path / "m" / "config.json").exists() and outputs.read_marker(tmp_path / "m")["kind"] == "dataset"
 
 
 # -------------------------------------------------------------------------------------------- publishing
@@ -130,8 +134,130 @@ def test_a_failure_while_writing_leaves_the_previous_result(tmp_path, failure):
     assert not list(out.glob(outputs.STAGING_PREFIX + "*"))
 
 
-def test_a_stop_while_moving_files_into_place_leaves_a_refused_folder(tmp_path, monkeypatch):
+def _view(folder):
+    """What a reader sees: every file but the marker, with its content."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != outputs.MARKER}
+
+
+OLD = {"README.md": "v1", "config.json": "v1", "examples/a_0.jpg": "a", "onnx/model.onnx": "o",
+       "dataset/.har_model.json": '{"kind": "dataset", "complete": true, "files": ["data.parquet"], "dirs": []}',
+       "dataset/data.parquet": "d1"}
+NEW = {"README.md": "v2", "config.json": "v2", "examples/b_0.jpg": "b",
+       "dataset/.har_model.json": '{"kind": "dataset", "complete": true, "files": ["data.parquet"], "dirs": []}',
+       "dataset/data.parquet": "d2"}
+USERS = {".env": b"HF_TOKEN=hf_x", "notes.txt": b"mine", "examples/vacation.jpg": b"photo",
+         "checkpoints/checkpoint-1/x.bin": b"ckpt"}
+
+
+def _with_user_files(out):
+    for rel, content in USERS.items():
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).write_bytes(content)
+    outputs.own_dir(out, "checkpoints")
+    return out
+
+
+def _republish(out, files, merge=False):
+    with outputs.Publication(out, "model", merge=merge) as stage:
+        for name, text in files.items():
+            (stage / name).parent.mkdir(parents=True, exist_ok=True)
+            (stage / name).write_text(text)
+
+
+@pytest.mark.parametrize("merge", [False, True], ids=["replace", "merge (export-onnx)"])
+def test_a_stop_or_a_full_disk_at_any_step_of_the_swap_leaves_the_old_or_the_new_folder_whole(tmp_path, monkeypatch,
+                                                                                               merge):
+    """Every step of the final swap, interrupted and out of disk: the folder is the old or the new one, whole
+    (also to a reader that ignores the marker), the user's files are there, and the error says which it is."""
+    import helpers
+
+    added = {"onnx/model.onnx": "o2", "onnx/export_info.json": "{}"} if merge else NEW
+    reference = _with_user_files(_publish(tmp_path / "ref", files=OLD))
+    old_view = _view(reference)
+    faults = helpers.PublishFaults(monkeypatch)
+    _republish(reference, added, merge)
+    monkeypatch.undo()
+    new_view, steps = _view(reference), faults.names
+    assert "_renameat2_exchange" in steps and len(steps) > 20 and new_view != old_view
+    seen = set()
+    for n in range(len(steps)):
+        for error in (KeyboardInterrupt(), OSError(errno.ENOSPC, "No space left on device")):
+            out = _with_user_files(_publish(tmp_path / f"m{n}-{type(error).__name__}", files=OLD))
+            helpers.PublishFaults(monkeypatch, n, error)
+            try:
+                _republish(out, added, merge)
+                outcome = "no error"
+            except (KeyboardInterrupt, HarError) as exc:
+                outcome = str(exc)
+            monkeypatch.undo()
+            view = _view(out)
+            assert view in (old_view, new_view), (n, steps[n], error)
+            state = "old" if view == old_view else "new"
+            seen.add(state)
+            outputs.require_complete(out)  # our readers accept it
+            assert outputs.read_marker(out)["files"] == outputs.read_marker(reference)["files"] or state == "old"
+            if outcome != "no error":
+                assert ("nothing in it was replaced" if state == "old" else "the new result is complete") in outcome
+            outputs.claim_output_dir(out, "model")  # the next run clears what this one left
+            assert not list(tmp_path.glob(outputs.SWAP_PREFIX + "*")), (n, steps[n], error)
+            assert not list(out.glob(outputs.STAGING_PREFIX + "*"))
+            assert _view(out) == view
+    assert seen == {"old", "new"}
+
+
+def test_a_kill_between_the_two_renames_is_undone_by_the_next_run(tmp_path, monkeypatch):
+    """Where folders cannot be exchanged in one call, a stop between the two renames puts the old one back; a
+    kill there (nothing runs any more) is repaired by the next claim."""
+    out = _with_user_files(_publish(tmp_path / "m", files=OLD))
+    before = _view(out)
+    monkeypatch.setattr(outputs, "_renameat2_exchange", lambda a, b: False)
+    real_rename = os.rename
+
+    def killed(src, dst):
+        if str(dst) == str(out) and not str(src).endswith("-old"):  # the second rename (not the undo)
+            raise KeyboardInterrupt
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", killed)
+    with pytest.raises(KeyboardInterrupt, match="nothing in it was replaced"):
+        _republish(out, NEW)
+    assert _view(out) == before
+    monkeypatch.setattr(outputs, "_exchange", lambda out, swap: real_rename(out, swap.with_name(swap.name + "-old"))
+                        or pytest.fail("killed"))
+    with pytest.raises(BaseException):
+        _republish(out, NEW)
+    monkeypatch.undo()
+    assert not out.exists()  # as a kill between the renames leaves it
+    outputs.claim_output_dir(out, "model")
+    assert _view(out) == before and not list(tmp_path.glob(outputs.SWAP_PREFIX + "*"))
+
+
+def test_files_appearing_during_the_swap_are_moved_into_the_new_folder(tmp_path, monkeypatch):
+    out = _with_user_files(_publish(tmp_path / "m", files=OLD))
+    real = outputs._renameat2_exchange
+
+    def exchange(a, b):
+        (a / "written meanwhile.txt").write_text("late")  # not linked: the old folder alone has it
+        return real(a, b)
+
+    monkeypatch.setattr(outputs, "_renameat2_exchange", exchange)
+    _republish(out, NEW)
+    assert (out / "written meanwhile.txt").read_text() == "late" and (out / ".env").read_bytes() == USERS[".env"]
+    assert not list(tmp_path.glob(outputs.SWAP_PREFIX + "*"))
+
+
+def test_without_renameat2_the_swap_is_two_renames(tmp_path, monkeypatch):
+    out = _with_user_files(_publish(tmp_path / "m", files=OLD))
+    monkeypatch.setattr(outputs, "_renameat2_exchange", lambda a, b: False)
+    _republish(out, NEW)
+    assert _view(out) == {**{k: v.encode() for k, v in NEW.items() if not k.endswith(outputs.MARKER)}, **USERS}
+    assert not list(tmp_path.glob(outputs.SWAP_PREFIX + "*"))
+
+
+def test_a_folder_that_cannot_get_a_sibling_is_filled_in_place_and_refused_if_stopped(tmp_path, monkeypatch):
     out = _publish(tmp_path / "m", files={"README.md": "v1", "config.json": "v1"})
+    monkeypatch.setattr(outputs, "_new_swap_folder", lambda out: None)  # e.g. a read-only parent folder
     real_replace, calls = os.replace, []
 
     def stop_on_second_move(src, dst):
@@ -141,13 +267,21 @@ def test_a_stop_while_moving_files_into_place_leaves_a_refused_folder(tmp_path, 
         real_replace(src, dst)
 
     monkeypatch.setattr(os, "replace", stop_on_second_move)
-    with pytest.raises(KeyboardInterrupt):
-        with outputs.Publication(out, "model") as stage:
-            (stage / "README.md").write_text("v2")
-            (stage / "config.json").write_text("v2")
-    monkeypatch.setattr(os, "replace", real_replace)
+    with pytest.raises(KeyboardInterrupt, match="left incomplete"):
+        _republish(out, {"README.md": "v2", "config.json": "v2"})
+    monkeypatch.undo()
     with pytest.raises(HarError, match="incomplete model folder"):
         outputs.require_complete(out)
+
+
+def test_a_stray_marker_temp_file_is_removed_by_the_next_claim(tmp_path):
+    out = _publish(tmp_path / "m")
+    stray = out / f".{outputs.MARKER}.tmp-999999999"
+    stray.write_text("{")
+    mine = out / ".notes.tmp-999999999"
+    mine.write_text("not ours")
+    outputs.claim_output_dir(out, "model")
+    assert not stray.exists() and mine.exists()
 
 
 def test_a_killed_runs_staging_folder_is_removed_by_the_next_claim(tmp_path):

@@ -133,6 +133,20 @@ class _OnnxRunner:
         return self.session.run(None, {self.input_name: pixel_values})[0]
 
 
+def _check_head(model_dir: Path, runner, prep, labels: list[str], onnx_path: Path | None) -> None:
+    """One forward pass of a blank image: the model must give one score per class of config.json's id2label
+    (an edited config, or an ONNX file of another model, would otherwise fail every request with an IndexError)."""
+    h, w = prep.output_hw
+    try:
+        logits = runner(np.zeros((1, 3, h, w), np.float32))
+    except Exception as exc:  # a graph that does not take this input: not a usable model either
+        raise HarError(f"{onnx_path or model_dir}: the model does not run on a {h}x{w} image "
+                       f"({str(exc).splitlines()[0][:200]})") from None
+    if logits.ndim != 2 or logits.shape[1] != len(labels):
+        raise HarError(f"{onnx_path or model_dir}: the model gives {logits.shape[-1]} scores per image but "
+                       f"{model_dir / 'config.json'} names {len(labels)} classes (id2label); they must match")
+
+
 def choose_onnx_file(model_dir: Path) -> Path | None:
     for name in ONNX_FILES:
         path = Path(model_dir) / ONNX_DIR / name
@@ -144,7 +158,8 @@ def choose_onnx_file(model_dir: Path) -> Path | None:
 # --------------------------------------------------------------------------------------------- classifier
 
 
-def _read_labels(model_dir: Path) -> list[str]:
+def read_labels(model_dir: Path) -> list[str]:
+    """config.json's id2label as a list (index -> class name); HarError when it is not 0..N-1."""
     path = model_dir / "config.json"
     config = read_json(path, "not a saved model folder")
     id2label = config.get("id2label") or {}
@@ -193,7 +208,7 @@ class Classifier:
         if not model_dir.is_dir():
             raise HarError(f"{model_dir}: no such model folder")
         require_complete(model_dir)  # a run stopped while writing it: refuse rather than serve a mix of two runs
-        labels = _read_labels(model_dir)
+        labels = read_labels(model_dir)
         prep = load_preprocessing(model_dir)
         calibration = Calibration.load(model_dir)
         onnx_path = choose_onnx_file(model_dir) if onnx_file is None else model_dir / ONNX_DIR / onnx_file
@@ -215,6 +230,7 @@ class Classifier:
             backend = f"onnx:{onnx_path.name}"
         else:
             runner = _TorchRunner(model_dir, bf16=backend == "torch-bf16", num_threads=num_threads)
+        _check_head(model_dir, runner, prep, labels, onnx_path if backend.startswith("onnx") else None)
         return cls(model_dir, labels, prep, runner, backend, calibration)
 
     # -- preprocessing
@@ -350,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model folder (as written by `python train.py`) or a Hub model id")
     p.add_argument("--top-k", type=int, default=1, help="how many classes to show per image (default 1)")
     p.add_argument("--csv", help="write the results to this CSV file instead of printing a table")
+    p.add_argument("--overwrite", action="store_true", help="with --csv: replace an existing file")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--backend", choices=BACKENDS, default="auto")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for the model (default: all cores)")
@@ -373,6 +390,10 @@ def main(argv: list[str] | None = None) -> int:
         raise HarError(f"--unsure-below {args.unsure_below}: give a probability between 0 and 1")
     if args.csv and not Path(args.csv).resolve().parent.is_dir():
         raise HarError(f"{args.csv}: folder {Path(args.csv).parent} does not exist")
+    if args.csv and (Path(args.csv).exists() or Path(args.csv).is_symlink()):
+        if Path(args.csv).is_dir() or not args.overwrite:
+            raise HarError(f"--csv {args.csv}: " + ("is a folder; give a file name" if Path(args.csv).is_dir() else
+                           "exists; add --overwrite to replace it, or give a new file name"))
     paths = expand_paths(args.paths)
     explain_dir = _explain_folder(args.explain) if args.explain else None
     try:

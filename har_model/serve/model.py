@@ -214,8 +214,11 @@ def copy_model_files(src: Path, dst: Path, patterns: list[str] = HUB_FILES) -> P
              and any(fnmatch(p.relative_to(src).as_posix(), pat) for pat in patterns)]
     if not (src / "config.json").is_file():
         raise HarError(f"{src}: no config.json (not a saved model folder)")
-    for path in files:
-        target = dst / path.relative_to(src)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(path.read_bytes())
+    try:
+        for path in files:
+            target = dst / path.relative_to(src)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(path.read_bytes())
+    except OSError as exc:  # a path through a file, no permission, a full disk
+        raise HarError(f"{dst}: cannot write there ({exc.strerror or exc})") from None
     return dst

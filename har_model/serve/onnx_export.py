@@ -17,6 +17,7 @@ import warnings
 from pathlib import Path
 
 from har_model.errors import HarError
+from har_model.calibration import Calibration
 from har_model.outputs import Publication, require_complete
 
 OPSET = 17
@@ -33,12 +34,14 @@ def export_onnx(model_dir: str | Path, *, quantize: bool = True, check: bool = T
     from transformers import AutoModelForImageClassification
 
     from har_model.preprocessing import load_preprocessing
-    from har_model.serve.inference import ONNX_DIR
+    from har_model.serve.inference import ONNX_DIR, read_labels
 
     model_dir = Path(model_dir)
     require_complete(model_dir)
     if not (model_dir / "config.json").is_file():
         raise HarError(f"{model_dir}: no config.json (not a saved model folder)")
+    read_labels(model_dir)  # what every reader checks first: refused here too, before any work
+    Calibration.load(model_dir)
     height, width = load_preprocessing(model_dir).output_hw
     try:
         model = AutoModelForImageClassification.from_pretrained(model_dir, dtype=torch.float32).eval()

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from har_model.errors import HarError
 from har_model.outputs import PUSHED, Publication, claim_output_dir, files_to_push, read_marker
+from har_model.serve.inference import Classifier
 from har_model.serve.model import APP_ROOT, BUNDLED_MODEL, REPO_ID, copy_model_files, is_hub_id, resolve_model_dir
 
 PACKAGE = "har_model"
@@ -227,6 +228,7 @@ def claim_space_folder(folder: Path) -> Path:
 
 def bundle_model(model_dir: Path, folder: Path) -> Path:
     """Copy the serving files into ``folder/model``; export ONNX into that copy when the model has none."""
+    Classifier.load(model_dir)  # a folder every other reader refuses (unfinished, inconsistent) is not shipped either
     target = folder / BUNDLED_MODEL
     has_onnx = (model_dir / "onnx" / "model.onnx").is_file()
     copy_model_files(model_dir, target, BUNDLED_FILES + ([] if has_onnx else ["model.safetensors"]))

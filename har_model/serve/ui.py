@@ -372,8 +372,8 @@ def build_demo(handle: ModelHandle | None = None, settings: Settings | None = No
     """The whole app as a gr.Blocks (queue configured); launch it with ``demo.launch(**launch_kwargs(...))``."""
     import gradio as gr
 
-    handle = handle if handle is not None else load_model()
-    settings = settings or Settings.from_env()
+    settings = settings or Settings.from_env()  # first: a bad HAR_* setting stops the start (one line each)
+    handle = handle if handle is not None else load_model(backend=settings.backend)
     banner = None if handle.classifier is not None else f"⚠️ **No model loaded.** {handle.public(handle.problem)}"
 
     with gr.Blocks(title="Human Action Recognition", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:

@@ -133,6 +133,9 @@ def check_output_dir(out: Path, args, *, claim: bool = True) -> list[Path]:
     folder of each soup member (checkpoints/ itself for a single model). Refuses to start over silently where
     checkpoints exist, and to resume where there are none. `claim=False`: check only (the other processes of a
     launched run, after the main one has claimed it)."""
+    if args.resume and args.overwrite:
+        raise HarError("--resume and --overwrite contradict each other: --resume continues the checkpoints in "
+                       f"{out}, --overwrite starts afresh and removes them; give one of them")
     if claim:
         claim_output_dir(out, "model", overwrite=args.overwrite, inputs=[args.data_dir, args.dataset, args.model])
     soup, resume, overwrite = args.soup, args.resume, args.overwrite

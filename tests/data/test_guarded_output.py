@@ -119,32 +119,18 @@ def _fail_at(target: str):
     return install
 
 
-def _fail_while_moving(monkeypatch, error):
-    real, calls = os.replace, []
-
-    def replace(src, dst):
-        calls.append(dst)
-        if len(calls) == 4:  # the marker says "incomplete", then some shards land, then the stop
-            raise error
-        real(src, dst)
-
-    monkeypatch.setattr(os, "replace", replace)
-
-
 STEPS = {
     "between shards": _fail_second_split,
     "distribution chart": _fail_at("har_model.figures.class_distribution_chart"),
     "sample grid": _fail_at("har_model.figures.sample_grid"),
     "dataset card": _fail_at("har_model.cards.save_card"),
-    "moving into place": _fail_while_moving,
 }
 
 
 @pytest.mark.parametrize("error", [KeyboardInterrupt(), OSError(errno.ENOSPC, "No space left on device")],
                          ids=["ctrl-c", "disk full"])
 @pytest.mark.parametrize("step", list(STEPS))
-def test_an_interrupted_rerun_leaves_the_previous_dataset_or_a_refused_one(class_folder, tmp_path, monkeypatch,
-                                                                         capsys, step, error):
+def test_an_interrupted_rerun_leaves_the_previous_dataset(class_folder, tmp_path, monkeypatch, step, error):
     out = tmp_path / "out"
     before = _paths(_prepare(class_folder, out, seed=1))
     STEPS[step](monkeypatch, error)
@@ -153,18 +139,76 @@ def test_an_interrupted_rerun_leaves_the_previous_dataset_or_a_refused_one(class
     monkeypatch.undo()
     if isinstance(error, OSError):
         assert "No space left on device" in str(info.value)
-    if step == "moving into place":  # stopped half-way through the moves: every reader refuses it
-        with pytest.raises(HarError, match="incomplete dataset folder"):
-            data.load_dataset_any(out)
-        with pytest.raises(HarError, match="incomplete dataset folder"):
-            build.dataset_from_args(Namespace(data_dir=None, dataset=str(out), seed=1, val_fraction=0.1,
-                                              test_fraction=0.1, num_workers=1, near_dup_threshold=5), tmp_path / "x")
-        rc, err = _run(capsys, "prepare", "--dataset", out, "--output-dir", tmp_path / "copy")
-        assert rc == 2 and "incomplete dataset folder" in err
-    else:
-        assert _paths(data.load_dataset_any(out)) == before
-        assert _paths(data.load_dataset_folder(out)) == before
+    assert _paths(data.load_dataset_any(out)) == before
+    assert _paths(data.load_dataset_folder(out)) == before
     assert not list(out.glob(outputs.STAGING_PREFIX + "*"))
+
+
+def _plain(out) -> dict[str, list[str]]:
+    """The dataset as plain `datasets.load_dataset(folder)` reads it (no marker check): file names per split."""
+    import datasets
+
+    return _paths(datasets.load_dataset(str(out)))
+
+
+def test_a_stop_at_any_kind_of_swap_step_leaves_the_old_or_the_new_dataset_whole(class_folder, tmp_path, monkeypatch):
+    """The final swap, stopped (Ctrl-C, full disk) at each kind of step: our reader and plain
+    `datasets.load_dataset` both get the old dataset or the new one, never a mix; the error says which."""
+    out = tmp_path / "out"
+    old = _paths(_prepare(class_folder, out, seed=1))
+    old_plain = _plain(out)
+    shutil.copytree(out, tmp_path / "new")
+    faults = helpers.PublishFaults(monkeypatch)
+    new = _paths(_prepare(class_folder, tmp_path / "new", seed=2))
+    monkeypatch.undo()
+    new_plain = _plain(tmp_path / "new")
+    assert new != old and new_plain != old_plain
+    seen = set()
+    for n in helpers.PublishFaults.spread(faults.names):
+        for error in (KeyboardInterrupt(), OSError(errno.ENOSPC, "No space left on device")):
+            helpers.PublishFaults(monkeypatch, n, error)
+            try:
+                _prepare(class_folder, out, seed=2)
+                message = ""
+            except (KeyboardInterrupt, HarError) as exc:
+                message = str(exc)
+            monkeypatch.undo()
+            got, plain = _paths(data.load_dataset_any(out)), _plain(out)
+            assert (got, plain) in ((old, old_plain), (new, new_plain)), (n, faults.names[n], error)
+            state = "old" if got == old else "new"
+            seen.add(state)
+            if message:
+                assert ("nothing in it was replaced" if state == "old" else "new result is complete") in message
+            if state == "new":  # back to the old one for the next step
+                _prepare(class_folder, out, seed=1)
+    assert seen == {"old", "new"}
+    assert not list(tmp_path.glob(outputs.SWAP_PREFIX + "*"))
+
+
+def test_prepare_overwrite_into_a_model_folder_keeps_the_model_until_the_dataset_is_complete(class_folder, tmp_path,
+                                                                                            tiny_model_dir, capsys):
+    from transformers import pipeline
+
+    out = tmp_path / "model"
+    outputs.claim_output_dir(out, "model")
+    with outputs.Publication(out, "model") as stage:
+        for f in tiny_model_dir.iterdir():
+            shutil.copy(f, stage / f.name)
+    image = next((class_folder / "running").iterdir())
+    labels = {r["label"] for r in pipeline("image-classification", model=str(out))(str(image))}
+    broken = tmp_path / "broken"
+    (broken / "a").mkdir(parents=True)
+    (broken / "b").mkdir()
+    (broken / "a" / "x.jpg").write_bytes(b"not an image")
+    capsys.readouterr()
+    rc, err = _run(capsys, "prepare", "--data-dir", broken, "--output-dir", out, "--overwrite", "--num-workers", "1")
+    assert rc == 2 and err.count("\n") == 0
+    assert {r["label"] for r in pipeline("image-classification", model=str(out))(str(image))} == labels
+    outputs.require_complete(out)
+    rc, err = _run(capsys, "prepare", "--data-dir", class_folder, "--output-dir", out, "--overwrite", "--num-workers", "1")
+    assert rc == 0, err
+    assert not (out / "model.safetensors").exists() and not (out / "config.json").exists()
+    assert sum(len(s) for s in data.load_dataset_any(out).values()) == 36
 
 
 def test_train_refuses_an_incomplete_dataset_folder_in_one_line(class_folder, tmp_path, capsys):

@@ -31,7 +31,8 @@ def image(tmp_path):
 
 
 def _interrupted_republish(out, new_model, monkeypatch, at_move: int | None):
-    """Re-publish ``new_model`` into ``out`` and stop it: while writing (at_move None) or at the n-th file move."""
+    """Re-publish ``new_model`` into ``out`` and stop it: while writing (at_move None) or at the n-th file move of
+    the in-place fallback (where no swap folder can be made beside ``out``)."""
     real, calls = os.replace, []
 
     def replace(src, dst):
@@ -41,6 +42,7 @@ def _interrupted_republish(out, new_model, monkeypatch, at_move: int | None):
         real(src, dst)
 
     monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(outputs, "_new_swap_folder", lambda out: None)  # the in-place fallback (no folder beside)
     with pytest.raises(KeyboardInterrupt):
         with outputs.Publication(out, "model") as stage:
             for f in new_model.iterdir():
@@ -62,7 +64,7 @@ def test_an_interrupted_rewrite_keeps_serving_the_previous_model(tiny_model_dir,
     assert handle.problem is None and handle.classifier.labels == list(helpers.CLASSES)
 
 
-def test_a_half_moved_model_folder_is_refused_by_every_reader(tiny_model_dir, tmp_path, image, monkeypatch, capsys):
+def test_a_half_moved_model_folder_is_refused_by_every_reader_in_place(tiny_model_dir, tmp_path, image, monkeypatch, capsys):
     out = _publish_model(tiny_model_dir, tmp_path / "model")
     other = helpers.make_tiny_model(tmp_path / "other", classes=("a", "b", "c", "d"))
     _interrupted_republish(out, other, monkeypatch, at_move=3)  # marker "incomplete", one file moved, stop
@@ -102,3 +104,107 @@ def test_a_truncated_safetensors_file_is_one_line(tiny_model_dir, tmp_path, imag
     assert cli.main(["predict", "--model", str(out), "--backend", "torch", str(image)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {out}: cannot load the model") and err.count("\n") == 1
+
+
+def test_an_export_stopped_at_any_step_leaves_a_usable_model(tiny_model_dir, tmp_path, image, monkeypatch, capsys):
+    """export-onnx into a finished model, stopped (Ctrl-C, full disk) at each kind of step of its final swap: the
+    model is served as before by predict, the app and plain pipeline(); the export is there whole or not at all."""
+    import errno
+
+    from transformers import pipeline
+
+    out = _publish_model(tiny_model_dir, tmp_path / "model")
+    reference = _publish_model(tiny_model_dir, tmp_path / "reference")
+    faults = helpers.PublishFaults(monkeypatch)
+    assert cli.main(["export-onnx", "--model", str(reference), "--no-int8"]) == 0
+    monkeypatch.undo()
+    onnx_files = sorted(p.name for p in (reference / "onnx").iterdir())
+    scores = pipeline("image-classification", model=str(out))(str(image))
+    seen = set()
+    for n in helpers.PublishFaults.spread(faults.names):
+        for error in (KeyboardInterrupt(), OSError(errno.ENOSPC, "No space left on device")):
+            shutil.rmtree(out / "onnx", ignore_errors=True)
+            outputs.write_marker(out, {**outputs.read_marker(out), "files": sorted(
+                f for f in outputs.read_marker(out)["files"] if not f.startswith("onnx/"))})
+            helpers.PublishFaults(monkeypatch, n, error)
+            capsys.readouterr()
+            rc = cli.main(["export-onnx", "--model", str(out), "--no-int8"])
+            monkeypatch.undo()
+            err = capsys.readouterr().err
+            exported = (out / "onnx").exists()
+            seen.add(exported)
+            assert not exported or sorted(p.name for p in (out / "onnx").iterdir()) == onnx_files
+            assert ("onnx/model.onnx" in outputs.read_marker(out)["files"]) == exported
+            if rc != 0:
+                assert ("nothing in it was replaced" if not exported else "new result is complete") in err, err
+            outputs.require_complete(out)
+            assert cli.main(["predict", "--model", str(out), str(image)]) == 0
+            assert load_model(out).problem is None
+            assert pipeline("image-classification", model=str(out))(str(image)) == scores
+    assert seen == {True, False}
+
+
+# ------------------------------------------------------------------------------- inconsistent model folders
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_model_dir, tmp_path_factory):
+    """The tiny model with its ONNX export (the app and predict then serve the ONNX file)."""
+    out = _publish_model(tiny_model_dir, tmp_path_factory.mktemp("exported") / "model")
+    assert cli.main(["export-onnx", "--model", str(out), "--no-int8"]) == 0
+    return out
+
+
+def _readers_refuse(folder, image, capsys, message):
+    """predict, the app, export-onnx and publish-space all refuse ``folder`` with one line holding ``message``."""
+    capsys.readouterr()
+    for argv in (["predict", "--model", str(folder), str(image)],
+                 ["export-onnx", "--model", str(folder), "--no-int8"],
+                 ["publish-space", "--model", str(folder), "--space", "me/demo", "--dry-run",
+                  "--dir", str(folder.parent / "space")]):
+        assert cli.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+        assert len(lines) == 1 and message in lines[0] and "Traceback" not in err, (argv, err)
+    handle = load_model(folder)
+    assert handle.classifier is None and message in handle.problem
+
+
+@pytest.mark.parametrize("labels", [["a", "b", "c", "d"], ["a", "b"]], ids=["more labels", "fewer labels"])
+def test_id2label_that_does_not_match_the_head_is_refused(exported, tmp_path, image, capsys, labels):
+    import json
+
+    folder = tmp_path / "model"
+    shutil.copytree(exported, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["id2label"] = {str(i): name for i, name in enumerate(labels)}
+    config["label2id"] = {name: i for i, name in enumerate(labels)}
+    (folder / "config.json").write_text(json.dumps(config))
+    _readers_refuse(folder, image, capsys, str(folder))
+    assert cli.main(["predict", "--model", str(folder), str(image)]) == 2
+    assert f"gives 3 scores per image but {folder / 'config.json'} names {len(labels)} classes" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{}", "no temperature"),
+    ('{"temperature": "1.5", "unsure_below": 0.4}', "temperature must be a number"),
+    ('{"temperature": 1.5, "unsure_below": [0.4]}', "unsure_below must be a number"),
+    ('{"temperature": 1.5, "unsure_below": 0.4, "validation": "good"}', "validation an object"),
+    ("[1.5]", "not a JSON object"),
+])
+def test_a_calibration_of_the_wrong_type_or_shape_is_refused(exported, tmp_path, image, capsys, content, message):
+    folder = tmp_path / "model"
+    shutil.copytree(exported, folder)
+    (folder / "calibration.json").write_text(content)
+    _readers_refuse(folder, image, capsys, message)
+
+
+def test_unusable_output_paths_are_one_line(exported, tmp_path, capsys):
+    (tmp_path / "file").write_text("a file, not a folder")
+    capsys.readouterr()
+    for argv in (["export-onnx", "--model", str(exported), "--output-dir", str(tmp_path / "file" / "sub")],
+                 ["publish-space", "--model", str(exported), "--space", "me/demo", "--dry-run",
+                  "--dir", str(tmp_path / "file" / "sub")]):
+        assert cli.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error:") and "file/sub" in err and "Traceback" not in err, err

@@ -304,6 +304,15 @@ def test_predict_command_csv(tiny_model_dir, image_tree, tmp_path, capsys):
         assert row["label_1"] == clf.labels[int(probs.argmax())]
         assert abs(float(row["score_1"]) - float(probs.max())) < 1e-3
         assert {row["label_1"], row["label_2"], row["label_3"]} == set(helpers.CLASSES)
+    # an existing CSV is replaced only with --overwrite
+    before = out_csv.read_bytes()
+    args = ["predict", "--model", str(tiny_model_dir), "--csv", str(out_csv), "--backend", "torch",
+            str(image_tree / "clapping")]
+    capsys.readouterr()
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "exists; add --overwrite" in err and out_csv.read_bytes() == before
+    assert cli.main([*args, "--overwrite"]) == 0 and out_csv.read_bytes() != before
 
 
 @pytest.mark.parametrize(

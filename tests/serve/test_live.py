@@ -114,6 +114,31 @@ def test_stream_limits_come_from_the_environment(monkeypatch):
     assert settings.live_seconds == 30 and settings.live_streams == 4
 
 
+def test_bad_settings_stop_the_app_at_start_with_one_line_each(monkeypatch, tiny_model_dir):
+    """Each bad HAR_* variable is named on its own line, before any model is loaded; `python app.py` prints them
+    as `error:` lines and exits, without a traceback."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from har_model.errors import HarError
+    from har_model.serve.settings import Settings
+
+    bad = {"HAR_MAX_IMAGE_MB": "abc", "HAR_LIVE_STREAMS": "0.5", "HAR_QUEUE_SIZE": "0", "HAR_MAX_VIDEO_SECONDS": "-3",
+           "HAR_BACKEND": "gpu", "HAR_LIVE_SECONDS": "inf"}
+    for name, value in bad.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(HarError) as info:
+        Settings.from_env()
+    lines = str(info.value).splitlines()
+    assert len(lines) == len(bad) and all(f"{n}={v!r}" in "\n".join(lines) for n, v in bad.items())
+    root = Path(__file__).resolve().parents[2]
+    run = subprocess.run([sys.executable, str(root / "app.py")], cwd=root, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, **bad, "HAR_MODEL": str(tiny_model_dir)})
+    errors = [ln for ln in run.stderr.splitlines() if ln.startswith("error: ")]
+    assert run.returncode != 0 and len(errors) == len(bad) and "Traceback" not in run.stderr, run.stderr[-2000:]
+
+
 def test_live_frame_restarts_after_a_silent_gap(tiny_model_dir, monkeypatch):
     from har_model.serve import ui
 

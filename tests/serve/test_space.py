@@ -181,6 +181,41 @@ def test_rerun_replaces_its_own_folder_and_keeps_the_users_files(space_dir, mode
     assert ".env" not in out and "notes.txt" not in out and "--include app.py" in out
 
 
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_failed_republish_keeps_the_previous_space_folder_whole(space_dir, model_dir, tmp_path, capsys,
+                                                                  monkeypatch):
+    """A corrupt or unfinished model, or a full disk / Ctrl-C at a step of the final swap: the Space folder from
+    before is there, whole, and the error is one line saying so."""
+    import errno
+
+    import helpers
+    from har_model import outputs
+
+    folder = tmp_path / "space"
+    shutil.copytree(space_dir, folder)
+    before = _tree(folder)
+    unfinished = tmp_path / "unfinished"
+    outputs.claim_output_dir(unfinished, "model")  # claimed, never completed
+    shutil.copytree(model_dir, unfinished, dirs_exist_ok=True)
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(model_dir, corrupt)
+    (corrupt / "config.json").write_text("{not json")
+    for bad, why in ((unfinished, "incomplete model folder"), (corrupt, str(corrupt))):
+        rc, _, err = _publish(capsys, "--model", str(bad), "--space", SPACE_ID, "--dir", str(folder), "--dry-run")
+        assert rc == 2 and err.count("\n") == 1 and why in err and "Traceback" not in err, err
+        assert _tree(folder) == before
+    for step in ("link", "_renameat2_exchange"):
+        for error in (KeyboardInterrupt(), OSError(errno.ENOSPC, "No space left on device")):
+            helpers.PublishFaults(monkeypatch, error=error, fail_on=step, commit=2)  # 1: the bundled ONNX export
+            rc, _, err = _publish(capsys, "--model", str(model_dir), "--space", SPACE_ID, "--dir", str(folder),
+                                  "--dry-run")
+            monkeypatch.undo()
+            assert rc in (2, 130) and "nothing in it was replaced" in err and _tree(folder) == before
+
+
 def test_push_to_unreachable_hub_is_one_line_and_keeps_every_file(model_dir, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     folder = tmp_path / "s"

@@ -164,6 +164,41 @@ def test_overwrite_starts_afresh_and_resume_continues_the_new_run(tmp_path, imag
     assert train(capsys, *base, "--resume")[0] == 0
 
 
+def test_resume_with_overwrite_is_refused_in_one_line(tmp_path, good_run, images, tiny_model_dir, capsys):
+    out = tmp_path / "model"
+    shutil.copytree(good_run, out)
+    before = _tree(out)
+    rc, err = train(capsys, "--data-dir", images, "--output-dir", out, "--model", tiny_model_dir, *QUICK, "--resume",
+                    "--overwrite")
+    assert rc == 2 and "--resume and --overwrite contradict each other" in error_line(err)
+    assert _tree(out) == before
+
+
+def test_train_overwrite_into_a_dataset_folder_keeps_it_until_the_model_is_complete(tmp_path, good_run, images,
+                                                                                    tiny_model_dir, monkeypatch,
+                                                                                    capsys):
+    import datasets
+
+    out = tmp_path / "data"
+    shutil.copytree(good_run / "dataset", out)
+    sizes = {s: len(v) for s, v in data.load_dataset_any(out).items()}
+
+    def stop(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("har_model.cards.render_model_card", stop)
+    args = ["--data-dir", images, "--output-dir", out, "--model", tiny_model_dir, *QUICK, "--overwrite"]
+    assert train(capsys, *args)[0] == 130
+    monkeypatch.undo()
+    assert {s: len(v) for s, v in data.load_dataset_any(out).items()} == sizes
+    plain = datasets.load_dataset(str(out))
+    assert {s: len(plain[s]) for s in plain} == sizes
+    rc, err = train(capsys, *args)
+    assert rc == 0, err[-2000:]
+    assert outputs.read_marker(out)["kind"] == "model" and load_model(out).problem is None
+    assert not (out / "data").exists() and (out / "dataset" / "data").is_dir()
+
+
 def test_an_incomplete_last_checkpoint_is_skipped_with_a_warning(tmp_path, images, tiny_model_dir, capsys):
     out = tmp_path / "model"
     base = ["--data-dir", images, "--output-dir", out, "--model", tiny_model_dir, *QUICK, "--epochs", "2"]
@@ -220,17 +255,12 @@ def _fail_at(target: str):
     return install
 
 
-def _fail_second_move(monkeypatch, error, epochs: int):
-    real, moved = os.replace, []
+def _fail_swap(step: str):
+    def install(monkeypatch, error, epochs: int):
+        # commits: 1 the dataset copy's, 2 the ONNX export's (both into the staging folder), 3 the run's
+        helpers.PublishFaults(monkeypatch, error=error, fail_on=step, commit=3)
 
-    def replace(src, dst):
-        if outputs.STAGING_PREFIX in str(src) and outputs.STAGING_PREFIX not in str(dst):  # the final moves
-            moved.append(dst)
-            if len(moved) == 2:
-                raise error
-        real(src, dst)
-
-    monkeypatch.setattr(os, "replace", replace)
+    return install
 
 
 STEPS = {
@@ -240,7 +270,12 @@ STEPS = {
     "confusion matrix": _fail_at("har_model.train.reports.plot_confusion_matrix"),
     "model card": _fail_at("har_model.cards.render_model_card"),
     "onnx export": _fail_at("har_model.serve.onnx_export.export_onnx"),
-    "moving into place": _fail_second_move,
+    "swap inside the onnx export": lambda monkeypatch, error, epochs: helpers.PublishFaults(
+        monkeypatch, error=error, fail_on="_renameat2_exchange", commit=2),
+    "swap: linking what stays": _fail_swap("link"),
+    "swap: moving the new files": _fail_swap("replace"),
+    "swap: the exchange": _fail_swap("_renameat2_exchange"),
+    "swap: removing the old folder": _fail_swap("_renameat2_exchange+1"),
 }
 
 
@@ -251,6 +286,8 @@ def test_an_interrupted_rerun_keeps_the_previous_model_or_is_refused(tmp_path, g
                                                                     monkeypatch, capsys, step, error):
     if isinstance(error, OSError) and step in ("checkpoint", "model card", "onnx export"):
         pytest.skip("one failure kind is enough at these steps")
+    if isinstance(error, OSError) and step == "swap: removing the old folder":
+        pytest.skip("deleting frees space; a failure there only leaves the old folder for the next run")
     out = tmp_path / "model"
     shutil.copytree(good_run, out)
     before = _tree(out)
@@ -264,14 +301,31 @@ def test_an_interrupted_rerun_keeps_the_previous_model_or_is_refused(tmp_path, g
         assert "No space left on device" in error_line(err)
     assert "Traceback" not in err
     image = images / "running" / "img_000.jpg"
-    if step == "moving into place":
-        assert "incomplete model folder" in (load_model(out).problem or "")
-        assert cli.main(["predict", "--model", str(out), str(image)]) == 2
-        assert "incomplete model folder" in capsys.readouterr().err
-        return
     kept = {k: v for k, v in _tree(out).items() if not k.startswith("checkpoints/")}
-    assert kept == {k: v for k, v in before.items() if not k.startswith("checkpoints/")}
-    assert {s: len(v) for s, v in data.load_dataset_any(out / "dataset").items()} == before_data
+    old = {k: v for k, v in before.items() if not k.startswith("checkpoints/")}
+    if step == "swap: removing the old folder":  # after the exchange: the new model, whole
+        assert kept != old and "the new result is complete" in error_line(err)
+        assert outputs.read_marker(out)["complete"] and (out / "onnx" / "model.onnx").is_file()
+    else:
+        assert kept == old
+        assert {s: len(v) for s, v in data.load_dataset_any(out / "dataset").items()} == before_data
+        if step.startswith("swap"):
+            assert "nothing in it was replaced" in error_line(err)
     assert load_model(out).problem is None
     assert cli.main(["predict", "--model", str(out), str(image)]) == 0
-    assert not list(out.glob(outputs.STAGING_PREFIX + "*"))
+    _plain_readers_agree(out, image)
+    outputs.claim_output_dir(out, "model", overwrite=True)  # what the next run does first: clears the leftovers
+    assert not list(out.glob(outputs.STAGING_PREFIX + "*")) and not list(tmp_path.glob(outputs.SWAP_PREFIX + "*"))
+
+
+def _plain_readers_agree(out: Path, image: Path) -> None:
+    """Plain `pipeline()` and `datasets.load_dataset` (which ignore the marker) read one consistent folder: the
+    labels of config.json, the weights and calibration that go with them, the dataset the card describes."""
+    import datasets
+    from transformers import pipeline
+
+    labels = set(json.loads((out / "config.json").read_text())["id2label"].values())
+    assert {r["label"] for r in pipeline("image-classification", model=str(out))(str(image), top_k=None)} == labels
+    plain = datasets.load_dataset(str(out / "dataset"))
+    ours = data.load_dataset_any(out / "dataset")
+    assert {s: len(plain[s]) for s in plain} == {s: len(ours[s]) for s in ours}
