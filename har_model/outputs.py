@@ -348,7 +348,9 @@ def commit(out: Path, stage: Path, kind: str, *, merge: bool = False, progress: 
     readers refuse. ``progress["state"]`` tells the caller what ``out`` holds if this raises."""
     progress = progress if progress is not None else {}
     progress["state"] = "old"
-    new = sorted(p.relative_to(stage).as_posix() for p in stage.rglob("*") if not p.is_dir())
+    new = sorted(p.relative_to(stage).as_posix() for p in stage.rglob("*")
+                 if not p.is_dir() and not _temporary(p.relative_to(stage).parts[0]))
+    remove_stale_swaps(out)  # a killed earlier run (e.g. an export, which claims nothing) may have left one
     swap = _new_swap_folder(out)
     if swap is None:
         return _commit_in_place(out, stage, kind, new, merge=merge, progress=progress)
@@ -367,6 +369,11 @@ def commit(out: Path, stage: Path, kind: str, *, merge: bool = False, progress: 
 
 
 SWAP_PREFIX = ".har_model-swap-"
+
+
+def _temporary(name: str) -> bool:
+    """A staging or swap folder (of this result or of one nested in it): never part of a result."""
+    return name.startswith((STAGING_PREFIX, SWAP_PREFIX))
 RENAME_EXCHANGE = 2  # linux/fs.h
 _ACTIVE: set[str] = set()  # swap folders of commits running in this process (never stale)
 
@@ -413,7 +420,7 @@ def _link_tree(src: Path, dst: Path, *, skip_files: set[str], skip_dirs: set[str
     for root, dirnames, filenames in os.walk(src):
         rel_root = Path(root).relative_to(src)
         if rel_root == Path("."):
-            dirnames[:] = [d for d in dirnames if d not in skip_dirs and not d.startswith(STAGING_PREFIX)]
+            dirnames[:] = [d for d in dirnames if d not in skip_dirs and not _temporary(d)]
         for name in list(dirnames):
             if (Path(root) / name).is_symlink():  # a link to a folder stays a link, never followed
                 os.symlink(os.readlink(Path(root) / name), dst / rel_root / name)
@@ -487,8 +494,9 @@ def _retire(old: Path, out: Path, *, leftover_ok: bool = True) -> bool:
             path = _inside(old, rel)
             if path is not None and path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)
-        for path in old.glob(STAGING_PREFIX + "*"):
-            shutil.rmtree(path, ignore_errors=True)
+        for path in old.iterdir():
+            if _temporary(path.name) and path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
         for root, dirnames, filenames in os.walk(old, topdown=False):
             for name in [*filenames, *(d for d in dirnames if (Path(root) / d).is_symlink())]:
                 path = Path(root) / name
