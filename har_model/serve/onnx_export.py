@@ -16,8 +16,8 @@ import json
 import warnings
 from pathlib import Path
 
-from har_model.errors import HarError
 from har_model.calibration import Calibration
+from har_model.errors import HarError
 from har_model.outputs import Publication, require_complete
 
 OPSET = 17
