@@ -343,13 +343,16 @@ def commit(out: Path, stage: Path, kind: str, *, merge: bool = False, progress: 
     interrupted), and the previous folder is removed. Up to the exchange ``out`` is the old folder, untouched;
     after it, the new one: a reader (ours, ``datasets.load_dataset``, ``pipeline()``) never sees a mix.
 
-    Where no folder can be made beside ``out`` (its parent is not writable, ``out`` is a mount point or a link),
+    A link ``out`` stays: the folder it points to is swapped. Where no folder can be made beside ``out`` (its parent
+    is not writable, ``out`` is a mount point),
     the files are moved in one by one with the marker saying "incomplete" meanwhile, so a stop leaves a folder our
     readers refuse. ``progress["state"]`` tells the caller what ``out`` holds if this raises."""
     progress = progress if progress is not None else {}
     progress["state"] = "old"
     new = sorted(p.relative_to(stage).as_posix() for p in stage.rglob("*")
                  if not p.is_dir() and not _temporary(p.relative_to(stage).parts[0]))
+    if out.is_symlink():  # the folder it points to is swapped (the link stays; readers follow it)
+        out = out.resolve()
     remove_stale_swaps(out)  # a killed earlier run (e.g. an export, which claims nothing) may have left one
     swap = _new_swap_folder(out)
     if swap is None:
@@ -384,7 +387,7 @@ def _swap_tag(out: Path) -> str:
 
 
 def _new_swap_folder(out: Path) -> Path | None:
-    if out.is_symlink() or os.path.ismount(out):
+    if os.path.ismount(out):
         return None
     swap = out.parent / f"{_swap_tag(out)}{os.getpid()}-{secrets.token_hex(4)}"
     try:
@@ -532,7 +535,7 @@ def remove_stale_swaps(out: Path) -> None:
     """Swap folders beside ``out`` left by a killed process: the previous folder put back where a kill between two
     renames left none, otherwise removed as far as it holds nothing but copies and our own files (the rest is
     kept, and named)."""
-    out = Path(out)
+    out = Path(out).resolve() if Path(out).is_symlink() else Path(out)
     for swap in sorted(out.parent.glob(_swap_tag(out) + "*")):
         pid = swap.name[len(_swap_tag(out)):].split("-")[0]
         if swap.name in _ACTIVE or (pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid))):

@@ -255,6 +255,17 @@ def test_without_renameat2_the_swap_is_two_renames(tmp_path, monkeypatch):
     assert not list(tmp_path.glob(outputs.SWAP_PREFIX + "*"))
 
 
+def test_a_linked_output_folder_keeps_its_link_and_swaps_what_it_points_to(tmp_path):
+    real = _with_user_files(_publish(tmp_path / "elsewhere" / "model", files=OLD))
+    (tmp_path / "outputs").mkdir()
+    link = tmp_path / "outputs" / "model"
+    link.symlink_to(real, target_is_directory=True)
+    _republish(link, NEW)
+    assert link.is_symlink() and link.resolve() == real.resolve()
+    assert _view(link) == {**{k: v.encode() for k, v in NEW.items() if not k.endswith(outputs.MARKER)}, **USERS}
+    assert not list((tmp_path / "elsewhere").glob(outputs.SWAP_PREFIX + "*"))
+
+
 def test_a_folder_that_cannot_get_a_sibling_is_filled_in_place_and_refused_if_stopped(tmp_path, monkeypatch):
     out = _publish(tmp_path / "m", files={"README.md": "v1", "config.json": "v1"})
     monkeypatch.setattr(outputs, "_new_swap_folder", lambda out: None)  # e.g. a read-only parent folder
