@@ -46,6 +46,30 @@ def resolve_token(token: str | None = None) -> str | None:
     return get_token()
 
 
+def require_hub(what: str) -> None:
+    """HarError naming ``what`` unless the Hub can be reached with a token (offline mode off, a token known)."""
+    if _offline():
+        raise HarError(f"{what} needs the Hugging Face Hub, and offline mode is on (HF_HUB_OFFLINE)")
+    if not resolve_token():
+        raise HarError(f"{what} needs a Hugging Face token: set HF_TOKEN or run `hf auth login`")
+
+
+def full_repo_id(repo_id: str) -> str:
+    """NAME -> USER/NAME for the token's user (as the Hub itself places a repo created as NAME); unchanged where the
+    repo id has an owner, or the Hub cannot say (offline, no token: a later push then says why it failed)."""
+    if "/" in repo_id or _offline():
+        return repo_id
+    token = resolve_token()
+    if not token:
+        return repo_id
+    from huggingface_hub import HfApi
+
+    try:
+        return f"{HfApi(token=token).whoami()['name']}/{repo_id}"
+    except Exception:  # network, auth: the push at the end reports it
+        return repo_id
+
+
 def _scrub(text: str, token: str) -> str:
     return text.replace(token, "***") if token else text
 

@@ -71,6 +71,10 @@ def dataset_from_args(args: argparse.Namespace, dataset_dir: Path, *, overwrite:
     ``shown_as``: where the folder will be once published, when ``dataset_dir`` lies in a staging folder."""
     if bool(args.data_dir) == bool(args.dataset):
         raise HarError("give exactly one of --data-dir (a folder of class sub-folders) or --dataset (a dataset folder or Hub id)")
+    columns = {"image_column": args.image_column_name, "label_column": args.label_column_name}
+    if args.data_dir and any(columns.values()):
+        raise HarError("--image-column-name / --label-column-name name the columns of --dataset; with --data-dir the "
+                       "class is the name of each image's sub-folder")
     if args.data_dir and not build:
         return load_dataset_folder(dataset_dir)
     if args.data_dir:
@@ -78,13 +82,14 @@ def dataset_from_args(args: argparse.Namespace, dataset_dir: Path, *, overwrite:
             args.data_dir, dataset_dir, min_side=args.min_side, max_pixels=args.max_pixels, license=args.license,
             overwrite=overwrite, shown_as=shown_as, **_options(args)
         )
-    return load_dataset_any(args.dataset, **_options(args))
+    return load_dataset_any(args.dataset, **columns, **_options(args))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python train.py prepare",
         formatter_class=HelpFormatter,
+        allow_abbrev=False,  # an option is never matched by a prefix of its name
         description="Validate, de-duplicate and split an image folder (or re-publish a dataset) as a Hugging Face dataset repository folder.",
     )
     add_data_arguments(parser)

@@ -61,20 +61,23 @@ def load_dataset_any(
     test_fraction: float = 0.1,
     num_workers: int | None = None,
     near_dup_threshold: int = DEFAULT_NEAR_DUP_THRESHOLD,
+    image_column: str | None = None,
+    label_column: str | None = None,
 ):
     """A DatasetDict with splits train / validation / test and columns ``image`` (Image), ``label`` (ClassLabel).
 
     ``spec`` is a folder written by ``prepare``, a ``save_to_disk`` folder, any folder ``load_dataset``
     understands, or a Hub dataset id. Columns with other names (``img``, ``labels``, ...) are renamed;
     string labels become a ClassLabel; a missing validation or test split is carved out of train with the
-    same grouped, stratified, seeded split as ``prepare`` (duplicates kept together).
+    same grouped, stratified, seeded split as ``prepare`` (duplicates kept together). ``image_column`` /
+    ``label_column``: the columns to use, instead of finding them.
     """
     from datasets import DatasetDict
 
     ds = _load_raw(str(spec))
     if not isinstance(ds, DatasetDict):
         ds = DatasetDict({"train": ds})
-    ds = _normalise_columns(_normalise_splits(ds, spec), spec)
+    ds = _normalise_columns(_normalise_splits(ds, spec), spec, image_column, label_column)
     missing = [s for s in ("validation", "test") if s not in ds]
     if missing:
         ds = _carve_missing_splits(ds, missing, seed, val_fraction, test_fraction, num_workers, near_dup_threshold)
@@ -129,20 +132,27 @@ def _normalise_splits(ds, spec):
     return DatasetDict(renamed)
 
 
-def _normalise_columns(ds, spec):
+def _normalise_columns(ds, spec, image_column: str | None = None, label_column: str | None = None):
     from datasets import ClassLabel, Image as ImageFeature
 
     features = ds["train"].features
+    for given, option in ((image_column, "--image-column-name"), (label_column, "--label-column-name")):
+        if given is not None and given not in features:
+            raise HarError(f"{spec}: no column {given!r} ({option}); columns: {', '.join(features)}")
+    if image_column is not None and not isinstance(features[image_column], ImageFeature):
+        raise HarError(f"{spec}: column {image_column!r} (--image-column-name) holds no images; columns: "
+                       f"{', '.join(features)}")
     image_cols = [c for c, f in features.items() if isinstance(f, ImageFeature)]
-    image_col = next((c for c in _IMAGE_NAMES if c in image_cols), image_cols[0] if image_cols else None)
+    image_col = image_column or next((c for c in _IMAGE_NAMES if c in image_cols), image_cols[0] if image_cols else None)
     if image_col is None:
         raise HarError(f"{spec}: no image column (a column with the datasets Image feature); columns: {', '.join(features)}")
     label_cols = [c for c, f in features.items() if isinstance(f, ClassLabel)]
-    label_col = next((c for c in _LABEL_NAMES if c in label_cols), label_cols[0] if label_cols else None)
+    label_col = label_column or next((c for c in _LABEL_NAMES if c in label_cols), label_cols[0] if label_cols else None)
     if label_col is None:
         label_col = next((c for c in _LABEL_NAMES if c in features), None)
         if label_col is None:
             raise HarError(f"{spec}: no label column (a ClassLabel, or one named label/labels/class/...); columns: {', '.join(features)}")
+    if not isinstance(features[label_col], ClassLabel):  # string (or integer) labels: their values are the classes
         ds = ds.class_encode_column(label_col)
     ds = ds.select_columns([image_col, label_col])
     if image_col != "image":

@@ -65,6 +65,10 @@ class DataArguments:
         "near duplicates: pHash differs in at most this many bits of 64 (pHash + dHash: twice that); -1 disables"))
     license: str = field(default="other", metadata=_help(
         "license id for the dataset card, e.g. odbl, cc-by-4.0"))
+    image_column_name: str | None = field(default=None, metadata=_help(
+        "the image column of --dataset (default: an Image column named image, img, ... or the first)"))
+    label_column_name: str | None = field(default=None, metadata=_help(
+        "the label column of --dataset (default: a ClassLabel column named label, labels, class, ... or the first)"))
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

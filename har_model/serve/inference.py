@@ -361,7 +361,7 @@ listed, the failed ones with their error); 2 a usage or model error (one line on
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python train.py predict", description="Classify images with a trained model.",
-                                epilog=EXIT_CODES)
+                                epilog=EXIT_CODES, allow_abbrev=False)
     p.add_argument("paths", nargs="+", help="image files, folders (searched recursively) or glob patterns")
     p.add_argument("--model", required=True, help="model folder (as written by `python train.py`) or a Hub model id")
     p.add_argument("--top-k", type=int, default=1, help="how many classes to show per image (default 1)")

@@ -140,7 +140,8 @@ def _check_against_torch(path: Path, model, height: int, width: int, tol: float 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python train.py export-onnx", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python train.py export-onnx", description=__doc__.split("\n\n")[0],
+                                allow_abbrev=False)
     p.add_argument("--model", required=True, help="model folder written by `python train.py`, or a Hub model id")
     p.add_argument("--output-dir", type=Path, default=None,
                    help="write a copy of the model with its onnx/ here (default: into the model folder itself; "

@@ -307,7 +307,8 @@ def publish_space(model: str, space_id: str, *, private: bool = False, folder: P
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python train.py publish-space", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python train.py publish-space", description=__doc__.split("\n\n")[0],
+                                allow_abbrev=False)
     p.add_argument("--model", required=True,
                    help="model folder written by train.py (bundled into the Space) or a Hub model id (loaded at start)")
     p.add_argument("--space", required=True, metavar="USER/NAME", help="the Space repository to create or update")

@@ -28,7 +28,7 @@ RUN_FILE = "run.json"
 RESUME_FLAGS = (
     "model", "soup", "batch_size", "gradient_accumulation_steps", "learning_rate", "backbone_lr_scale",
     "freeze_layers", "weight_decay", "warmup_ratio", "label_smoothing", "mixup", "image_size", "eval_size",
-    "precision", "train_seed", "seed", "class_balance",
+    "precision", "train_seed", "seed", "class_balance", "max_train_samples", "max_eval_samples",
 )
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 

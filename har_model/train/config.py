@@ -7,7 +7,12 @@
     TrainConfig           the three parts of one run, checked
 
 Options are spelt with dashes (`--learning-rate`); the underscore spelling of the transformers examples
-(`--learning_rate`) is accepted too. This module imports transformers' TrainingArguments (and so torch), which
+(`--learning_rate`) is accepted too, and so are the flags of transformers' example script
+examples/pytorch/image-classification/run_image_classification.py: aliases where we have the concept
+(`--model_name_or_path` = `--model`, `--train_dir` = `--data-dir`, ...), options of their own where it is cheap to
+give the script's meaning (`--max_train_samples`, `--hub_strategy`, ...), and a one-line refusal saying why and what
+to use for the rest (REFUSED). No option is ever matched by a prefix: `--bf16` is `--bf16`, never `--bf16-full-eval`.
+`--help` lists our options and the common Trainer ones; `--help-all` every TrainingArguments field. This module imports transformers' TrainingArguments (and so torch), which
 `--help` needs anyway; the Trainer, datasets and the models are imported only once a run starts.
 """
 
@@ -40,12 +45,13 @@ DESCRIPTION = (
     "and the Hub understand."
 )
 
-# TrainingArguments the run sets itself, so they are not options: the checkpoint folder of each soup member
-# (under --output-dir), the seeds of each member (--train-seed), bf16 (--precision), resuming (--resume), the Hub
-# (--push-to-hub pushes the finished model folder, not checkpoints; a token never goes on a command line) and the
-# do_* switches of the transformers example scripts, which the Trainer ignores.
+# TrainingArguments the run sets itself, or that are options of ours under the same name, so they are not taken
+# from TrainingArguments: the checkpoint folder of each soup member (under --output-dir), the seeds of each member
+# (--train-seed), bf16 / fp16 (--precision; our --bf16 / --fp16 set it), resuming (--resume), the Hub (our
+# --push-to-hub, --hub-model-id, --hub-strategy, --private; a token never goes on a command line) and the do_*
+# switches of the transformers example scripts (ours: this command always trains and evaluates).
 HIDDEN = {
-    "output_dir", "seed", "data_seed", "bf16", "resume_from_checkpoint", "do_train", "do_eval", "do_predict",
+    "output_dir", "seed", "data_seed", "bf16", "fp16", "resume_from_checkpoint", "do_train", "do_eval", "do_predict",
     "push_to_hub", "hub_model_id", "hub_private_repo", "hub_strategy", "hub_token", "hub_always_push", "hub_revision",
 }
 # TrainingArguments with a shorter name of ours (the transformers name is accepted too)
@@ -57,14 +63,68 @@ OUR_NAMES = {
     "warmup_steps": "--warmup-ratio",
 }
 
+# The example script's names for options we have (its spelling with dashes; underscores are turned into dashes)
+ALIASES = {
+    "model": "--model-name-or-path",
+    "dataset": "--dataset-name",
+    "data_dir": "--train-dir",
+    "val_fraction": "--train-val-split",
+    "overwrite": "--overwrite-output-dir",
+    "private": "--hub-private-repo",
+}
+_TOKEN = "a token never goes on a command line: set HF_TOKEN or run `hf auth login`"
+# Flags of the example script (and TrainingArguments) that do not apply here: why, and what to use instead
+REFUSED = {
+    "--validation-dir": "validation and test are split off the one image folder (grouped, so near-duplicates never "
+                        "straddle two splits): put every image in --train_dir / --data-dir and set --val-fraction, or "
+                        "give a dataset with its own splits to --dataset",
+    "--dataset-config-name": "--dataset loads a Hub dataset's default configuration: load the one you need with "
+                             "datasets, save_to_disk it, and give that folder to --dataset",
+    "--model-type": "training from scratch is not offered: give a pretrained model with --model",
+    "--config-name": "the config always comes with --model (a Hub id or a folder with config.json)",
+    "--image-processor-name": "the image processor always comes with --model (a Hub id or a folder with "
+                              "preprocessor_config.json)",
+    "--feature-extractor-name": "the image processor always comes with --model (a Hub id or a folder with "
+                                "preprocessor_config.json)",
+    "--cache-dir": "downloads go to the Hugging Face cache: set HF_HOME to move it",
+    "--model-revision": "--model takes a Hub id's default revision: download another one with `hf download ID "
+                        "--revision REV --local-dir DIR` and give --model DIR",
+    "--token": _TOKEN, "--use-auth-token": _TOKEN, "--hub-token": _TOKEN, "--push-to-hub-token": _TOKEN,
+    "--trust-remote-code": "har_model never runs code from a model repository: use a model stock transformers "
+                           "supports",
+    "--push-to-hub-model-id": "renamed in transformers: use --hub_model_id USER_OR_ORG/NAME",
+    "--push-to-hub-organization": "renamed in transformers: use --hub_model_id ORG/NAME",
+    "--resume-from-checkpoint": "use --resume: it continues from OUTPUT_DIR/checkpoints and checks that they belong "
+                                "to this run",
+    "--hub-revision": "the model is pushed to the repository's main branch",
+    "--hub-always-push": "a push still running when the next checkpoint is saved is not interrupted; that "
+                         "checkpoint's push is skipped, as the Trainer does by default",
+    "--data-seed": "the order of the training data follows the training seed: use --train-seed",
+}
+
 INPUT_OUTPUT, RECIPE, AFTER = "input and output", "training recipe", "after training"
-OTHER_TRAINER = "other Trainer options (transformers TrainingArguments; see its documentation)"
+EXAMPLE = "flags of transformers' run_image_classification.py"
+OTHER_TRAINER = "other Trainer options (transformers TrainingArguments: the common ones; every one with --help-all)"
 GROUPS = {  # --help lists the groups in this order; the TrainingArguments of our recipe are listed with it
     "data": [], INPUT_OUTPUT: [],
     RECIPE: ["num_train_epochs", "per_device_train_batch_size", "per_device_eval_batch_size", "learning_rate",
              "weight_decay", "warmup_steps", "label_smoothing_factor", "gradient_accumulation_steps", "max_steps",
              "report_to"],
-    AFTER: [], OTHER_TRAINER: [],
+    AFTER: [], EXAMPLE: [], OTHER_TRAINER: [],
+}
+EXAMPLE_TEXT = (
+    "transformers' examples/pytorch/image-classification/run_image_classification.py: its flags work here with the "
+    "script's meaning, spelt with _ or -; its names for options we have are listed beside ours (--model_name_or_path, "
+    "--dataset_name, --train_dir, --train_val_split, --overwrite_output_dir, --hub_private_repo). Refused, each with "
+    "the reason and what to use: " + ", ".join(sorted(f.replace("-", "_").replace("__", "--", 1) for f in REFUSED))
+    + "."
+)
+# The TrainingArguments --help shows besides our recipe's; --help-all shows all of them
+COMMON_TRAINER = {
+    "lr_scheduler_type", "eval_strategy", "eval_steps", "save_strategy", "save_steps", "save_total_limit",
+    "logging_strategy", "logging_steps", "load_best_model_at_end", "metric_for_best_model", "remove_unused_columns",
+    "dataloader_num_workers", "optim", "torch_compile", "run_name", "use_cpu",
+    "max_grad_norm", "bf16_full_eval", "fp16_full_eval",
 }
 
 
@@ -109,7 +169,9 @@ class RunArguments:
         f"with the method that measured better (the model card says which); none: off")
     early_stopping_patience: int = _opt(3, "stop after this many evaluations without a better validation macro-F1 "
                                         "(0: never)")
-    precision: Literal["auto", "bf16", "fp32"] = _opt("auto", "bf16 autocast (auto: where the CPU/GPU supports it)")
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = _opt(
+        "auto", "mixed precision: bf16 or fp16 autocast, or none (auto: bf16 where the CPU/GPU supports it, else "
+        "fp32); --bf16 and --fp16 say the same")
     no_channels_last: bool = _opt(False, "keep NCHW memory format")
     train_seed: int | None = _opt(None, "seed for training (default: the --seed of the split)")
     cache_memory: float | None = _opt(None, "GB of memory the decoded training images may take; a larger cache "
@@ -119,10 +181,33 @@ class RunArguments:
 
     export_onnx: bool = _opt(False, "also write ONNX (fp32 + dynamic int8) for fast CPU serving", AFTER)
     num_examples: int = _opt(2, "test images per class copied to OUT/examples for the app", AFTER)
-    push_to_hub: str | None = _opt(None, "push the model folder to this Hub repo", AFTER, metavar="REPO_ID")
+    push_to_hub: str | None = _opt(None, "push the finished model folder to the Hub: to REPO_ID, else to "
+                                   "--hub-model-id, else to the output folder's name under your user", AFTER,
+                                   metavar="REPO_ID")
     push_dataset: str | None = _opt(None, "push the dataset folder to this Hub dataset repo", AFTER,
                                     metavar="REPO_ID")
     private: bool = _opt(False, "create Hub repos as private", AFTER)
+
+    hub_model_id: str | None = _opt(None, "the Hub repo of --push-to-hub, USER_OR_ORG/NAME or NAME (under your user); "
+                                    "default: the output folder's name under your user", EXAMPLE)
+    hub_strategy: Literal["end", "every_save", "checkpoint", "all_checkpoints"] = _opt(
+        "end", "with --push-to-hub, what the Trainer pushes while it trains, as in transformers: end (nothing; the "
+        "finished model folder at the end), every_save (the weights at each checkpoint), checkpoint (also the latest "
+        "checkpoint as last-checkpoint/, to resume elsewhere), all_checkpoints (every checkpoint); a soup's members "
+        "push in turn, and the finished model replaces their weights at the end", EXAMPLE)
+    max_train_samples: int | None = _opt(None, "train on this many training images only, drawn at random with the "
+                                         "seed (for quick runs; validation and test stay whole)", EXAMPLE, metavar="N")
+    max_eval_samples: int | None = _opt(None, "validate (best checkpoint, early stopping, calibration) on this many "
+                                        "validation images only, drawn at random with the seed; the test split stays "
+                                        "whole", EXAMPLE, metavar="N")
+    bf16: bool = _opt(False, "= --precision bf16", EXAMPLE)
+    fp16: bool = _opt(False, "= --precision fp16", EXAMPLE)
+    do_train: bool = _opt(False, "accepted: this command always trains, then evaluates on validation and test (to "
+                          "evaluate a trained model only, use `python train.py predict`)", EXAMPLE)
+    do_eval: bool = _opt(False, "accepted (see --do-train)", EXAMPLE)
+    do_predict: bool = _opt(False, "accepted (see --do-train)", EXAMPLE)
+    ignore_mismatched_sizes: bool = _opt(False, "accepted: the classification head is always replaced by a new one "
+                                         "for your classes", EXAMPLE)
 
 
 def _trainer_default(name: str, default=None, text: str | None = None, *, factory=None):
@@ -150,7 +235,11 @@ class HarTrainingArguments(TrainingArguments):
                                                         "training batch size per device")
     per_device_eval_batch_size: int = _trainer_default("per_device_eval_batch_size", 64,
                                                        "evaluation batch size per device")
-    learning_rate: float = _trainer_default("learning_rate", 2e-3, "peak learning rate of the new head")
+    learning_rate: float = _trainer_default(
+        "learning_rate", 2e-3, "peak learning rate of the new classification head only (unlike the example script's "
+        "one rate for all weights): the unfrozen backbone gets LEARNING_RATE x --backbone-lr-scale and the stem and "
+        "the first half of the blocks stay frozen (--freeze-layers); for the example script's meaning add "
+        "--backbone-lr-scale 1 --freeze-layers 0")
     weight_decay: float = _trainer_default("weight_decay", 0.01, "AdamW weight decay (not of biases and norms)")
     warmup_steps: float = _trainer_default("warmup_steps", 0.05, "learning-rate warmup: a fraction of all steps "
                                            "(below 1) or a number of steps")
@@ -166,7 +255,9 @@ class HarTrainingArguments(TrainingArguments):
     logging_strategy: IntervalStrategy | str = _trainer_default("logging_strategy", "epoch")
     save_total_limit: int | None = _trainer_default("save_total_limit", 2)
     load_best_model_at_end: bool = _trainer_default("load_best_model_at_end", True)
-    metric_for_best_model: str | None = _trainer_default("metric_for_best_model", "macro_f1")
+    metric_for_best_model: str | None = _trainer_default("metric_for_best_model", "macro_f1",
+                                                         "validation metric that picks the best checkpoint: macro_f1, "
+                                                         "accuracy or loss")
     greater_is_better: bool | None = _trainer_default("greater_is_better", True)
     # early-stopping patience and the training clock continue where they were
     restore_callback_states_from_checkpoint: bool = _trainer_default("restore_callback_states_from_checkpoint", True)
@@ -226,23 +317,60 @@ class TrainConfig:
             raise HarError(f"--cache-memory {self.run.cache_memory}: give a number of GB (0: keep the cache on disk)")
         if self.run.soup < 1:
             raise HarError(f"--soup {self.run.soup}: give 1 (a single model) or more members")
+        for name in ("max_train_samples", "max_eval_samples"):
+            if getattr(self.run, name) is not None and getattr(self.run, name) < 1:
+                raise HarError(f"--{name} {getattr(self.run, name)}: give a number of images (1 or more)")
+        if (self.run.do_eval or self.run.do_predict) and not self.run.do_train:
+            raise HarError("--do_eval / --do_predict without --do_train: this command always trains; to evaluate a "
+                           "trained model use `python train.py predict --model MODEL FOLDER`")
+        self._precision_from_switches()
+        self._hub_repo_from_flags()
         return self
+
+    def _precision_from_switches(self) -> None:
+        """--bf16 / --fp16 (the TrainingArguments switches) are --precision bf16 / fp16; fp16 is the Trainer's."""
+        asked = [p for p in ("bf16", "fp16") if getattr(self.run, p)]
+        if len(asked) > 1 or (asked and self.run.precision not in ("auto", asked[0])):
+            given = [f"--{p}" for p in asked] + ([f"--precision {self.run.precision}"] if self.run.precision != "auto" else [])
+            raise HarError(f"{' and '.join(given)}: choose one precision")
+        if asked:
+            self.run.precision = asked[0]
+        self.training.fp16 = self.run.precision == "fp16"
+
+    def _hub_repo_from_flags(self) -> None:
+        """--push-to-hub [REPO_ID] with --hub-model-id, as the example script takes them: run.push_to_hub becomes the
+        repo id to push to (NAME alone: under the user, as the Hub makes it), or None for no push."""
+        push, model_id = self.run.push_to_hub, self.run.hub_model_id
+        if push is not None and push.strip().lower() in ("false", "no", "0"):
+            push = None
+        elif push is not None and push.strip().lower() in ("", "true", "yes", "1"):
+            push = model_id or self.output_dir.resolve().name
+        elif push is not None and model_id and model_id != push:
+            raise HarError(f"--push-to-hub {push} and --hub-model-id {model_id}: give the repo once")
+        if push is None and self.run.hub_strategy != "end":
+            raise HarError(f"--hub-strategy {self.run.hub_strategy} pushes while training: add --push-to-hub")
+        self.run.push_to_hub = push
 
 
 class _Group:
     """Adds one dataclass field's option to an argument group, under our option names: dashes only (underscores
-    are turned into dashes before parsing), OUR_NAMES first; our on/off options are plain switches."""
+    are turned into dashes before parsing), OUR_NAMES first, the example script's name (ALIASES) after ours; our
+    on/off options are plain switches (the example script's take an optional true/false, as in transformers)."""
 
     def __init__(self, group, name: str, metavar: str | None, switch: bool):
         self.group, self.name, self.metavar, self.switch = group, name, metavar, switch
 
     def add_argument(self, *names: str, **kwargs) -> None:
         names = [n for n in names if "_" not in n]
+        if self.name in ALIASES:
+            names.append(ALIASES[self.name])
         if kwargs.get("action") == "store_false":  # the --no-X of a TrainingArguments flag that is on by default
             kwargs["help"] = f"turn --{self.name.replace('_', '-')} off"
         elif self.switch:
             kwargs = {"action": "store_true", "default": kwargs["default"], "help": kwargs["help"]}
         else:
+            if self.name == "push_to_hub":  # a switch, as in TrainingArguments, or our --push-to-hub REPO_ID
+                kwargs.update(nargs="?", const="")
             if self.name in OUR_NAMES:
                 names.insert(0, OUR_NAMES[self.name])
             kwargs["metavar"] = self.metavar or names[0].removeprefix("--").upper().replace("-", "_")
@@ -253,19 +381,49 @@ class _Group:
         self.group.add_argument(*names, dest=self.name, **{k: v for k, v in kwargs.items() if k != "dest"})
 
 
+class _Refused(argparse.Action):
+    """A flag of the example script that does not apply here: one line saying why and what to use."""
+
+    def __init__(self, option_strings, dest, reason: str = "", **kwargs):
+        super().__init__(option_strings, dest, nargs="?", help=argparse.SUPPRESS, default=argparse.SUPPRESS)
+        self.reason = reason
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        raise HarError(f"{option_string.replace('-', '_').replace('__', '--', 1)}: {self.reason}")
+
+
+class _HelpAll(argparse.Action):
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=kwargs.get("help"))
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        ConfigParser(every_option=True).print_help()
+        parser.exit()
+
+
 class ConfigParser(HfArgumentParser):
-    """HfArgumentParser over DataArguments, RunArguments and HarTrainingArguments, with our groups and names."""
+    """HfArgumentParser over DataArguments, RunArguments and HarTrainingArguments, with our groups and names.
+    Never matches an option by a prefix (`--bf16` is not `--bf16-full-eval`); `every_option`: --help lists every
+    TrainingArguments field, not only the common ones (all are accepted either way)."""
 
     dataclass_types = (DataArguments, RunArguments, HarTrainingArguments)
 
-    def __init__(self):
+    def __init__(self, every_option: bool = False):
         argparse.ArgumentParser.__init__(self, prog="python train.py", usage=USAGE, description=DESCRIPTION,
-                                         formatter_class=HelpFormatter)
+                                         formatter_class=HelpFormatter, allow_abbrev=False)
+        self.add_argument("--help-all", action=_HelpAll, help="show this help with every Trainer option and exit")
+        self.epilog = EXAMPLE_TEXT
         self.groups = {name: self.add_argument_group(name) for name in GROUPS}
         self.group_of = {name: group for group, names in GROUPS.items() for name in names}
         self.options = {dtype: [] for dtype in self.dataclass_types}  # the fields each dataclass gets from argv
         for dtype in self.dataclass_types:
             self._add_dataclass_arguments(dtype)
+        for flag, reason in REFUSED.items():
+            self.add_argument(flag, action=_Refused, reason=reason)
+        if not every_option:
+            for action in self.groups[OTHER_TRAINER]._group_actions:  # noqa: SLF001 - argparse has no public way
+                if action.dest not in COMMON_TRAINER:
+                    action.help = argparse.SUPPRESS
 
     @staticmethod
     def trainer_options() -> list[str]:
@@ -280,10 +438,11 @@ class ConfigParser(HfArgumentParser):
             f = copy.copy(f)  # HfArgumentParser rewrites the field's type; the dataclass keeps its own
             f.type = hints[f.name]
             meta = dict(f.metadata)
-            group = self.groups[meta.pop("group", None) or self.group_of.get(f.name) or dtype._argument_group_name]
+            group_name = meta.pop("group", None) or self.group_of.get(f.name) or dtype._argument_group_name
+            group = self.groups[group_name]
             metavar = meta.pop("metavar", None)
             f.metadata = meta
-            switch = dtype is RunArguments and f.type is bool
+            switch = dtype is RunArguments and f.type is bool and group_name != EXAMPLE
             self._parse_dataclass_field(_Group(group, f.name, metavar, switch), f)
             self.options[dtype].append(f.name)
 

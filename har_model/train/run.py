@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from har_model.errors import HarError
-from har_model.hub import push_folder
+from har_model.hub import full_repo_id, push_folder, require_hub
 from har_model.train.config import TrainConfig
 from har_model.outputs import Publication, claim_output_dir, clear_run_state, own_dir, staging_name
 from har_model.train.launcher import Processes
@@ -44,6 +44,10 @@ def run(config: TrainConfig, *, export=None) -> int:
 
     t_start = time.time()
     transformers_logging.set_verbosity_warning()
+    if config.run.push_to_hub:
+        if config.run.hub_strategy != "end":  # the Trainer creates the repo when it starts: fail now, not later
+            require_hub(f"--hub-strategy {config.run.hub_strategy}")
+        config.run.push_to_hub = full_repo_id(config.run.push_to_hub)  # NAME -> USER/NAME where the Hub says
     out, flags = config.output_dir, config.as_namespace()
     procs = Processes(config.training)  # the Trainer's distributed state: its device, its process group
     with procs.quiet():
@@ -77,6 +81,7 @@ def _train_into(stage: Path, out: Path, config: TrainConfig, member_dirs: list[P
     with procs.main_first():  # building the dataset, then reading it
         dsd = dataset_from_args(config.data, stage / "dataset", build=procs.is_main, shown_as=out / "dataset")
         key = start_checkpoints(out, config.as_namespace(), dsd, stage) if procs.is_main else ""
+    dsd = fewer_samples(dsd, recipe.max_train_samples, recipe.max_eval_samples, config.seed)
     labels = list(dsd["train"].features["label"].names)
     load_model = functools.partial(load_base_model, recipe.model, labels, image_size=recipe.image_size,
                                    eval_size=recipe.eval_size, freeze_layers=recipe.freeze_layers,
@@ -92,7 +97,9 @@ def _train_into(stage: Path, out: Path, config: TrainConfig, member_dirs: list[P
 
     new_trainer = functools.partial(make_trainer, config=config, images=images, labels=labels, bf16=bf16,
                                     balance=balance)
-    members = train_members(member_dirs, config.seed, first_model=base.model, new_trainer=new_trainer,
+    # --hub-strategy other than `end`: the members' Trainers push while they train (the evaluator never pushes)
+    member_trainer = functools.partial(new_trainer, hub=config.run.hub_strategy != "end")
+    members = train_members(member_dirs, config.seed, first_model=base.model, new_trainer=member_trainer,
                             new_model=lambda: load_model(report=False).model, resume=recipe.resume)
     evaluator = new_trainer(base.model, out / "checkpoints", config.seed)  # the shipped model: evaluated, saved
     result = cook_soup(evaluator, members)
@@ -115,7 +122,7 @@ def write_model_folder(stage: Path, out: Path, config: TrainConfig, evaluator, b
     save_processor(base.processor, stage)
     summary = write_outputs(trainer=evaluator, predictions=predictions, result=result, out=stage, labels=labels,
                             test_ds=images.test, test_split=dsd["test"], config=config, total_seconds_start=t_start,
-                            precision="bf16" if bf16 else "fp32", frozen_blocks=base.frozen_blocks,
+                            precision=precision_name(bf16, config), frozen_blocks=base.frozen_blocks,
                             eval_prep=base.eval_prep, train_prep=base.train_prep, model_dir=out)
     if config.run.export_onnx:
         if export is None:
@@ -175,6 +182,21 @@ def cache_store(out: Path, recipe, key: str, procs: Processes):
                       build=procs.is_main, disk=procs.count > 1)
 
 
+def fewer_samples(dsd, max_train: int | None, max_eval: int | None, seed: int):
+    """--max-train-samples / --max-eval-samples, as in transformers' example script: that many images of the training
+    / validation split, drawn at random with the seed (the test split stays whole)."""
+    from datasets import DatasetDict
+
+    limits = {"train": max_train, "validation": max_eval}
+    return DatasetDict({name: split.shuffle(seed=seed).select(range(limits[name]))
+                        if limits.get(name) is not None and limits[name] < len(split) else split
+                        for name, split in dsd.items()})
+
+
+def precision_name(bf16: bool, config: TrainConfig) -> str:
+    return "bf16" if bf16 else "fp16" if config.training.fp16 else "fp32"
+
+
 def remove_cache(out: Path) -> None:
     shutil.rmtree(out / CACHE_DIR, ignore_errors=True)
 
@@ -183,11 +205,13 @@ def print_plan(config: TrainConfig, base, images, num_labels: int, bf16: bool, p
                balance=None) -> None:
     train_hw, eval_hw, soup = base.train_prep.output_hw, base.eval_prep.output_hw, config.run.soup
     where = f"{processes} processes on {config.training.device.type}" if processes > 1 else config.training.device.type
+    lr, scale = config.training.learning_rate, config.run.backbone_lr_scale
+    rates = f"learning rate {lr:g}" if scale == 1 else f"learning rate {lr:g} for the head, {lr * scale:g} for the backbone"
     print(
         f"training {config.run.model} on {len(images.train)} images ({num_labels} classes), validating on "
         f"{len(images.validation)}, testing on {len(images.test)}; training crops {train_hw[0]}x{train_hw[1]}, "
-        f"evaluation input {eval_hw[0]}x{eval_hw[1]}, {'bf16' if bf16 else 'fp32'}, {base.frozen_blocks} blocks "
-        "frozen" + (f"; a soup of {soup} models" if soup > 1 else "") + f"; {where}, images cached in "
+        f"evaluation input {eval_hw[0]}x{eval_hw[1]}, {precision_name(bf16, config)}, {rates}, stem + "
+        f"{base.frozen_blocks} blocks frozen" + (f"; a soup of {soup} models" if soup > 1 else "") + f"; {where}, images cached in "
         + ("memory" if images.place == "ram" else "OUT/cache (memory-mapped)")
         + (f"; {balance.describe()}" if balance is not None and (balance.on or balance.chosen_by == "flag") else ""),
         flush=True,

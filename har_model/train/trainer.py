@@ -253,24 +253,34 @@ def use_bf16(precision: str, device: torch.device | None = None) -> bool:
 
 
 
-def training_arguments(training: TrainingArguments, output_dir: Path, seed: int, *, bf16: bool) -> TrainingArguments:
+def training_arguments(training: TrainingArguments, output_dir: Path, seed: int, *, bf16: bool,
+                       hub: dict | None = None) -> TrainingArguments:
     """`training` (the command line's, with our defaults) for one soup member: its checkpoint folder and seed,
-    bf16 from --precision (unless --fp16). The device is the Trainer's choice (HarTrainingArguments)."""
+    bf16 from --precision (unless fp16); `hub`: the Trainer's push_to_hub / hub_* arguments, for a Trainer that
+    pushes while it trains. The device is the Trainer's choice (HarTrainingArguments)."""
     return dataclasses.replace(training, output_dir=str(output_dir), seed=seed, data_seed=seed,
-                               bf16=bf16 and not training.fp16)
+                               bf16=bf16 and not training.fp16, **(hub or {}))
+
+
+def hub_arguments(recipe) -> dict:
+    """The Trainer's Hub arguments for --push-to-hub with --hub-strategy (the token: HF_TOKEN or the login)."""
+    return {"push_to_hub": True, "hub_model_id": recipe.push_to_hub, "hub_strategy": recipe.hub_strategy,
+            "hub_private_repo": recipe.private}
 
 
 def make_trainer(model, output_dir: Path, seed: int, *, config, images, labels: list[str], bf16: bool,
-                 balance: BalancePlan | None = None) -> HarTrainer:
+                 balance: BalancePlan | None = None, hub: bool = False) -> HarTrainer:
     """A HarTrainer for one soup member (or for evaluating the shipped model): `config` is the run's TrainConfig,
-    `images` the cached splits, `balance` the run's class-imbalance compensation (har_model.train.balancing)."""
+    `images` the cached splits, `balance` the run's class-imbalance compensation (har_model.train.balancing);
+    `hub`: it pushes to --push-to-hub's repo as it trains, by --hub-strategy."""
     recipe = config.run
     callbacks = [TrainingClock()]
     if recipe.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(recipe.early_stopping_patience))
     return HarTrainer(
         model=model,
-        args=training_arguments(config.training, output_dir, seed, bf16=bf16),
+        args=training_arguments(config.training, output_dir, seed, bf16=bf16,
+                                hub=hub_arguments(recipe) if hub else None),
         train_dataset=images.train,
         eval_dataset=images.validation,
         compute_metrics=compute_metrics_fn(labels),

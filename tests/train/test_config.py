@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _help(*command: str) -> str:
-    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *command, "--help"], capture_output=True, text=True,
+    flag = [] if command and command[-1].startswith("--help") else ["--help"]
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *command, *flag], capture_output=True, text=True,
                           timeout=120, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout
@@ -43,11 +44,11 @@ def test_help_lists_every_option_once_with_its_default_and_help():
 
     from transformers import TrainingArguments
 
-    text = _help()
+    text = _help("--help-all")
     entries = _entries(text)
     for option, help_ in entries.items():
         assert help_, f"{option} has no help text"
-        if option in ("-h",) or re.fullmatch(r"turn --[a-z0-9-]+ off", help_):
+        if option in ("-h", "--help-all") or re.fullmatch(r"turn --[a-z0-9-]+ off", help_):
             continue
         assert help_.count("(default:") <= 1, option
         assert re.search(r"default", help_, re.I), f"{option} does not say its default: {help_}"
@@ -61,7 +62,102 @@ def test_help_lists_every_option_once_with_its_default_and_help():
                             "--eval-strategy": "epoch", "--warmup-ratio": "0.05", "--model": "efficientnet-lite0"}.items():
         assert entries[option].endswith(f"(default: {default})"), (option, entries[option])
     assert "--output-dir" in shown and "--data-dir" in shown and "--per-device-train-batch-size" in text
-    assert "--push-to-hub REPO_ID" in text and "--hub-token" not in text  # ours pushes the model folder
+    assert "--push-to-hub [REPO_ID]" in text and "--hub-token " not in text  # a token never goes on a command line
+
+
+def test_help_shows_ours_and_the_common_trainer_options_and_help_all_every_one():
+    short, full = _help(), _help("--help-all")
+    assert len(short.splitlines()) < 0.6 * len(full.splitlines())
+    for option in ("--learning-rate", "--epochs", "--soup", "--eval-strategy", "--logging-steps", "--save-total-limit",
+                   "--model-name-or-path", "--train-dir", "--push-to-hub", "--hub-model-id", "--hub-strategy",
+                   "--bf16", "--fp16", "--max-train-samples", "--image-column-name", "--help-all"):
+        assert option in short, option
+    for option in ("--fsdp", "--deepspeed", "--adam-beta1", "--torch-compile-mode"):
+        assert option not in short and option in full, option
+    # what --learning-rate sets is said plainly
+    assert "new classification head only" in " ".join(_entries(short)["--learning-rate"].split())
+    assert "--validation_dir" in short  # the refused example-script flags are named
+
+
+def test_no_option_is_matched_by_a_prefix():
+    with pytest.raises(SystemExit):
+        TrainConfig.parse(["--data-dir", "x", "--bf16-full"])  # was silently --bf16-full-eval
+    config = TrainConfig.parse(["--data-dir", "x", "--bf16"])
+    assert config.run.precision == "bf16" and not config.training.bf16_full_eval and not config.training.fp16
+    fp16 = TrainConfig.parse(["--data-dir", "x", "--fp16"])
+    assert fp16.run.precision == "fp16" and fp16.training.fp16
+    assert TrainConfig.parse(["--data-dir", "x", "--bf16", "False"]).run.precision == "auto"
+    with pytest.raises(HarError, match="choose one precision"):
+        TrainConfig.parse(["--data-dir", "x", "--bf16", "--fp16"])
+    with pytest.raises(HarError, match="choose one precision"):
+        TrainConfig.parse(["--data-dir", "x", "--fp16", "--precision", "bf16"])
+
+
+def test_the_example_scripts_names_are_our_options():
+    config = TrainConfig.parse(["--model_name_or_path", "m", "--train_dir", "imgs", "--train_val_split", "0.2",
+                                "--overwrite_output_dir", "--hub_private_repo", "--output_dir", "o"])
+    assert (config.run.model, config.data.data_dir, config.data.val_fraction) == ("m", "imgs", 0.2)
+    assert config.run.overwrite and config.run.private and config.output_dir == Path("o")
+    assert TrainConfig.parse(["--dataset_name", "user/set"]).data.dataset == "user/set"
+    accepted = TrainConfig.parse(["--data-dir", "x", "--do_train", "--do_eval", "--do_predict",
+                                  "--ignore_mismatched_sizes", "--remove_unused_columns", "False"])
+    assert accepted.run.do_train and not accepted.training.remove_unused_columns
+    with pytest.raises(HarError, match="predict"):
+        TrainConfig.parse(["--data-dir", "x", "--do_eval"])  # evaluation only: not this command
+
+
+@pytest.mark.parametrize("argv, repo", [
+    (["--push_to_hub"], "out-name"),  # the output folder's name (under the user, as the Hub makes it)
+    (["--push_to_hub", "--hub_model_id", "org/name"], "org/name"),
+    (["--push-to-hub", "user/x"], "user/x"),
+    (["--push_to_hub", "True", "--hub_model_id", "x"], "x"),
+    (["--push_to_hub", "False", "--hub_model_id", "x"], None),
+    (["--hub_model_id", "x"], None),  # as in the Trainer: a repo name alone pushes nothing
+    ([], None),
+])
+def test_push_to_hub_is_a_switch_with_hub_model_id(argv, repo):
+    assert TrainConfig.parse(["--data-dir", "x", "--output-dir", "outputs/out-name", *argv]).run.push_to_hub == repo
+
+
+def test_hub_strategy_hands_the_trainer_its_hub_arguments():
+    from har_model.train.trainer import hub_arguments, training_arguments
+
+    config = TrainConfig.parse(["--data-dir", "x", "--push_to_hub", "--hub_model_id", "u/m", "--hub_strategy",
+                                "checkpoint", "--hub_private_repo"])
+    args = training_arguments(config.training, Path("ckpt"), 3, bf16=False, hub=hub_arguments(config.run))
+    assert (args.push_to_hub, args.hub_model_id, args.hub_strategy, args.hub_private_repo) == (True, "u/m", "checkpoint", True)
+    assert not training_arguments(config.training, Path("ckpt"), 3, bf16=False).push_to_hub  # the evaluator's
+    with pytest.raises(HarError, match="--push-to-hub"):
+        TrainConfig.parse(["--data-dir", "x", "--hub_strategy", "every_save"])
+    with pytest.raises(HarError, match="--push-to-hub u/a and --hub-model-id u/b"):
+        TrainConfig.parse(["--data-dir", "x", "--push-to-hub", "u/a", "--hub_model_id", "u/b"])
+
+
+def test_hub_strategy_needs_the_hub_before_training_starts(tmp_path):
+    from har_model.train.run import run
+
+    config = TrainConfig.parse(["--data-dir", str(tmp_path), "--output-dir", str(tmp_path / "out"), "--push_to_hub",
+                                "--hub_strategy", "every_save"])
+    with pytest.raises(HarError, match="hub-strategy every_save needs the Hugging Face Hub"):
+        run(config)  # the tests run offline
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flag, says", [
+    ("--validation_dir", "--val-fraction"),
+    ("--token", "HF_TOKEN"),
+    ("--hub-token", "HF_TOKEN"),
+    ("--trust_remote_code", "never runs code"),
+    ("--push_to_hub_model_id", "--hub_model_id"),
+    ("--resume_from_checkpoint", "--resume"),
+    ("--model_type", "--model"),
+])
+def test_flags_that_do_not_apply_are_refused_with_the_reason_and_what_to_use(flag, says):
+    with pytest.raises(HarError) as info:
+        TrainConfig.parse(["--data-dir", "x", flag, "value"])
+    message = str(info.value)
+    assert message.startswith(flag.replace("-", "_").replace("__", "--", 1) + ": ") and says in message
+    assert "\n" not in message and "value" not in message
 
 
 def test_prepare_and_train_share_the_data_options():
