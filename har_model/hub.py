@@ -12,7 +12,10 @@ Nothing else in the repository is touched.
 Every push (model, dataset, Space) uploads an explicit allow-list: the files the project wrote into the folder (its
 marker's list), of the kinds that belong in the repository (``har_model.outputs.PUSHED``, the same patterns as
 ``REPLACED``); a ``.env``, notes or checkpoints lying beside them stay local. The retry command printed after a
-failed push names exactly that list (``hf upload ... --include FILE`` per file), so it cannot upload more.
+failed push names exactly that list (``hf upload ... --include FILE`` per file), so it cannot upload more. A
+successful push records its repo id in the folder's marker (``har_model.outputs.pushed_to``): training from a pushed
+dataset folder names it in the model card's ``datasets:``, and ``publish-space`` names a pushed model in the Space's
+``models:``.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 from har_model.errors import HarError
-from har_model.outputs import PUSHED, files_to_push
+from har_model.outputs import PUSHED, files_to_push, record_push
 
 REPO_TYPES = ("model", "dataset", "space")
 # Remote files the project writes (fnmatch patterns, relative to the repository root), per repository type: the
@@ -90,9 +93,10 @@ def _literal(name: str) -> str:
     return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
-def retry_command(folder: Path, repo_id: str, repo_type: str, files: list[str]) -> str:
-    """The `hf upload` command that pushes exactly ``files`` (one --include each) and deletes the same stale files."""
-    parts = ["hf", "upload", repo_id, str(folder), "--repo-type", repo_type]
+def retry_command(folder: Path, repo_id: str, repo_type: str, files: list[str], private: bool = False) -> str:
+    """The `hf upload` command that pushes exactly ``files`` (one --include each) and deletes the same stale files
+    (``--private``: creating the repository as private, as the push would have)."""
+    parts = ["hf", "upload", repo_id, str(folder), "--repo-type", repo_type] + ["--private"] * private
     parts += [arg for rel in files for arg in ("--include", _literal(rel))]
     parts += [arg for pattern in REPLACED[repo_type] for arg in ("--delete", pattern)]
     return shlex.join(parts)
@@ -116,7 +120,7 @@ def push_folder(
     if not folder.is_dir():
         raise HarError(f"{folder}: no such folder to push")
     files = files_to_push(folder, repo_type)
-    retry = (f"The local folder {folder} is kept; retry with `{retry_command(folder, repo_id, repo_type, files)}` "
+    retry = (f"The local folder {folder} is kept; retry with `{retry_command(folder, repo_id, repo_type, files, private)}` "
              "(after `hf auth login` or with HF_TOKEN set).")
     if _offline():
         raise HarError(f"cannot push to the Hub repo {repo_id}: offline mode is on (HF_HUB_OFFLINE). {retry}")
@@ -142,4 +146,5 @@ def push_folder(
     except Exception as exc:  # network, auth, permissions, bad repo id: all become one clear line
         reason = _scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, token)
         raise HarError(f"cannot push {folder} to the Hub repo {repo_id}: {reason}. {retry}") from None
+    record_push(folder, url.repo_id)  # the model card, the Space and later runs name the repo the folder now is in
     return str(url)

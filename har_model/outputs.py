@@ -60,6 +60,8 @@ USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROF
 
 # --------------------------------------------------------------------------------------------------- marker
 
+PUSHED_TO = "pushed_to"  # marker key: the Hub repo the folder was last pushed to (a new result drops it)
+
 
 def new_marker(kind: str) -> dict:
     return {"kind": kind, "complete": False, "files": [], "dirs": []}
@@ -81,6 +83,19 @@ def read_marker(folder: str | os.PathLike) -> dict | None:
 
 def write_marker(folder: str | os.PathLike, marker: dict) -> None:
     atomic_write_text(Path(folder) / MARKER, json.dumps(marker, indent=1, sort_keys=True) + "\n")
+
+
+def record_push(folder: str | os.PathLike, repo_id: str) -> None:
+    """Remember in the folder's marker that it was pushed to ``repo_id`` (a folder the project did not write: no)."""
+    marker = read_marker(folder)
+    if marker is not None and marker["kind"] in KINDS:
+        write_marker(folder, {**marker, PUSHED_TO: repo_id})
+
+
+def pushed_to(folder: str | os.PathLike) -> str | None:
+    """The Hub repo a dataset or model folder of ours was last pushed to (since it was last written), or None."""
+    marker = read_marker(folder) if Path(folder).is_dir() else None
+    return marker.get(PUSHED_TO) if marker is not None else None
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -552,6 +567,8 @@ def _commit_in_place(out: Path, stage: Path, kind: str, new: list[str], *, merge
     if merge and read_marker(out) is None:
         return _move_all(stage, out, new)
     marker = read_marker(out) or new_marker(kind)
+    if not merge:  # a new result: what was pushed before is not it
+        marker.pop(PUSHED_TO, None)
     old = set(marker["files"])
     gone = set() if merge else old - set(new)
     progress["state"] = "incomplete"

@@ -290,3 +290,16 @@ def test_push_uploads_only_the_files_the_project_wrote(tmp_path, monkeypatch):
     added, deleted = api.operations()
     assert added == {"README.md", "config.json", "model.safetensors", "metrics.json", "examples/run[1]_0.jpg"}
     assert not deleted
+
+
+def test_a_push_records_its_repo_in_the_folder_until_the_folder_is_rewritten(tmp_path, monkeypatch):
+    from har_model.outputs import Publication, pushed_to
+
+    _written_folder(tmp_path, "dataset", ("README.md", "data/train-00000-of-00001.parquet"))
+    assert pushed_to(tmp_path) is None
+    FakeHubApi([]).install(monkeypatch)
+    hub.push_folder(tmp_path, "me/data", repo_type="dataset", token=FAKE_TOKEN)
+    assert pushed_to(tmp_path) == "me/data"  # training from this folder names it in the model card's datasets:
+    with Publication(tmp_path, "dataset") as stage:  # a new dataset in the folder: not what was pushed
+        (stage / "README.md").write_text("new")
+    assert pushed_to(tmp_path) is None

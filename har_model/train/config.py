@@ -187,6 +187,8 @@ class RunArguments:
     push_dataset: str | None = _opt(None, "push the dataset folder to this Hub dataset repo", AFTER,
                                     metavar="REPO_ID")
     private: bool = _opt(False, "create Hub repos as private", AFTER)
+    model_license: str | None = _opt(None, "license id of the model card, e.g. apache-2.0, cc-by-nc-4.0, other "
+                                     "(default: --license, the data's)", AFTER, metavar="ID")
 
     hub_model_id: str | None = _opt(None, "the Hub repo of --push-to-hub, USER_OR_ORG/NAME or NAME (under your user); "
                                     "default: the output folder's name under your user", EXAMPLE)

