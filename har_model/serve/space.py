@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 from har_model.errors import HarError
-from har_model.outputs import PUSHED, Publication, claim_output_dir, files_to_push, read_marker
+from har_model.outputs import PUSHED, Publication, claim_output_dir, files_to_push, pushed_to, read_marker
 from har_model.serve.inference import Classifier
 from har_model.serve.model import APP_ROOT, BUNDLED_MODEL, REPO_ID, copy_model_files, is_hub_id, resolve_model_dir
 
@@ -39,6 +39,14 @@ TORCH_REQUIREMENTS = ["--extra-index-url https://download.pytorch.org/whl/cpu", 
 # Model files a Space serves from: what a model push uploads, less the torch weights (served through the ONNX
 # export) and the int8 copy (slower and less accurate than float32 here, see inference.py)
 BUNDLED_FILES = [p for p in PUSHED["model"] if p not in ("model.safetensors", "onnx/model_int8.onnx")]
+# The app's tabs, as the Space card lists them (a test checks them against the tabs the app builds)
+APP_TABS = (
+    ("Image", "upload, webcam or paste; top-5 and the decision"),
+    ("Video", "per-frame labels, smoothed, segments"),
+    ("Live", "the webcam streamed and classified as it goes"),
+    ("Batch", "many photos, CSV"),
+    ("Model", "classes, metrics and plots"),
+)
 HARDWARE = "cpu-basic"
 SPACE_TAG = "har_model"  # in the Space card's tags: marks a folder publish-space may replace on a re-run
 PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"  # the tested one; Spaces' default is older
@@ -140,13 +148,15 @@ def short_description(labels: list[str]) -> str:
 
 
 def render_space_card(*, space_id: str, hub_model: str | None, model_dir: Path | None, model_ids: list[str],
-                      needs_torch: bool) -> str:
-    """README.md of the Space: complete front matter and a short description of the model with its test metrics."""
+                      needs_torch: bool, dataset_ids: list[str] | None = None) -> str:
+    """README.md of the Space: complete front matter and a short description of the model with its test metrics.
+    ``models:`` = ``model_ids``; ``datasets:`` = the model card's, else ``dataset_ids``."""
     import gradio
     from huggingface_hub import SpaceCard, SpaceCardData
 
     card_meta, metrics, labels = _model_card_metadata(model_dir), _metrics(model_dir), _labels(model_dir)
     datasets = card_meta.get("datasets")
+    datasets = datasets or dataset_ids  # the model card's, else where the model folder's dataset copy was pushed
     data = SpaceCardData(
         title="Human Action Recognition",
         sdk="gradio",
@@ -185,7 +195,7 @@ def _card_body(space_id: str, hub_model: str | None, metrics: dict, labels: list
                       f"**{test['accuracy']:.3f}**{f1}."]
     backend = "PyTorch (the model has no ONNX export)" if needs_torch else "ONNX Runtime on CPU (no PyTorch needed)"
     lines += [
-        "", f"Runs on {backend}. Tabs: Image, Video (per-frame labels, smoothed, segments), Batch (CSV), Model.",
+        "", f"Runs on {backend}. Tabs: " + ", ".join(f"{name} ({what})" for name, what in APP_TABS) + ".",
         "", "API (`pip install gradio_client`):", "", "```python", "from gradio_client import Client, handle_file", "",
         f'client = Client("{space_id}")',
         'client.predict(handle_file("photo.jpg"), api_name="/classify_image")', "```", "",
@@ -253,7 +263,7 @@ def assemble_space(model: str, space_id: str, folder: Path, model_ids: list[str]
 
 
 def _assemble(model: str, space_id: str, folder: Path, model_ids: list[str]) -> dict:
-    hub_model = model if is_hub_id(model) else None
+    hub_model, dataset_ids = (model if is_hub_id(model) else None), []
     if hub_model:
         try:  # look inside to see whether it has an ONNX export (and read its card and metrics)
             model_dir = resolve_model_dir(hub_model, flag="--model")
@@ -263,15 +273,19 @@ def _assemble(model: str, space_id: str, folder: Path, model_ids: list[str]) -> 
         needs_torch = model_dir is None or not (model_dir / "onnx" / "model.onnx").is_file()
         model_ids = [hub_model] + [m for m in model_ids if m != hub_model]
     else:
-        model_dir = bundle_model(resolve_model_dir(model, flag="--model"), folder)
+        source = resolve_model_dir(model, flag="--model")
+        model_dir = bundle_model(source, folder)
         needs_torch = False
+        # where train.py --push-to-hub (or any push of the folder) put this model: the model page lists the Space
+        model_ids = model_ids or ([pushed_to(source)] if pushed_to(source) else [])
+        dataset_ids = [pushed_to(source / "dataset")] if pushed_to(source / "dataset") else []
     for rel in serving_modules():
         (folder / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(APP_ROOT / rel, folder / rel)
     shutil.copyfile(APP_ROOT / "app.py", folder / "app.py")
     (folder / "requirements.txt").write_text("\n".join(runtime_requirements(needs_torch)) + "\n", encoding="utf-8")
     card = render_space_card(space_id=space_id, hub_model=hub_model, model_dir=model_dir, model_ids=model_ids,
-                             needs_torch=needs_torch)
+                             needs_torch=needs_torch, dataset_ids=dataset_ids)
     (folder / "README.md").write_text(card, encoding="utf-8")
     return {"needs_torch": needs_torch, "bundled": hub_model is None, "models": model_ids}
 
@@ -293,17 +307,32 @@ def publish_space(model: str, space_id: str, *, private: bool = False, folder: P
     print(f"Space folder {folder}: {size / 1e6:.1f} MB, "
           f"{'model bundled' if facts['bundled'] else 'model from the Hub: ' + facts['models'][0]}, "
           f"runtime {'with' if facts['needs_torch'] else 'without'} torch", flush=True)
+    again = command_line(model, space_id, private=private, folder=None if temporary else folder, model_ids=model_ids)
     if dry_run:
-        upload = retry_command(folder, space_id, "space", files_to_push(folder, "space"))
-        print(f"dry run: nothing pushed. Push it with `python train.py publish-space --model {model} --space {space_id}`"
-              f" or `{upload}`.")
+        upload = retry_command(folder, space_id, "space", files_to_push(folder, "space"), private)
+        print(f"dry run: nothing pushed. Push it with `{again}` or `{upload}`.")
         return folder
-    url = push_folder(folder, space_id, repo_type="space", private=private,
-                      commit_message=f"Publish the har_model app ({Path(model).name})")
+    try:
+        url = push_folder(folder, space_id, repo_type="space", private=private,
+                          commit_message=f"Publish the har_model app ({Path(model).name})")
+    except HarError as exc:
+        raise HarError(f"{exc} Or run `{again}` again.") from None
     print(f"Space pushed: {url}")
     if temporary:
         shutil.rmtree(folder, ignore_errors=True)
     return folder
+
+
+def command_line(model: str, space_id: str, *, private: bool = False, folder: Path | None = None,
+                 model_ids: list[str] | None = None) -> str:
+    """The publish-space command with every flag given (less --dry-run), quoted for a shell: to retry, or to push."""
+    import shlex
+
+    words = ["python", "train.py", "publish-space", "--model", str(model), "--space", space_id]
+    words += ["--private"] * private + (["--dir", str(folder)] if folder is not None else [])
+    for model_id in model_ids or []:
+        words += ["--model-id", model_id]
+    return shlex.join(words)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -317,8 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="assemble the Space in FOLDER and keep it (default: a temporary folder)")
     p.add_argument("--dry-run", action="store_true", help="assemble the folder, do not push")
     p.add_argument("--model-id", action="append", default=[], metavar="USER/NAME",
-                   help="a Hub model to name in the Space's `models:` (e.g. where train.py --push-to-hub put this "
-                        "model); repeatable")
+                   help="a Hub model to name in the Space's `models:`; repeatable (default: the repo the model "
+                        "folder was pushed to by train.py --push-to-hub, if it was)")
     return p
 
 

@@ -105,10 +105,47 @@ def test_model_id_is_named_in_models(model_dir, tmp_path, capsys):
     from huggingface_hub import metadata_load
 
     folder = tmp_path / "s"
-    rc, _, err = _publish(capsys, "--model", str(model_dir), "--space", SPACE_ID, "--dir", str(folder), "--dry-run",
-                          "--model-id", "someone/har-model")
+    rc, out, err = _publish(capsys, "--model", str(model_dir), "--space", SPACE_ID, "--dir", str(folder), "--dry-run",
+                            "--model-id", "someone/har-model", "--private")
     assert rc == 0, err
     assert metadata_load(folder / "README.md")["models"] == ["someone/har-model"]
+    # the command printed to push it repeats every flag given (but --dry-run)
+    assert (f"`python train.py publish-space --model {model_dir} --space {SPACE_ID} --private --dir {folder} "
+            "--model-id someone/har-model`") in out and "--repo-type space --private`" in out
+
+
+def test_the_space_names_the_model_and_dataset_the_folder_was_pushed_to(model_dir, tmp_path, capsys):
+    """No --model-id: models: and datasets: come from what the model folder records of its pushes (train.py
+    --push-to-hub, --push-dataset), so the model page lists the Space."""
+    from huggingface_hub import metadata_load
+
+    from har_model.outputs import new_marker, record_push, write_marker
+
+    pushed = tmp_path / "pushed"
+    shutil.copytree(model_dir, pushed)
+    (pushed / "README.md").write_text("---\nlicense: mit\n---\n# a model card without datasets\n")
+    for folder, kind, repo in ((pushed, "model", "someone/har-pushed"), (pushed / "dataset", "dataset", "someone/acts")):
+        folder.mkdir(exist_ok=True)
+        write_marker(folder, {**new_marker(kind), "complete": True})
+        record_push(folder, repo)
+    rc, _, err = _publish(capsys, "--model", str(pushed), "--space", SPACE_ID, "--dir", str(tmp_path / "s"), "--dry-run")
+    assert rc == 0, err
+    meta = metadata_load(tmp_path / "s" / "README.md")
+    assert meta["models"] == ["someone/har-pushed"] and meta["datasets"] == ["someone/acts"]
+
+
+def test_the_space_card_lists_every_tab_the_app_has(space_dir):
+    import gradio as gr
+
+    from har_model.serve.model import ModelHandle
+    from har_model.serve.ui import build_demo
+
+    demo = build_demo(ModelHandle(source="none", problem="no model"))
+    tabs = [block.label for block in demo.blocks.values() if isinstance(block, gr.Tab)]
+    assert "Live" in tabs
+    line = next(line for line in (space_dir / "README.md").read_text().splitlines() if "Tabs:" in line)
+    listed = re.findall(r"(?:Tabs: |\), )([A-Z][a-z]+) \(", line)
+    assert listed == tabs, (listed, tabs)
 
 
 @pytest.fixture()
@@ -222,6 +259,7 @@ def test_push_to_unreachable_hub_is_one_line_and_keeps_every_file(model_dir, tmp
     rc, out, err = _publish(capsys, "--model", str(model_dir), "--space", SPACE_ID, "--dir", str(folder))
     assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err
     assert f"hf upload {SPACE_ID} {folder} --repo-type space" in err and "is kept" in err
+    assert f"Or run `python train.py publish-space --model {model_dir} --space {SPACE_ID} --dir {folder}` again" in err
     assert {"app.py", "README.md", "requirements.txt", "model/onnx/model.onnx"} <= _files(folder)
     # without --dir the temporary folder is kept too, and named
     rc, out, err = _publish(capsys, "--model", str(model_dir), "--space", SPACE_ID)
