@@ -9,6 +9,10 @@ The "unsure" threshold answers "when should the app not name a class?": the larg
 t such that the validation predictions below t were right less often than ``UNSURE_TARGET`` (by default: less
 than half the time, i.e. more often wrong than right). Predictions below t are reported as ``UNSURE``.
 
+Both need enough validation images to mean anything (one temperature fitted to 6 images came out at 0.05 and marked
+every test image unsure): below ``MIN_VALIDATION`` images in all, or ``MIN_PER_CLASS`` of some class, nothing is
+fitted -- T stays 1, there is no "unsure" threshold, and the training run says so.
+
 Both are saved as ``calibration.json`` beside ``config.json``; ``pipeline("image-classification")`` does not read
 it and keeps returning the softmax of the raw logits. numpy only (the serving path may run without torch).
 """
@@ -28,6 +32,10 @@ FILENAME = "calibration.json"
 UNSURE = "unsure"
 UNSURE_TARGET = 0.5  # below the threshold, validation accuracy was under this
 ECE_BINS = 15
+# Smallest validation split that calibration is fitted on: one temperature is a single parameter, but its log-loss
+# minimum on a few dozen images still swings widely (and the threshold is read off the least confident of them)
+MIN_VALIDATION = 50
+MIN_PER_CLASS = 3
 _LOG_T_RANGE = (math.log(0.05), math.log(20.0))
 
 
@@ -167,9 +175,23 @@ def _invalid(data) -> str | None:
     return None
 
 
-def fit(logits: np.ndarray, labels: np.ndarray, target: float = UNSURE_TARGET) -> Calibration:
-    """Fit the temperature and then the unsure threshold (on the calibrated probabilities) on validation logits."""
+def too_small(labels: np.ndarray, num_classes: int) -> str | None:
+    """Why a validation split with these labels is too small to calibrate on, or None when it is large enough."""
     labels = np.asarray(labels, int)
+    fewest = int(np.bincount(labels, minlength=num_classes).min()) if num_classes else 0
+    if len(labels) >= MIN_VALIDATION and fewest >= MIN_PER_CLASS:
+        return None
+    return (f"the validation split has {len(labels)} images, {fewest} in its smallest class; calibration needs at "
+            f"least {MIN_VALIDATION}, and {MIN_PER_CLASS} of every class")
+
+
+def fit(logits: np.ndarray, labels: np.ndarray, target: float = UNSURE_TARGET) -> Calibration:
+    """Fit the temperature and then the unsure threshold (on the calibrated probabilities) on validation logits; on
+    a validation split that is ``too_small``, nothing: T = 1, never unsure (``validation["skipped"]`` says why)."""
+    labels = np.asarray(labels, int)
+    reason = too_small(labels, np.asarray(logits).shape[-1])
+    if reason is not None:
+        return Calibration(1.0, 0.0, target, "none", {"num_examples": int(len(labels)), "skipped": reason})
     t = fit_temperature(logits, labels)
     raw, cal = softmax(logits), softmax(logits, t)
     validation = {

@@ -96,3 +96,19 @@ def test_saved_calibration_round_trips_and_bad_files_are_one_line_errors(tmp_pat
     (tmp_path / cal.FILENAME).write_text("not json")
     with pytest.raises(HarError, match="calibration.json: cannot read"):
         cal.Calibration.load(tmp_path)
+
+
+def test_too_small_a_validation_split_is_not_calibrated():
+    """Below MIN_VALIDATION images, or MIN_PER_CLASS of some class: T stays 1 and nothing is unsure."""
+    rng = np.random.default_rng(1)
+
+    def split(counts):
+        labels = np.repeat(np.arange(len(counts)), counts)
+        return 5 * np.eye(len(counts))[labels] + rng.normal(0, 3, (len(labels), len(counts))), labels
+
+    for counts in ([16, 16, 16], [40, 40, 2]):  # 48 in all; a class of 2
+        fitted = cal.fit(*split(counts))
+        assert (fitted.temperature, fitted.unsure_below, fitted.fitted_on) == (1.0, 0.0, "none")
+        assert "calibration needs at least 50, and 3 of every class" in fitted.validation["skipped"]
+    fitted = cal.fit(*split([17, 17, 17]))
+    assert fitted.fitted_on == "validation" and "skipped" not in fitted.validation and fitted.temperature != 1.0

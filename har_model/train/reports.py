@@ -222,8 +222,12 @@ def calibrate(out: Path, val_pred, test_logits, test_labels) -> dict:
     val_logits = val_pred.predictions[0] if isinstance(val_pred.predictions, tuple) else val_pred.predictions
     fitted = cal.fit(np.asarray(val_logits, np.float32), np.asarray(val_pred.label_ids))
     fitted.save(out)
+    skipped = fitted.validation.get("skipped")
+    if skipped:
+        print(f"calibration skipped: {skipped}; scores stay the softmax of the logits (T = 1) and no image is "
+              "called unsure", flush=True)
     return {"validation": fitted.validation, "test": cal.report(fitted, np.asarray(test_logits, np.float32), test_labels),
-            "unsure_target": fitted.unsure_target, "file": cal.FILENAME}
+            "unsure_target": fitted.unsure_target, "file": cal.FILENAME, "skipped": skipped}
 
 
 def _write_examples(folder: Path, y_true: np.ndarray, labels: list[str], original, per_class: int) -> None:

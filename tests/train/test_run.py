@@ -104,22 +104,48 @@ def test_metrics_and_model_card_agree(trained):
     assert "pipeline(\"image-classification\"" in card and "training_curves.png" in card
 
 
-def test_calibration_is_fitted_on_validation_saved_and_reported(trained):
-    from har_model.calibration import Calibration
+def test_a_small_validation_split_is_not_calibrated_and_the_run_says_so(trained):
+    """9 validation images: no temperature, no "unsure" threshold (a temperature fitted on 6 images once came out at
+    0.05 and marked every test image unsure); the run, metrics.json, the card and serving all agree."""
+    from har_model.calibration import MIN_VALIDATION, Calibration
     from har_model.serve.inference import Classifier
 
-    out, _ = trained
+    out, proc = trained
     metrics = json.loads((out / "metrics.json").read_text())
     saved = Calibration.load(out)
-    assert saved.fitted_on == "validation" and saved.temperature > 0
-    assert saved.validation["num_examples"] == metrics["num_validation"]  # fitted on validation, not test
-    assert saved.validation["nll_after"] <= saved.validation["nll_before"] + 1e-6
-    test = metrics["calibration"]["test"]
-    assert test["temperature"] == saved.temperature and test["unsure_below"] == saved.unsure_below
-    assert 0 <= test["ece_before"] <= 1 and 0 <= test["ece_after"] <= 1
-    card = (out / "README.md").read_text()
-    assert "### Calibration" in card and f"{test['ece_after']:.4f}" in card
+    assert metrics["num_validation"] < MIN_VALIDATION
+    assert (saved.fitted_on, saved.temperature, saved.unsure_below) == ("none", 1.0, 0.0)
+    assert f"calibration skipped: the validation split has {metrics['num_validation']} images" in proc.stdout
+    assert metrics["calibration"]["skipped"] and metrics["calibration"]["test"]["unsure_share"] == 0.0
+    assert "Not calibrated: the validation split has" in (out / "README.md").read_text()
     assert Classifier.load(out, backend="torch").calibration == saved  # the serving path picks it up
+
+
+def test_calibration_is_fitted_on_validation_saved_and_reported(trained, tmp_path):
+    """A validation split large enough: the temperature and threshold are fitted on it, saved, and reported on test
+    in metrics and the card."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from har_model import calibration as cal
+    from har_model.cards import render_model_card
+    from har_model.train.config import TrainConfig
+    from har_model.train.reports import calibrate
+
+    out, _ = trained
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 20)
+    logits = 8 * np.eye(3)[labels] + rng.normal(0, 4, (60, 3))  # over-confident, often wrong
+    report = calibrate(tmp_path, SimpleNamespace(predictions=logits, label_ids=labels), logits[:30], labels[:30])
+    saved = cal.Calibration.load(tmp_path)
+    assert saved.fitted_on == "validation" and saved.validation["num_examples"] == 60 and report["skipped"] is None
+    assert saved.validation["nll_after"] <= saved.validation["nll_before"] + 1e-6
+    test = report["test"]
+    assert test["temperature"] == saved.temperature and test["unsure_below"] == saved.unsure_below
+    metrics = {**json.loads((out / "metrics.json").read_text()), "calibration": report}
+    card = render_model_card(metrics=metrics, config=TrainConfig.parse(["--data-dir", "x"]), out=out)
+    assert "### Calibration" in card and f"{test['ece_after']:.4f}" in card and "Not calibrated" not in card
 
 
 def test_reports_and_card_follow_the_config(trained):
