@@ -226,3 +226,24 @@ def decide(probs: np.ndarray, labels: list[str], unsure_below: float) -> str:
     """The label to show for one probability vector: the top class, or UNSURE below the threshold."""
     k = int(np.argmax(probs))
     return UNSURE if float(probs[k]) < unsure_below else labels[k]
+
+
+def answer(probs: np.ndarray, labels: list[str], unsure_below: float, k: int = 5) -> dict:
+    """One classification as data, for API clients and every page headline alike: the decision (UNSURE or the top
+    class), the top class's calibrated probability, the threshold used and the top ``k`` classes."""
+    probs = np.asarray(probs, np.float64)
+    order = np.argsort(-probs, kind="stable")[: max(1, k)]
+    return {
+        "decision": decide(probs, labels, unsure_below),
+        "confidence": round(float(probs[order[0]]), 4),
+        "unsure_below": round(float(unsure_below), 4),
+        "top_k": [{"label": labels[i], "confidence": round(float(probs[i]), 4)} for i in order],
+    }
+
+
+def headline(decided: dict) -> str:
+    """The page's headline for an ``answer``: the decision and the top class's confidence (its name when unsure)."""
+    top = decided["top_k"][0]
+    if decided["decision"] == UNSURE:
+        return f"unsure ({top['label']}? {top['confidence']:.0%})"
+    return f"{decided['decision']} {decided['confidence']:.0%}"

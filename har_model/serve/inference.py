@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from har_model.calibration import Calibration, decide
+from har_model.calibration import Calibration, answer, decide
 from har_model.errors import HarError
 from har_model.imaging import is_image_path, open_rgb, to_rgb
 from har_model.outputs import atomic_write_text, require_complete
@@ -299,6 +299,10 @@ class Classifier:
             size = (round(shown.shape[1] * scale), round(shown.shape[0] * scale))
             shown = np.asarray(Image.fromarray(shown).resize(size, Image.Resampling.BICUBIC))
         return overlay(shown, heat.cam), heat.class_index, self.calibration.probs(heat.logits[None])[0]
+
+    def answer(self, probs: np.ndarray, unsure_below: float | None = None, k: int = 5) -> dict:
+        """The decision, its confidence and the top ``k`` of one probability row as data (calibration.answer)."""
+        return answer(probs, list(self.labels), self.unsure_below if unsure_below is None else unsure_below, k)
 
     def top_k(self, probs: np.ndarray, k: int = 5) -> list[tuple[str, float]]:
         order = np.argsort(-probs, kind="stable")[: max(1, k)]

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from har_model.calibration import UNSURE, decide
+from har_model.calibration import answer, decide, headline
 
 DEFAULT_WINDOW_S = 1.0
 HISTORY = 8  # label changes kept in the rolling history
@@ -48,6 +48,7 @@ class LiveView:
     latency_ms: float  # frame received -> result ready (decode, model, smoothing), recent mean
     history: list  # [(seconds, label)], newest first
     frames: int
+    answer: dict  # the decision as data (har_model.calibration.answer)
 
 
 def live_step(classifier, frame: np.ndarray, state: LiveState, window_s: float = DEFAULT_WINDOW_S,
@@ -76,7 +77,8 @@ def live_step(classifier, frame: np.ndarray, state: LiveState, window_s: float =
     latency = 1000 * float(np.mean([d for _, d in state.done]))
     order = np.argsort(-smoothed, kind="stable")[:top_k]
     return LiveView(label, float(smoothed.max()), {classifier.labels[i]: float(smoothed[i]) for i in order},
-                    fps, latency, state.history[::-1], state.frames)
+                    fps, latency, state.history[::-1], state.frames,
+                    answer(smoothed, list(classifier.labels), threshold, top_k))
 
 
 def history_text(view: LiveView) -> str:
@@ -84,6 +86,6 @@ def history_text(view: LiveView) -> str:
 
 
 def summary(view: LiveView, window_s: float) -> str:
-    shown = "**unsure**" if view.label == UNSURE else f"**{view.label}**"
-    return (f"{shown} {view.confidence:.0%} · {view.fps:.1f} frames/s classified · {view.latency_ms:.0f} ms per frame "
+    """The headline (the decision, as every tab shows it) and the stream's figures under it."""
+    return (f"### {headline(view.answer)}\n\n{view.fps:.1f} frames/s classified · {view.latency_ms:.0f} ms per frame "
             f"(received → result) · smoothing {window_s:g} s · {view.frames} frames")

@@ -198,7 +198,9 @@ def _card_body(space_id: str, hub_model: str | None, metrics: dict, labels: list
         "", f"Runs on {backend}. Tabs: " + ", ".join(f"{name} ({what})" for name, what in APP_TABS) + ".",
         "", "API (`pip install gradio_client`):", "", "```python", "from gradio_client import Client, handle_file", "",
         f'client = Client("{space_id}")',
-        'client.predict(handle_file("photo.jpg"), api_name="/classify_image")', "```", "",
+        'label, headline, answer = client.predict(handle_file("photo.jpg"), api_name="/classify_image")',
+        'answer  # {"decision": "unsure" or the action, "confidence": ..., "unsure_below": ..., "top_k": [...]}',
+        "```", "",
         "Published with the har_model project's `python train.py publish-space`. Set the variable `HAR_MODEL` (a Hub "
         "model id) in the Space's settings to serve another model.", "",
     ]

@@ -1,4 +1,4 @@
-"""The Gradio app (a Hugging Face Space): Image, Video, Batch and Model tabs around one shared Classifier.
+"""The Gradio app (a Hugging Face Space): Image, Video, Live, Batch and Model tabs around one shared Classifier.
 
     HAR_MODEL=outputs/har15 python app.py        # a local model folder written by train.py
     HAR_MODEL=user/har-model python app.py       # a model repo on the Hub (downloaded once, then cached)
@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from har_model.calibration import headline
 from har_model.serve import live as live_mod
 from har_model.serve import video as video_mod
 from har_model.serve.model import MODEL_IMAGES, ModelHandle, load_model
@@ -86,9 +87,10 @@ def unsure_value(value) -> float | None:
     return value
 
 
-def classify_image(handle: ModelHandle, payload, settings: Settings, unsure_below=None) -> tuple[dict, str]:
-    """Top-k {label: probability} for one uploaded / webcam / pasted image, and a headline + latency line
-    (the headline says "unsure" when the top probability is below ``unsure_below``, default: the model's)."""
+def classify_image(handle: ModelHandle, payload, settings: Settings, unsure_below=None) -> tuple[dict, str, dict]:
+    """Top-k {label: probability} for one uploaded / webcam / pasted image, a headline + latency line, and the
+    answer as data: {"decision", "confidence", "unsure_below", "top_k"} (the decision is "unsure" when the top
+    probability is below ``unsure_below``, default: the model's; the headline says the same)."""
     clf = handle.require()
     source, name = _upload(payload, "image")
     _check_size(source, name, settings.max_image_bytes, "image")
@@ -102,9 +104,10 @@ def classify_image(handle: ModelHandle, payload, settings: Settings, unsure_belo
     t1 = time.perf_counter()
     probs = clf.predict_proba([img])[0]
     t2 = time.perf_counter()
-    top = clf.top_k(probs, TOP_K)
-    latency = f"**{clf.decide(probs, unsure_value(unsure_below))}** · {1000 * (t2 - t0):.0f} ms (decode {1000 * (t1 - t0):.0f} ms, model {1000 * (t2 - t1):.0f} ms, {clf.backend})"
-    return {label: score for label, score in top}, latency
+    decided = clf.answer(probs, unsure_value(unsure_below), TOP_K)
+    latency = (f"### {headline(decided)}\n\n{1000 * (t2 - t0):.0f} ms (decode {1000 * (t1 - t0):.0f} ms, model "
+               f"{1000 * (t2 - t1):.0f} ms, {clf.backend})")
+    return {c["label"]: c["confidence"] for c in decided["top_k"]}, latency, decided
 
 
 PREDICTED = "predicted class"
@@ -135,7 +138,7 @@ LIVE_RESTART_GAP = 3.0  # a stream that was silent this long starts afresh (new 
 
 
 def live_frame(handle: ModelHandle, frame, state, window, unsure_below=None):
-    """One webcam frame of the Live tab -> (label bars, summary line, history line, per-viewer state)."""
+    """One webcam frame of the Live tab -> (label bars, headline and figures, history line, per-viewer state)."""
     clf = handle.require()
     if frame is None:
         return None, "", "", state
@@ -162,7 +165,8 @@ def parse_sample_rate(value) -> float | None:
 
 def classify_video(handle: ModelHandle, payload, sample_rate, window, settings: Settings, progress=None,
                    unsure_below=None):
-    """(annotated mp4 path, probabilities-over-time DataFrame, segments DataFrame, summary markdown)."""
+    """(annotated mp4 path, probabilities-over-time DataFrame, segments DataFrame, summary markdown, the answer as
+    data: {"unsure_below", "segments": [{"start", "end", "decision", "confidence", "top_k"}]})."""
     import pandas as pd
 
     clf = handle.require()
@@ -180,10 +184,12 @@ def classify_video(handle: ModelHandle, payload, sample_rate, window, settings: 
         if progress is not None:
             progress((done / total) if total else None, desc=f"{done:.0f} s of {f'{total:.0f} s' if total else 'video'}")
 
+    threshold = unsure_value(unsure_below)
+    threshold = clf.unsure_below if threshold is None else threshold
     try:
         result = video_mod.analyse_video(
             path, clf, sample_fps=rate, window=window, out_path=out, max_seconds=settings.max_video_seconds,
-            max_bytes=settings.max_video_bytes, progress=report, unsure_below=unsure_value(unsure_below),
+            max_bytes=settings.max_video_bytes, progress=report, unsure_below=threshold,
         )
     except HarError as exc:
         raise HarError(str(exc).replace(path.name, name, 1)) from None
@@ -202,7 +208,9 @@ def classify_video(handle: ModelHandle, payload, sample_rate, window, settings: 
         [[s.start, s.end, s.label, round(s.confidence, 3)] for s in result.segments],
         columns=["start (s)", "end (s)", "action", "confidence"],
     )
-    return str(out), plot, seg, summary
+    decided = {"unsure_below": round(float(threshold), 4),
+               "segments": video_mod.segment_answers(result, threshold, TOP_K)}
+    return str(out), plot, seg, summary, decided
 
 
 def probability_frame(result: video_mod.VideoResult, max_points: int = 600):
@@ -224,8 +232,10 @@ def probability_frame(result: video_mod.VideoResult, max_points: int = 600):
     )
 
 
-def classify_batch(handle: ModelHandle, payloads, settings: Settings):
-    """(results DataFrame, CSV path): one row per file; unreadable files get an error row, not a failure."""
+def classify_batch(handle: ModelHandle, payloads, settings: Settings, unsure_below=None):
+    """(results DataFrame, CSV path, the answers as data): one row per file with the decision ("unsure" below
+    ``unsure_below``, default: the model's), its confidence and the top 3; unreadable files get an error row, not a
+    failure."""
     import pandas as pd
 
     clf = handle.require()
@@ -234,7 +244,8 @@ def classify_batch(handle: ModelHandle, payloads, settings: Settings):
         raise HarError("no images given: upload one or more first")
     if len(payloads) > settings.max_batch_files:
         raise HarError(f"{len(payloads)} files: at most {settings.max_batch_files} at once")
-    names, paths, rows = {}, [], {}
+    threshold = unsure_value(unsure_below)
+    names, paths, rows, answers = {}, [], {}, {}
     for i, payload in enumerate(payloads):
         source, name = _upload(payload, "image")
         try:
@@ -242,24 +253,27 @@ def classify_batch(handle: ModelHandle, payloads, settings: Settings):
                 raise HarError(f"{name}: upload the image as a file")
             _check_size(source, name, settings.max_image_bytes, "image")
         except HarError as exc:
-            rows[i] = [name, "", None, "", str(exc)]
+            rows[i], answers[i] = [name, "", None, "", str(exc)], {"file": name, "error": str(exc)}
             continue
         names[str(source)] = (i, name)
         paths.append(source)
     for path, probs, error in clf.predict_files(paths):
         i, name = names[path]
         if probs is None:
-            rows[i] = [name, "", None, "", (error or "").replace(path, name)]
+            message = (error or "").replace(path, name)
+            rows[i], answers[i] = [name, "", None, "", message], {"file": name, "error": message}
             continue
-        top = clf.top_k(probs, 3)
-        rows[i] = [name, top[0][0], round(top[0][1], 4), ", ".join(f"{lab} {s:.2f}" for lab, s in top), ""]
+        decided = clf.answer(probs, threshold, 3)
+        rows[i] = [name, decided["decision"], decided["confidence"],
+                   ", ".join(f"{c['label']} {c['confidence']:.2f}" for c in decided["top_k"]), ""]
+        answers[i] = {"file": name, **decided}
     table = pd.DataFrame([rows[i] for i in sorted(rows)], columns=["file", "prediction", "confidence", "top 3", "error"])
     out = _scratch_dir() / f"predictions_{time.time_ns()}.csv"
     with open(out, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(table.columns)
         writer.writerows(table.itertuples(index=False))
-    return table, str(out)
+    return table, str(out), [answers[i] for i in sorted(answers)]
 
 
 def model_info(handle: ModelHandle) -> dict:
@@ -385,7 +399,7 @@ def build_demo(handle: ModelHandle | None = None, settings: Settings | None = No
             gr.Markdown(banner, elem_id="no-model")
         saved_unsure = handle.classifier.unsure_below if handle.classifier is not None else 0.0
         unsure_in = gr.Slider(0, 1, value=round(saved_unsure, 2), step=0.01, elem_id="unsure-below",
-                              label="Say \"unsure\" below this confidence (images, video and live; 0 = always name an action)",
+                              label="Say \"unsure\" below this confidence (every tab; 0 = always name an action)",
                               info=f"The model's own threshold, chosen on its validation split: {saved_unsure:.2f}")
 
         with gr.Tab("Image", id="image"):
@@ -394,8 +408,10 @@ def build_demo(handle: ModelHandle | None = None, settings: Settings | None = No
                     image_in = gr.Image(sources=["upload", "webcam", "clipboard"], type="filepath", label="Photo", elem_id="image-input")
                     image_btn = gr.Button("Classify", variant="primary")
                 with gr.Column():
-                    label_out = gr.Label(num_top_classes=TOP_K, label="Action", elem_id="image-label")
+                    # the headline is the decision ("unsure" below the threshold), never the Label's own top class
                     latency_out = gr.Markdown(elem_id="image-latency")
+                    label_out = gr.Label(num_top_classes=TOP_K, label="Action", elem_id="image-label", show_heading=False)
+                    image_answer = gr.JSON(visible=False, elem_id="image-answer")  # for API clients
                     # heatmaps need torch: without it (an ONNX-only install) the toggle is not offered
                     can_explain = handle.classifier is not None and torch_available()
                     with gr.Row(visible=can_explain):
@@ -409,7 +425,7 @@ def build_demo(handle: ModelHandle | None = None, settings: Settings | None = No
             @_friendly
             def on_image(payload, unsure=None):
                 if payload is None:
-                    return None, ""
+                    return None, "", None
                 return classify_image(handle, payload, settings, unsure)
 
             @_friendly
@@ -427,13 +443,13 @@ def build_demo(handle: ModelHandle | None = None, settings: Settings | None = No
                 shown = gr.Examples([[str(p)] for p in examples], inputs=[image_in], cache_examples=False,
                                     example_labels=[p.stem for p in examples], examples_per_page=15)
                 # classified after loading, with the current settings (Examples' own fn would get the image only)
-                loaded = shown.load_input_event.then(on_image, inputs=[image_in, unsure_in], outputs=[label_out, latency_out],
+                loaded = shown.load_input_event.then(on_image, inputs=[image_in, unsure_in], outputs=[label_out, latency_out, image_answer],
                                                      preprocess=False, api_visibility="undocumented")
                 if can_explain:
                     loaded.then(**explain_args, api_visibility="undocumented")
 
             # `input` fires once per upload, webcam snapshot, paste or clear (`change` fires twice on a replacement)
-            gr.on([image_in.input, image_btn.click], on_image, inputs=[image_in, unsure_in], outputs=[label_out, latency_out],
+            gr.on([image_in.input, image_btn.click], on_image, inputs=[image_in, unsure_in], outputs=[label_out, latency_out, image_answer],
                   api_name="classify_image", preprocess=False, concurrency_limit=settings.image_concurrency, concurrency_id="image")
             if can_explain:
                 gr.on([image_in.input, image_btn.click, heat_on.change, heat_class.change], **explain_args, api_name="explain_image")
@@ -451,12 +467,13 @@ def build_demo(handle: ModelHandle | None = None, settings: Settings | None = No
                     summary_out = gr.Markdown(elem_id="video-summary")
             plot_out = gr.LinePlot(x="time (s)", y="probability", color="action", y_lim=[0, 1], label="Smoothed class probabilities", elem_id="video-plot")
             segments_out = gr.Dataframe(headers=["start (s)", "end (s)", "action", "confidence"], label="Segments", elem_id="video-segments", interactive=False)
+            video_answer = gr.JSON(visible=False, elem_id="video-answer")  # for API clients
 
             @_friendly
             def on_video(payload, rate, window, unsure=None, progress=gr.Progress()):
                 return classify_video(handle, payload, rate, window, settings, progress, unsure)
 
-            video_btn.click(on_video, inputs=[video_in, rate_in, window_in, unsure_in], outputs=[video_out, plot_out, segments_out, summary_out],
+            video_btn.click(on_video, inputs=[video_in, rate_in, window_in, unsure_in], outputs=[video_out, plot_out, segments_out, summary_out, video_answer],
                             api_name="classify_video", preprocess=False, concurrency_limit=1, concurrency_id="heavy")
 
         with gr.Tab("Live", id="live"):
@@ -469,8 +486,9 @@ def build_demo(handle: ModelHandle | None = None, settings: Settings | None = No
                     gr.Markdown(f"A stream stops after {settings.live_seconds:.0f} s (record again to continue). Frames "
                                 "that arrive while the model is busy are skipped, never queued, so the label stays current.")
                 with gr.Column():
-                    live_label = gr.Label(num_top_classes=TOP_K, label="Action (live)", elem_id="live-label")
-                    live_summary = gr.Markdown(elem_id="live-summary")
+                    live_summary = gr.Markdown(elem_id="live-summary")  # headline: the decision, as in every tab
+                    live_label = gr.Label(num_top_classes=TOP_K, label="Action (live)", elem_id="live-label",
+                                          show_heading=False)
                     live_history = gr.Markdown(elem_id="live-history")
             live_state = gr.State(None)
 
@@ -488,12 +506,14 @@ def build_demo(handle: ModelHandle | None = None, settings: Settings | None = No
             batch_btn = gr.Button("Classify all", variant="primary")
             table_out = gr.Dataframe(label="Results", interactive=False, elem_id="batch-table")
             csv_out = gr.File(label="CSV download", interactive=False)
+            batch_answer = gr.JSON(visible=False, elem_id="batch-answer")  # for API clients
 
             @_friendly
-            def on_batch(payloads):
-                return classify_batch(handle, payloads, settings)
+            def on_batch(payloads, unsure=None):
+                return classify_batch(handle, payloads, settings, unsure)
 
-            batch_btn.click(on_batch, inputs=[files_in], outputs=[table_out, csv_out], api_name="classify_batch",
+            batch_btn.click(on_batch, inputs=[files_in, unsure_in], outputs=[table_out, csv_out, batch_answer],
+                            api_name="classify_batch",
                             preprocess=False, concurrency_limit=1, concurrency_id="heavy")
 
         with gr.Tab("Model", id="model"):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from har_model.calibration import UNSURE, decide
+from har_model.calibration import UNSURE, answer, decide
 from har_model.errors import HarError
 from har_model.serve.settings import Settings
 
@@ -77,6 +77,19 @@ def smooth_probs(probs: np.ndarray, window: int) -> np.ndarray:
     idx = np.arange(len(probs))
     lo = np.maximum(0, idx - window + 1)
     return ((csum[idx + 1] - csum[lo]) / (idx + 1 - lo)[:, None]).astype(np.float32)
+
+
+def segment_answers(result: "VideoResult", unsure_below: float, k: int = 5) -> list[dict]:
+    """Each segment as data: start, end, the decision (its label: a class or "unsure"), its confidence and the top
+    ``k`` classes of the smoothed probabilities averaged over the segment's samples."""
+    out = []
+    for s in result.segments:
+        inside = (result.times >= s.start) & ((result.times < s.end) | (s is result.segments[-1]))
+        mean = result.probs[inside].mean(axis=0) if inside.any() else np.zeros(len(result.labels))
+        top_k = answer(mean, result.labels, unsure_below, k)["top_k"]
+        out.append({"start": round(s.start, 3), "end": round(s.end, 3), "decision": s.label,
+                    "confidence": round(s.confidence, 4), "top_k": top_k})
+    return out
 
 
 def segments_from_probs(times: Sequence[float], probs: np.ndarray, labels: Sequence[str], end_time: float,

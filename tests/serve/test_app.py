@@ -99,23 +99,29 @@ def test_api_endpoints_are_named(client):
 
 
 def test_client_image(client, files):
-    label, latency = client.predict(handle_file(str(files["good"])), api_name="/classify_image")
+    label, latency, answer = client.predict(handle_file(str(files["good"])), api_name="/classify_image")
     assert label["label"] in CLASSES
     scores = [c["confidence"] for c in label["confidences"]]
     assert [c["label"] for c in label["confidences"]] and set(c["label"] for c in label["confidences"]) == set(CLASSES)
     assert sum(scores) == pytest.approx(1.0, abs=1e-3) and scores == sorted(scores, reverse=True)
     assert " ms" in latency and label["label"] in latency
+    # the answer as data: the decision, the calibrated confidence, the threshold and the top-k
+    assert set(answer) == {"decision", "confidence", "unsure_below", "top_k"}
+    assert answer["top_k"] == [{"label": c["label"], "confidence": pytest.approx(c["confidence"], abs=1e-4)}
+                               for c in label["confidences"]]
+    assert answer["confidence"] == answer["top_k"][0]["confidence"]
 
 
 def test_client_image_says_unsure_below_the_chosen_threshold(client, files):
-    label, latency = client.predict(handle_file(str(files["good"])), 0.0, api_name="/classify_image")
+    label, latency, answer = client.predict(handle_file(str(files["good"])), 0.0, api_name="/classify_image")
     top = label["label"]
-    assert f"**{top}**" in latency
+    assert answer["decision"] == top and latency.startswith(f"### {top} ")
     score = max(c["confidence"] for c in label["confidences"])
-    _, latency = client.predict(handle_file(str(files["good"])), min(1.0, score + 0.01), api_name="/classify_image")
-    assert "**unsure**" in latency
-    _, latency = client.predict(handle_file(str(files["good"])), max(0.0, score - 0.01), api_name="/classify_image")
-    assert f"**{top}**" in latency
+    _, latency, answer = client.predict(handle_file(str(files["good"])), min(1.0, score + 0.01), api_name="/classify_image")
+    assert answer["decision"] == "unsure" and answer["top_k"][0]["label"] == top
+    assert latency.startswith(f"### unsure ({top}? ")  # the headline agrees with the decision
+    _, latency, answer = client.predict(handle_file(str(files["good"])), max(0.0, score - 0.01), api_name="/classify_image")
+    assert answer["decision"] == top and latency.startswith(f"### {top} ")
 
 
 def test_client_heatmap_for_predicted_and_chosen_class(client, files):
@@ -130,7 +136,8 @@ def test_client_heatmap_for_predicted_and_chosen_class(client, files):
 
 
 def test_client_video(client, files):
-    video, plot, segments, summary = client.predict(handle_file(str(files["clip"])), "5", 3, api_name="/classify_video")
+    video, plot, segments, summary, answer = client.predict(handle_file(str(files["clip"])), "5", 3,
+                                                           api_name="/classify_video")
     path = video["video"] if isinstance(video, dict) else video
     with av.open(path) as c:
         stream = c.streams.video[0]
@@ -141,17 +148,26 @@ def test_client_video(client, files):
     rows = segments["data"]
     assert rows and rows[0][0] == 0 and rows[-1][1] == pytest.approx(4.0) and all(r[2] in CLASSES for r in rows)
     assert "40 frames" in summary and "20 classified" in summary
+    # the segments as data, each with its decision, confidence and top-k
+    assert len(answer["segments"]) == len(rows)
+    for a, r in zip(answer["segments"], rows):
+        assert (a["start"], a["end"], a["decision"]) == (pytest.approx(r[0], abs=1e-3), pytest.approx(r[1], abs=1e-3), r[2])
+    assert len(answer["segments"]) == len(rows) and all(len(a["top_k"]) == len(CLASSES) for a in answer["segments"])
+    assert all(a["top_k"][0]["label"] == a["decision"] for a in answer["segments"] if a["decision"] != "unsure")
 
 
 def test_client_batch_with_a_bad_file(client, files):
-    table, csv_path = client.predict(
-        [handle_file(str(files["good"])), handle_file(str(files["bad"])), handle_file(str(files["model"] / "examples" / "sitting_0.jpg"))],
-        api_name="/classify_batch",
-    )
+    images = [handle_file(str(files["good"])), handle_file(str(files["bad"])),
+              handle_file(str(files["model"] / "examples" / "sitting_0.jpg"))]
+    table, csv_path, answers = client.predict(images, 0.0, api_name="/classify_batch")
     rows = table["data"]
     assert [r[0] for r in rows] == ["walk.jpg", "broken.jpg", "sitting_0.jpg"]
     assert rows[0][1] in CLASSES and rows[2][1] in CLASSES and not rows[0][4]
     assert rows[1][1] == "" and "broken.jpg" in rows[1][4]
+    assert [a["file"] for a in answers] == ["walk.jpg", "broken.jpg", "sitting_0.jpg"] and "broken.jpg" in answers[1]["error"]
+    assert answers[0]["decision"] == rows[0][1] and answers[0]["confidence"] == pytest.approx(rows[0][2], abs=1e-4)
+    table, _, answers = client.predict(images, 1.0, api_name="/classify_batch")  # everything is unsure at 1.0
+    assert [r[1] for r in table["data"]] == ["unsure", "", "unsure"] and answers[2]["decision"] == "unsure"
     with open(csv_path, newline="") as f:
         lines = list(csv.reader(f))
     assert lines[0] == ["file", "prediction", "confidence", "top 3", "error"] and len(lines) == 4
@@ -166,7 +182,7 @@ def test_client_bad_inputs_get_friendly_errors_and_the_app_keeps_serving(client,
         client.predict(handle_file(str(files["bad"])), "5", 3, api_name="/classify_video")
     with pytest.raises(AppError, match="sampling rate"):
         client.predict(handle_file(str(files["clip"])), "fast", 3, api_name="/classify_video")
-    label, _ = client.predict(handle_file(str(files["good"])), api_name="/classify_image")
+    label, _, _ = client.predict(handle_file(str(files["good"])), api_name="/classify_image")
     assert label["label"] in CLASSES
 
 
@@ -258,6 +274,8 @@ def test_browser_image_video_and_bad_file(browser, app_url, files, artifacts_dir
     page.locator("#image-latency", has_text=" ms").wait_for()
     label_text = page.locator("#image-label").inner_text()
     assert any(name in label_text for name in CLASSES) and "%" in label_text
+    headline = page.locator("#image-latency h3").inner_text()  # the decision, above the bars
+    assert headline.split()[0] in (*CLASSES, "unsure"), headline
     page.screenshot(path=str(artifacts_dir / "app_image.png"), full_page=True)
     page.locator("#heatmap-toggle input").check()  # the heatmap appears over the same photo
     page.locator("#heatmap-image img").wait_for()

@@ -9,7 +9,7 @@ import helpers
 import numpy as np
 import pytest
 
-from har_model.serve.live import LiveState, live_step
+from har_model.serve.live import LiveState, live_step, summary
 from har_model.serve.model import load_model
 from test_app import CHROMIUM_ARGS, serve
 
@@ -43,6 +43,9 @@ def test_no_smoothing_and_unsure_below_threshold():
     assert live_step(clf, None, state, window_s=0, unsure_below=0.6, now=0.0).label == "a"
     view = live_step(clf, None, state, window_s=0, unsure_below=0.6, now=0.1)
     assert view.label == "unsure" and view.probs["a"] == pytest.approx(0.55)
+    # the headline says what was decided (it once said "a" over a line saying "unsure 55%")
+    assert view.answer["decision"] == "unsure" and view.answer["top_k"][0] == {"label": "a", "confidence": 0.55}
+    assert summary(view, 0).startswith("### unsure (a? 55%)\n")
 
 
 # --------------------------------------------------------------------------------------------- the browser

@@ -351,9 +351,9 @@ def test_space_runs_from_its_own_requirements_without_torch(space_dir, space_ven
                 time.sleep(0.2)
         image = tmp_path / "walk.jpg"
         synthetic_image(1, 5).save(image)
-        label, _ = client.predict(handle_file(str(image)), api_name="/classify_image")
-        assert label["label"] in CLASSES
-        _, _, segments, summary = client.predict(handle_file(str(make_clip(tmp_path / "clip.mp4"))), "5", 3,
+        label, _, answer = client.predict(handle_file(str(image)), api_name="/classify_image")
+        assert label["label"] in CLASSES and answer["top_k"][0]["label"] == label["label"]
+        _, _, segments, summary, _ = client.predict(handle_file(str(make_clip(tmp_path / "clip.mp4"))), "5", 3,
                                                  api_name="/classify_video")
         assert segments["data"] and all(row[2] in CLASSES for row in segments["data"]) and "40 frames" in summary
         info = client.predict(api_name="/model_info")
