@@ -111,7 +111,7 @@ def test_model_id_is_named_in_models(model_dir, tmp_path, capsys):
     assert metadata_load(folder / "README.md")["models"] == ["someone/har-model"]
     # the command printed to push it repeats every flag given (but --dry-run)
     assert (f"`python train.py publish-space --model {model_dir} --space {SPACE_ID} --private --dir {folder} "
-            "--model-id someone/har-model`") in out and "--repo-type space --private`" in out
+            "--model-id someone/har-model`") in out and "--repo-type space --private --include" in out
 
 
 def test_the_space_names_the_model_and_dataset_the_folder_was_pushed_to(model_dir, tmp_path, capsys):
