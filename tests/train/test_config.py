@@ -133,6 +133,46 @@ def test_hub_strategy_hands_the_trainer_its_hub_arguments():
         TrainConfig.parse(["--data-dir", "x", "--push-to-hub", "u/a", "--hub_model_id", "u/b"])
 
 
+@pytest.mark.parametrize("strategy, pushed", [("every_save", [None]), ("checkpoint", [None, "last-checkpoint"])])
+def test_hub_strategy_pushes_while_training_as_the_trainer_does(tiny_model_dir, tmp_path, monkeypatch, strategy, pushed):
+    """The members' Trainers push at each save (the Hub at its boundary: HfApi's create_repo and upload_folder)."""
+    from concurrent.futures import Future
+
+    import huggingface_hub
+    import torch
+    from huggingface_hub import RepoUrl
+
+    import helpers
+    from har_model.preprocessing import preprocessing_for
+    from har_model.train.backbones import load_backbone
+    from har_model.train.image_cache import CachedImages, CachedSplits
+    from har_model.train.trainer import make_trainer
+
+    created, uploads = [], []
+
+    def upload_folder(api, **kw):
+        uploads.append(kw)
+        done = Future()
+        done.set_result(None)
+        return done
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo",
+                        lambda api, repo_id, **kw: created.append((repo_id, kw)) or RepoUrl(f"https://huggingface.co/me/{repo_id}"))
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", upload_folder)
+    config = TrainConfig.parse(["--data-dir", "x", "--push_to_hub", "--hub_model_id", "har-x", "--hub_strategy",
+                                strategy, "--hub_private_repo", "--epochs", "1", "--report-to", "none",
+                                "--batch-size", "4"])
+    model, processor = load_backbone(str(tiny_model_dir), list(helpers.CLASSES), report=False)
+    prep = preprocessing_for(processor)
+    split = CachedImages(torch.zeros((4, 3, *prep.output_hw), dtype=torch.uint8), [0, 1, 2, 0], prep, augment=False)
+    trainer = make_trainer(model, tmp_path / "member", 42, config=config, images=CachedSplits(split, split, split),
+                           labels=list(helpers.CLASSES), bf16=False, hub=True)
+    trainer.train()
+    assert created == [("har-x", {"token": None, "private": True, "exist_ok": True})]
+    assert [u.get("path_in_repo") for u in uploads] == pushed and all(u["repo_id"] == "me/har-x" for u in uploads)
+    assert uploads[0]["folder_path"] == str(tmp_path / "member") and "epoch 1" in uploads[0]["commit_message"]
+
+
 def test_hub_strategy_needs_the_hub_before_training_starts(tmp_path):
     from har_model.train.run import run
 
