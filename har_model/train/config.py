@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Literal
 
 from transformers import HfArgumentParser, TrainingArguments
+from transformers.hf_argparser import string_to_bool
 from transformers.trainer_utils import IntervalStrategy, SaveStrategy, SchedulerType
 
 from har_model.data.balance import IMBALANCE_RATIO
@@ -364,7 +365,7 @@ class _Group:
 
     def add_argument(self, *names: str, **kwargs) -> None:
         names = [n for n in names if "_" not in n]
-        if self.name in ALIASES:
+        if self.name in ALIASES and not self.switch:
             names.append(ALIASES[self.name])
         if kwargs.get("action") == "store_false":  # the --no-X of a TrainingArguments flag that is on by default
             kwargs["help"] = f"turn --{self.name.replace('_', '-')} off"
@@ -381,6 +382,9 @@ class _Group:
             elif kwargs.get("choices") and len(kwargs["choices"]) <= 4:
                 kwargs["metavar"] = "{" + ",".join(map(str, kwargs["choices"])) + "}"
         self.group.add_argument(*names, dest=self.name, **{k: v for k, v in kwargs.items() if k != "dest"})
+        if self.switch and self.name in ALIASES:  # the example script's name, with its optional true/false
+            self.group.add_argument(ALIASES[self.name], dest=self.name, nargs="?", const=True, type=string_to_bool,
+                                    default=kwargs["default"], metavar="{true,false}", help=f"= {names[0]}")
 
 
 class _Refused(argparse.Action):

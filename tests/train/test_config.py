@@ -98,6 +98,8 @@ def test_the_example_scripts_names_are_our_options():
                                 "--overwrite_output_dir", "--hub_private_repo", "--output_dir", "o"])
     assert (config.run.model, config.data.data_dir, config.data.val_fraction) == ("m", "imgs", 0.2)
     assert config.run.overwrite and config.run.private and config.output_dir == Path("o")
+    config = TrainConfig.parse(["--data-dir", "x", "--hub_private_repo", "True", "--overwrite_output_dir", "false"])
+    assert config.run.private and not config.run.overwrite
     assert TrainConfig.parse(["--dataset_name", "user/set"]).data.dataset == "user/set"
     accepted = TrainConfig.parse(["--data-dir", "x", "--do_train", "--do_eval", "--do_predict",
                                   "--ignore_mismatched_sizes", "--remove_unused_columns", "False"])
