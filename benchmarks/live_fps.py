@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 HAR15 = ROOT.parent / "shared" / "data" / "har15"
 CHROMIUM = "/usr/bin/chromium"
-# The summary reads "running 93% · 10.2 frames/s classified · 45 ms per frame (received → result) · smoothing 1 s ·
-# 70 frames": each displayed result raises the frame count at its end. A bare `(\d+) frames` would first match the
+# The summary reads "running 93%" (the headline) over "10.2 frames/s classified · 45 ms per frame (received → result) ·
+# smoothing 1 s · 70 frames": each displayed result raises the frame count at its end. A bare `(\d+) frames` would first match the
 # rate's last digit ("2 frames/s") and count changes of that digit instead of results; the lookahead skips it.
 FRAME_COUNT = r"(\d+) frames(?!\/)"  # "\/": also valid inside a JavaScript regex literal
 OBSERVE = """() => {

@@ -420,7 +420,8 @@ def _build_beside(out: Path, stage: Path, swap: Path, kind: str, new: list[str],
     final = None
     old = set(marker["files"]) if marker else set()
     if marker is not None:
-        final = {k: v for k, v in marker.items() if k != "stale"}
+        # a new result drops what was pushed before (it is not what was pushed); an addition (merge) keeps it
+        final = {k: v for k, v in marker.items() if k != "stale" and (merge or k != PUSHED_TO)}
         final.update(kind=kind, complete=True, files=sorted(old | set(new)) if merge else new)
         write_marker(swap, {**final, "complete": False})  # first: a leftover swap folder is recognisably ours
     dropped = set() if merge else old  # the old result's files: not carried over

@@ -11,6 +11,7 @@ import helpers
 import pytest
 
 from conftest import ROOT
+from har_model.calibration import answer
 from har_model.serve.live import LiveView, summary
 from test_app import CHROMIUM_ARGS
 
@@ -36,7 +37,8 @@ def load_benchmark():
 def test_frame_count_is_the_count_not_the_rate():
     bench = load_benchmark()
     assert [bench.frame_count(t) for t in RECORDED] == [70, 71, 72, 74, 74, 75]
-    view = LiveView("sitting", 0.5, {}, fps=12.0, latency_ms=40.0, history=[], frames=3)
+    view = LiveView("sitting", 0.5, {}, fps=12.0, latency_ms=40.0, history=[], frames=3,
+                    answer=answer([0.5, 0.3, 0.2], ["sitting", "running", "clapping"], 0.0))
     assert bench.frame_count(summary(view, 1.0)) == 3  # the app's own summary: rate 12.0, count 3
     assert bench.frame_count("waiting for the camera") is None
 
