@@ -22,7 +22,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from har_model.train.backbones import BUILTIN_BACKBONES, builtin_checkpoint, strip_noop_squeeze_excite  # noqa: E402
+from har_model.model_folder.torch_model import strip_noop_squeeze_excite  # noqa: E402
+from har_model.train.backbones import BUILTIN_BACKBONES, builtin_checkpoint  # noqa: E402
 
 
 def seconds_per_batch(model, x, bf16: bool) -> tuple[float, float]:

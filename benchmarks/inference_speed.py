@@ -32,6 +32,7 @@ import numpy as np  # noqa: E402
 
 from har_model.imaging import is_image_path  # noqa: E402
 from har_model.hardware import cpu_has_bf16  # noqa: E402
+from har_model.model_folder.torch_model import strip_noop_squeeze_excite  # noqa: E402
 from har_model.serve.inference import Classifier  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,12 +113,7 @@ def model_gflops(model_dir: Path, hw: tuple[int, int]) -> float:
     from transformers import AutoModelForImageClassification
 
     model = AutoModelForImageClassification.from_pretrained(model_dir).eval()
-    try:
-        from har_model.train.backbones import strip_noop_squeeze_excite
-
-        strip_noop_squeeze_excite(model)
-    except ImportError:
-        pass
+    strip_noop_squeeze_excite(model)
     counter = FlopCounterMode(display=False)
     with counter, torch.inference_mode():
         model(pixel_values=torch.zeros(1, 3, *hw))

@@ -27,8 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from har_model.errors import HarError
+from har_model.model_folder.files import CALIBRATION
 
-FILENAME = "calibration.json"
+FILENAME = CALIBRATION
 UNSURE = "unsure"
 UNSURE_TARGET = 0.5  # below the threshold, validation accuracy was under this
 ECE_BINS = 15

@@ -16,11 +16,14 @@ from __future__ import annotations
 import importlib
 import sys
 
+from har_model.errors import HarError
+from har_model.outputs import USER_ERRNOS
+
 COMMANDS = {
     "train": ("har_model.train.run", "fine-tune a pretrained model (default command)"),
     "prepare": ("har_model.data.build", "validate, de-duplicate and split an image folder into a HF dataset"),
     "predict": ("har_model.serve.inference", "classify images with a trained model"),
-    "export-onnx": ("har_model.serve.onnx_export", "export a trained model to ONNX (+ dynamic int8)"),
+    "export-onnx": ("har_model.model_folder.onnx", "export a trained model to ONNX (+ dynamic int8)"),
     "publish-space": ("har_model.serve.space", "publish the app and a model as a Hugging Face Space"),
 }
 
@@ -30,9 +33,6 @@ USAGE = "usage: python train.py [{}] ...\n\ncommands:\n{}\n\nRun `python train.p
 
 
 def main(argv: list[str] | None = None) -> int:
-    from har_model.errors import HarError
-    from har_model.outputs import USER_ERRNOS
-
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in COMMANDS:
         command, argv = argv[0], argv[1:]
@@ -42,10 +42,9 @@ def main(argv: list[str] | None = None) -> int:
         command = "train"
     else:
         command = "train"
-    module = importlib.import_module(COMMANDS[command][0])
-    extra = {"export": _export_onnx} if command == "train" else {}
+    module = importlib.import_module(COMMANDS[command][0])  # only the one command's imports: `--help` stays quick
     try:
-        return int(module.main(argv, **extra) or 0)
+        return int(module.main(argv) or 0)
     except HarError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -58,13 +57,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as exc:  # Publication says what the output folder holds now
         print(f"error: interrupted{f' ({exc})' if str(exc) else ''}", file=sys.stderr)
         return 130
-
-
-def _export_onnx(model_dir) -> None:
-    """The serving stage's ONNX export, handed to the training run (which must not import serving itself)."""
-    from har_model.serve.onnx_export import export_onnx
-
-    export_onnx(model_dir)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from har_model.errors import HarError
+from har_model.model_folder.torch_model import load_torch_model
 
 
 def torch_available() -> bool:
@@ -47,14 +48,7 @@ class GradCam:
 
     @classmethod
     def from_pretrained(cls, model_dir) -> "GradCam":
-        import torch
-        from transformers import AutoModelForImageClassification
-
-        try:
-            model = AutoModelForImageClassification.from_pretrained(model_dir, dtype=torch.float32)
-        except Exception as exc:  # OSError, ValueError, safetensors' errors: all mean "not usable"
-            raise HarError(f"{model_dir}: cannot load the model for heatmaps ({str(exc).splitlines()[0]})") from None
-        return cls(model)
+        return cls(load_torch_model(model_dir, strip=False, purpose=" for heatmaps"))
 
     def __call__(self, pixel_values, class_index: int | None = None) -> Heatmap:
         """``pixel_values``: one normalised image, [3, H, W] or [1, 3, H, W] (numpy or torch)."""

@@ -32,6 +32,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 from har_model.errors import HarError
+from har_model.model_folder import files
 
 MARKER = ".har_model.json"
 STAGING_PREFIX = ".har_model-staging-"
@@ -45,10 +46,9 @@ PUSHED = {
         "images/sample_grid.jpg",
     ),
     "model": (
-        "README.md", "config.json", "model.safetensors", "preprocessor_config.json", "metrics.json",
-        "training_curves.png", "confusion_matrix.png", "predictions.png", "examples/*.jpg",
-        "onnx/model.onnx", "onnx/model_int8.onnx", "onnx/export_info.json",
-        "calibration.json",  # a temperature fitted for other weights must not survive a push of new ones
+        files.CARD, files.CONFIG, files.WEIGHTS, files.PREPROCESSOR, files.METRICS, *files.FIGURES,
+        f"{files.EXAMPLES}/*.jpg", *(f"{files.ONNX_DIR}/{name}" for name in (*files.ONNX_FILES, files.ONNX_INFO)),
+        files.CALIBRATION,  # a temperature fitted for other weights must not survive a push of new ones
     ),
     # a Space folder (publish-space): the app, the serving modules and the bundled model's serving files
     "space": ("app.py", "requirements.txt", "README.md", "har_model/*.py", "model/*"),

@@ -16,7 +16,6 @@ never through a guess.
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +24,8 @@ import numpy as np
 from PIL import Image
 
 from har_model.errors import HarError
-
-CONFIG_NAME = "preprocessor_config.json"
+from har_model.model_folder.files import PREPROCESSOR as CONFIG_NAME
+from har_model.model_folder.files import read_json
 
 _HALF = (0.5, 0.5, 0.5)  # transformers' IMAGENET_STANDARD_MEAN / _STD
 _CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -372,19 +371,6 @@ def preprocessing_for(processor) -> Preprocessing | StockPreprocessing:
     except NotReproduced as reason:
         _say_once(_fallback_note(reason))
         return StockPreprocessing(processor)
-
-
-def read_json(path: Path, missing_hint: str) -> dict:
-    """A JSON object from ``path``; a missing, unreadable or non-object file is one HarError line."""
-    if not path.is_file():
-        raise HarError(f"{path.parent}: no {path.name} ({missing_hint})")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise HarError(f"{path}: cannot read ({exc})") from None
-    if not isinstance(data, dict):
-        raise HarError(f"{path}: not a JSON object")
-    return data
 
 
 def read_config(model_dir: str | Path) -> dict:

@@ -1,4 +1,5 @@
-"""The folder tree is the architecture: no stage imports a later one, shared modules import no stage."""
+"""The folder tree is the architecture: no stage imports a later one, train and serve are siblings that meet only in
+the model folder package, shared modules import no stage, and no two modules import each other (even indirectly)."""
 
 import ast
 from pathlib import Path
@@ -7,7 +8,7 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "har_model"
 ORDER = {"data": 0, "train": 1, "serve": 2}
-SHARED = {"errors", "imaging", "hardware", "figures", "cards", "hub", "preprocessing", "outputs", "atomic", "paths"}
+SIBLINGS = {"train", "serve"}  # neither imports the other: the model folder (har_model/model_folder/) is their contract
 
 
 def _imports(path: Path) -> set[str]:
@@ -40,9 +41,111 @@ def test_no_stage_imports_a_later_one(path):
         if target is None:
             continue
         if own is None:
-            assert rel.name == "cli.py", f"shared module {rel} imports the {target} stage ({module})"
+            raise AssertionError(f"shared module {rel} imports the {target} stage ({module})")
         else:
             assert ORDER[target] <= ORDER[own], f"{rel} ({own}) imports the later {target} stage ({module})"
+
+
+@pytest.mark.parametrize("path", _files(), ids=lambda p: str(p.relative_to(PKG)))
+def test_train_and_serve_never_import_each_other(path):
+    own = path.relative_to(PKG).parts[0]
+    if own in SIBLINGS:
+        other = (SIBLINGS - {own}).pop()
+        assert not [m for m in _imports(path) if _stage(m) == other], f"{path.relative_to(PKG)} imports the {other} stage"
+
+
+def test_the_model_folder_package_imports_no_stage():
+    folder = sorted((PKG / "model_folder").glob("*.py"))
+    assert {p.stem for p in folder} >= {"__init__", "files", "onnx"}
+    for path in folder:
+        assert not [m for m in _imports(path) if _stage(m)], f"{path.relative_to(PKG)} imports a stage"
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(PKG.parent).with_suffix("")
+    return ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """module -> the har_model modules it imports (``from package import module`` is an edge to the module)."""
+    modules = {_module_name(p): p for p in _files()}
+    graph = {}
+    for name, path in modules.items():
+        targets = set()
+        for module in _imports(path):
+            while module and module not in modules:  # `from a.b import name`: a.b.name when that is a module
+                module = module.rpartition(".")[0]
+            if module and module != name:
+                targets.add(module)
+        graph[name] = targets
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan), each sorted."""
+    index, low, stack, on_stack, found, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_cycles_between_modules():
+    assert _cycles(_import_graph()) == []
+
+
+def test_the_cycle_checker_sees_a_cycle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    graph = _import_graph()
+    assert "har_model.model_folder.files" in graph["har_model.serve.inference"]  # `from pkg.mod import x` resolves
+    assert "har_model.model_folder.onnx" in graph["har_model.train.run"]  # `from pkg import mod` resolves
+
+
+@pytest.mark.parametrize("path", _files(), ids=lambda p: str(p.relative_to(PKG)))
+def test_our_modules_are_never_optional(path):
+    """`try: from har_model... except ImportError` would hide a broken layout (a stage left out of a Space)."""
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Try) and any(_catches_import_error(h) for h in node.handlers):
+            ours = [m for stmt in node.body for m in _imports_in(stmt) if m.startswith("har_model")]
+            assert not ours, f"{path.relative_to(PKG)} line {node.lineno}: {ours[0]} imported under except ImportError"
+
+
+def _catches_import_error(handler: ast.ExceptHandler) -> bool:
+    names = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
+    return any(isinstance(n, ast.Name) and n.id in ("ImportError", "ModuleNotFoundError") for n in names)
+
+
+def _imports_in(node: ast.AST) -> list[str]:
+    found = []
+    for n in ast.walk(node):
+        if isinstance(n, ast.Import):
+            found += [a.name for a in n.names]
+        elif isinstance(n, ast.ImportFrom) and n.module:
+            found.append(n.module)
+    return found
 
 
 def test_the_rule_is_checked_on_real_imports():

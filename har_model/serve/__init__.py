@@ -1,7 +1,6 @@
 """The serving stage: a trained model folder (or Hub id) answering images, batches and videos.
 
     inference    -- the one fast inference path (ONNX Runtime or torch), `python train.py predict`
-    onnx_export  -- `python train.py export-onnx`
     video        -- per-frame classification, smoothing, drawing, segments
     ui           -- the Gradio app
 

@@ -8,7 +8,7 @@ model input is much smaller (draft mode), and the network runs batched in one of
 
     torch        float32, channels-last, inference mode
     torch-bf16   bfloat16 weights and activations (fast only where the CPU has native bf16; not bit-exact)
-    onnx         ONNX Runtime on ``onnx/model.onnx`` (or ``model_int8.onnx``), see har_model.serve.onnx_export
+    onnx         ONNX Runtime on ``onnx/model.onnx`` (or ``model_int8.onnx``), see har_model.model_folder.onnx
 
 ``auto`` (the default) takes the ONNX export when the folder has one, else float32 torch.
 
@@ -33,14 +33,14 @@ from PIL import Image
 from har_model.calibration import Calibration, answer, decide
 from har_model.errors import HarError
 from har_model.imaging import is_image_path, open_rgb, to_rgb
+from har_model.model_folder.files import CONFIG, ONNX_DIR, choose_onnx_file, read_labels
+from har_model.model_folder.resolve import resolve_model_dir
+from har_model.model_folder.torch_model import load_torch_model
 from har_model.outputs import atomic_write_text, require_complete
-from har_model.preprocessing import Preprocessing, StockPreprocessing, load_preprocessing, read_json
+from har_model.paths import safe_filename
+from har_model.preprocessing import Preprocessing, StockPreprocessing, load_preprocessing
 
 BACKENDS = ("auto", "torch", "torch-bf16", "onnx")
-ONNX_DIR = "onnx"
-# ONNX files, best first; "auto" uses the first one present. float32 first: dynamic int8 (ConvInteger) measured
-# several times slower than float32 on AVX-512 CPUs and it changes predictions (benchmarks/inference_speed.py).
-ONNX_FILES = ("model.onnx", "model_int8.onnx")
 
 ImageInput = Image.Image | np.ndarray | str | os.PathLike
 
@@ -79,23 +79,12 @@ class _TorchRunner:
     """
 
     def __init__(self, model_dir: Path, bf16: bool, num_threads: int | None):
-        import torch
-        from transformers import AutoModelForImageClassification
+        import torch  # optional: an ONNX-only install serves without it
 
         if num_threads:
             torch.set_num_threads(num_threads)
         self.torch = torch
-        try:
-            model = AutoModelForImageClassification.from_pretrained(model_dir, dtype=torch.float32)
-        except Exception as exc:  # OSError, ValueError, safetensors' own errors, ...: all mean "not usable"
-            raise HarError(f"{model_dir}: cannot load the model ({str(exc).splitlines()[0]})") from None
-        model.eval()
-        try:  # built-in EfficientNet-Lite models carry exact no-op squeeze-excite layers: skip them
-            from har_model.train.backbones import strip_noop_squeeze_excite
-
-            strip_noop_squeeze_excite(model)
-        except ImportError:
-            pass
+        model = load_torch_model(model_dir)  # built-in EfficientNet-Lite models: their no-op layers skipped
         self.dtype = torch.bfloat16 if bf16 else torch.float32
         self.micro_batch = 4 if bf16 else 2
         self.model = model.to(dtype=self.dtype, memory_format=torch.channels_last)
@@ -144,32 +133,10 @@ def _check_head(model_dir: Path, runner, prep, labels: list[str], onnx_path: Pat
                        f"({str(exc).splitlines()[0][:200]})") from None
     if logits.ndim != 2 or logits.shape[1] != len(labels):
         raise HarError(f"{onnx_path or model_dir}: the model gives {logits.shape[-1]} scores per image but "
-                       f"{model_dir / 'config.json'} names {len(labels)} classes (id2label); they must match")
-
-
-def choose_onnx_file(model_dir: Path) -> Path | None:
-    for name in ONNX_FILES:
-        path = Path(model_dir) / ONNX_DIR / name
-        if path.is_file():
-            return path
-    return None
+                       f"{model_dir / CONFIG} names {len(labels)} classes (id2label); they must match")
 
 
 # --------------------------------------------------------------------------------------------- classifier
-
-
-def read_labels(model_dir: Path) -> list[str]:
-    """config.json's id2label as a list (index -> class name); HarError when it is not 0..N-1."""
-    path = model_dir / "config.json"
-    config = read_json(path, "not a saved model folder")
-    id2label = config.get("id2label") or {}
-    try:
-        labels = [str(id2label[k]) for k in sorted(id2label, key=int)]
-    except (ValueError, TypeError):
-        raise HarError(f"{path}: id2label keys must be integers") from None
-    if not labels or [int(k) for k in sorted(id2label, key=int)] != list(range(len(labels))):
-        raise HarError(f"{path}: id2label must map 0..N-1 to class names")
-    return labels
 
 
 class Classifier:
@@ -406,8 +373,6 @@ def main(argv: list[str] | None = None) -> int:
         hf_logging.disable_progress_bar()  # one table on stdout, errors as one line on stderr
     except ImportError:  # serving an ONNX export needs no transformers
         pass
-    from har_model.serve.model import resolve_model_dir
-
     model_dir = resolve_model_dir(args.model, flag="--model")
     clf = Classifier.load(model_dir, backend=args.backend, num_threads=args.threads)
     if args.unsure_below is not None:
@@ -477,8 +442,6 @@ def _explain_folder(folder: str) -> Path:
 
 def _write_heatmap(clf: "Classifier", path: str, folder: Path, index: int, class_index: int | None) -> Path:
     """<index>_<file name, sanitised>.heatmap.png: the Grad-CAM overlay of one input."""
-    from har_model.paths import safe_filename
-
     image, _, _ = clf.explain(path, class_index)
     out = folder / f"{index:04d}_{safe_filename(Path(path).stem, max_bytes=80, fallback='image')}{HEATMAP_SUFFIX}"
     Image.fromarray(image).save(out)

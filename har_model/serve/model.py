@@ -1,7 +1,5 @@
-"""Which model to serve, and loading it: one resolver for the app, `predict`, `export-onnx` and `publish-space`.
+"""Which model the app serves, and loading it (a folder or a Hub id, through har_model.model_folder.resolve).
 
-    resolve_model_dir("outputs/har15")        # a local model folder, as is
-    resolve_model_dir("user/har-model")       # a Hub model id: downloaded once (serving files only), then cached
     load_model()                              # HAR_MODEL, else the default below; never raises (the app must start)
 
 The default when HAR_MODEL is not set, first that exists: the model bundled beside app.py (``model/``, what
@@ -13,16 +11,19 @@ Imports neither torch nor transformers: with an ONNX export the whole serving pa
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from huggingface_hub import metadata_load
 
 from har_model.errors import HarError
+from har_model.imaging import is_image_path
+from har_model.model_folder import files
+from har_model.model_folder.resolve import REPO_ID, resolve_model_dir
+from har_model.serve.inference import Classifier
 
 log = logging.getLogger("har_model.serve.model")
 
@@ -35,53 +36,16 @@ TRAIN_HINT = (
     "e.g. `HAR_MODEL=outputs/har15 python app.py`."
 )
 MODEL_IMAGES = {
-    "confusion_matrix.png": "Confusion matrix on the test split (rows: true class)",
-    "training_curves.png": "Training curves",
-    "predictions.png": "Test predictions (mistakes marked)",
+    files.CONFUSION_MATRIX: "Confusion matrix on the test split (rows: true class)",
+    files.TRAINING_CURVES: "Training curves",
+    files.PREDICTIONS: "Test predictions (mistakes marked)",
 }
-# What serving reads from a Hub model repo (never the checkpoints or a dataset copy)
-HUB_FILES = ["*.json", "*.safetensors", "*.md", "*.png", "examples/*", "onnx/*"]
-REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-def is_hub_id(spec: str | os.PathLike) -> bool:
-    """``owner/name`` that is not an existing local path."""
-    return bool(REPO_ID.match(str(spec))) and not Path(str(spec)).expanduser().exists()
-
-
-def resolve_model_dir(spec: str | os.PathLike, *, flag: str = "HAR_MODEL") -> Path:
-    """A local model folder as is; otherwise a Hub model id, downloaded (or taken from the local cache).
-
-    ``flag`` names the setting in error messages (``HAR_MODEL``, ``--model``). Raises HarError (one line).
-    """
-    spec = str(spec)
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        return path
-    if path.exists():
-        raise HarError(f"{flag}={spec}: is a file; give the model folder that train.py wrote")
-    if not REPO_ID.match(spec):
-        raise HarError(f"{flag}={spec}: no such model folder")
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(spec, allow_patterns=HUB_FILES))
-    except Exception as exc:  # offline, unknown repo, gated, network: all mean "no model"
-        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-        detail = (str(exc).strip().splitlines() or [""])[0][:200]
-        why = ("the Hub is disabled here (HF_HUB_OFFLINE=1) and it is not in the local cache" if offline
-               else f"{type(exc).__name__}: {detail}")
-        raise HarError(
-            f"{flag}={spec}: not a local folder, and it could not be fetched from the Hugging Face Hub ({why})"
-        ) from None
 
 
 def readme_models(folder: Path = APP_ROOT) -> list[str]:
     """The ``models:`` list of ``folder/README.md``'s front matter (a Space names the Hub models it uses there)."""
     try:
-        from huggingface_hub import metadata_load
-
-        models = (metadata_load(folder / "README.md") or {}).get("models") or []
+        models = (metadata_load(folder / files.CARD) or {}).get("models") or []
     except Exception:  # no README, no front matter, bad YAML: no models named
         return []
     return [str(m) for m in ([models] if isinstance(models, str) else models)]
@@ -90,7 +54,7 @@ def readme_models(folder: Path = APP_ROOT) -> list[str]:
 def default_model_spec(root: Path = APP_ROOT) -> str | None:
     """The model served without HAR_MODEL (see the module docstring), or None when there is none."""
     for folder in (root / BUNDLED_MODEL, root / "outputs" / "har15"):
-        if (folder / "config.json").is_file():
+        if (folder / files.CONFIG).is_file():
             return str(folder)
     models = readme_models(root)
     return models[0] if models else None
@@ -148,8 +112,6 @@ def load_model(spec: str | os.PathLike | None = None, backend: str | None = None
     try:
         if spec is None:
             raise HarError(f"No model found at {DEFAULT_MODEL} (the default).")
-        from har_model.serve.inference import Classifier
-
         handle.model_dir = resolve_model_dir(spec)
         handle.classifier = Classifier.load(handle.model_dir, backend=backend)
         h, w = handle.classifier.image_size
@@ -168,57 +130,25 @@ def load_model(spec: str | os.PathLike | None = None, backend: str | None = None
 def read_model_info(model_dir: Path) -> dict:
     """What the Model tab shows, from whatever of config.json / metrics.json / README.md / *.png exists."""
     info: dict = {"model_dir": str(model_dir)}
-    for name in ("config.json", "metrics.json"):
-        try:
-            info[name.split(".")[0]] = json.loads((model_dir / name).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            pass
+    for key, name in (("config", files.CONFIG), ("metrics", files.METRICS)):
+        info[key] = files.read_optional(model_dir, name)
     try:
-        from huggingface_hub import metadata_load
-
-        info["card"] = metadata_load(model_dir / "README.md") or {}
-    except Exception:
+        info["card"] = metadata_load(model_dir / files.CARD) or {}
+    except Exception:  # no card or unreadable front matter: the Model tab says less
         info["card"] = {}
     info["images"] = {n: model_dir / n for n in MODEL_IMAGES if (model_dir / n).is_file()}
-    info["examples"] = pick_examples(model_dir / "examples")
+    info["examples"] = pick_examples(model_dir / files.EXAMPLES)
     return info
 
 
 def pick_examples(folder: Path, limit: int = 30) -> list[Path]:
     """Example images from the model folder, one per class first (train.py names them <class>_<k>.jpg)."""
-    from har_model.imaging import is_image_path
-
     if not folder.is_dir():
         return []
-    files = sorted(p for p in folder.iterdir() if p.is_file() and is_image_path(p))
+    images = sorted(p for p in folder.iterdir() if p.is_file() and is_image_path(p))
     first, rest, seen = [], [], set()
-    for p in files:
+    for p in images:
         key = p.stem.rsplit("_", 1)[0] if "_" in p.stem else p.stem
         (rest if key in seen else first).append(p)
         seen.add(key)
     return (first + rest)[:limit] if len(first) < limit else first[:limit]
-
-
-def copy_model_files(src: Path, dst: Path, patterns: list[str] = HUB_FILES) -> Path:
-    """Copy the files of model folder ``src`` matching ``patterns`` (relative paths, fnmatch) into ``dst``.
-
-    ``dst`` must not exist or be empty: nothing already there is overwritten. Symlinks (the Hub cache) are copied
-    as the files they point to. Returns ``dst``.
-    """
-    from fnmatch import fnmatch
-
-    src, dst = Path(src), Path(dst)
-    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
-        raise HarError(f"{dst}: already exists and is not empty; choose a new folder (nothing was overwritten)")
-    files = [p for p in sorted(src.rglob("*")) if p.is_file() and not p.name.startswith(".")  # no marker
-             and any(fnmatch(p.relative_to(src).as_posix(), pat) for pat in patterns)]
-    if not (src / "config.json").is_file():
-        raise HarError(f"{src}: no config.json (not a saved model folder)")
-    try:
-        for path in files:
-            target = dst / path.relative_to(src)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(path.read_bytes())
-    except OSError as exc:  # a path through a file, no permission, a full disk
-        raise HarError(f"{dst}: cannot write there ({exc.strerror or exc})") from None
-    return dst

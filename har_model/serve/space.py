@@ -23,14 +23,20 @@ import sys
 import tempfile
 from pathlib import Path
 
+from huggingface_hub import SpaceCard, SpaceCardData, metadata_load
+
 from har_model.errors import HarError
+from har_model.hub import push_folder, retry_command
+from har_model.model_folder import files
+from har_model.model_folder.onnx import export_onnx
+from har_model.model_folder.resolve import REPO_ID, copy_model_files, is_hub_id, resolve_model_dir
 from har_model.outputs import PUSHED, Publication, claim_output_dir, files_to_push, pushed_to, read_marker
 from har_model.serve.inference import Classifier
-from har_model.serve.model import APP_ROOT, BUNDLED_MODEL, REPO_ID, copy_model_files, is_hub_id, resolve_model_dir
+from har_model.serve.model import APP_ROOT, BUNDLED_MODEL
 
 PACKAGE = "har_model"
 SERVING_ENTRY = ("har_model.serve.ui", "har_model.serve.model")  # the app imports these; the rest follows
-NOT_SERVING = ("har_model.train", "har_model.data")  # optional (lazy, ImportError-guarded) imports only
+NOT_SERVING = ("har_model.train", "har_model.data")  # never imported by serving (tests/test_layout.py); a guard
 RUNTIME_REQUIREMENTS = "requirements-space.txt"
 # Only when the model has no ONNX export (a Hub model without one): the torch backend. The Space runs on CPU, so
 # the CPU build (a few hundred MB instead of several GB of CUDA libraries).
@@ -38,7 +44,7 @@ TORCH_REQUIREMENTS = ["--extra-index-url https://download.pytorch.org/whl/cpu", 
                       "safetensors>=0.4"]
 # Model files a Space serves from: what a model push uploads, less the torch weights (served through the ONNX
 # export) and the int8 copy (slower and less accurate than float32 here, see inference.py)
-BUNDLED_FILES = [p for p in PUSHED["model"] if p not in ("model.safetensors", "onnx/model_int8.onnx")]
+BUNDLED_FILES = [p for p in PUSHED["model"] if p not in (files.WEIGHTS, f"{files.ONNX_DIR}/{files.ONNX_FILES[1]}")]
 # The app's tabs, as the Space card lists them (a test checks them against the tabs the app builds)
 APP_TABS = (
     ("Image", "upload, webcam or paste; top-5 and the decision"),
@@ -94,7 +100,7 @@ def serving_modules() -> list[Path]:
 
 def runtime_requirements(needs_torch: bool) -> list[str]:
     """The Space's requirements.txt lines: requirements-space.txt, gradio pinned to the sdk_version, torch if needed."""
-    import gradio
+    import gradio  # optional here: only publish-space, not the other commands, needs to know its version
 
     source = APP_ROOT / RUNTIME_REQUIREMENTS
     if not source.is_file():
@@ -115,29 +121,20 @@ def _model_card_metadata(model_dir: Path | None) -> dict:
     if model_dir is None:
         return {}
     try:
-        from huggingface_hub import metadata_load
-
-        return metadata_load(model_dir / "README.md") or {}
+        return metadata_load(model_dir / files.CARD) or {}
     except Exception:  # no card or unreadable front matter: the Space card just says less
         return {}
 
 
 def _metrics(model_dir: Path | None) -> dict:
-    import json
-
-    try:
-        return json.loads((model_dir / "metrics.json").read_text(encoding="utf-8")) if model_dir else {}
-    except (OSError, ValueError):
-        return {}
+    return files.read_optional(model_dir, files.METRICS) if model_dir else {}
 
 
 def _labels(model_dir: Path | None) -> list[str]:
-    import json
-
     try:
-        id2label = json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("id2label") or {}
+        id2label = files.read_optional(model_dir, files.CONFIG).get("id2label") or {} if model_dir else {}
         return [str(id2label[k]) for k in sorted(id2label, key=int)]
-    except (OSError, ValueError, TypeError, AttributeError):
+    except (ValueError, TypeError, AttributeError):
         return []
 
 
@@ -151,8 +148,7 @@ def render_space_card(*, space_id: str, hub_model: str | None, model_dir: Path |
                       needs_torch: bool, dataset_ids: list[str] | None = None) -> str:
     """README.md of the Space: complete front matter and a short description of the model with its test metrics.
     ``models:`` = ``model_ids``; ``datasets:`` = the model card's, else ``dataset_ids``."""
-    import gradio
-    from huggingface_hub import SpaceCard, SpaceCardData
+    import gradio  # optional here: only publish-space needs its version
 
     card_meta, metrics, labels = _model_card_metadata(model_dir), _metrics(model_dir), _labels(model_dir)
     datasets = card_meta.get("datasets")
@@ -213,8 +209,6 @@ def _card_body(space_id: str, hub_model: str | None, metrics: dict, labels: list
 def written_by_publish_space(folder: Path) -> bool:
     """A Space folder from an earlier run: its card carries our tag, and it is not a checkout of this project (which
     also has app.py and har_model/, but with train.py and the training stage)."""
-    from huggingface_hub import metadata_load
-
     if folder.resolve() == APP_ROOT or (folder / "train.py").exists() or (folder / PACKAGE / "train").exists():
         return False
     try:
@@ -242,17 +236,15 @@ def bundle_model(model_dir: Path, folder: Path) -> Path:
     """Copy the serving files into ``folder/model``; export ONNX into that copy when the model has none."""
     Classifier.load(model_dir)  # a folder every other reader refuses (unfinished, inconsistent) is not shipped either
     target = folder / BUNDLED_MODEL
-    has_onnx = (model_dir / "onnx" / "model.onnx").is_file()
-    copy_model_files(model_dir, target, BUNDLED_FILES + ([] if has_onnx else ["model.safetensors"]))
-    if not has_onnx:
-        from transformers.utils import logging as hf_logging
-
-        from har_model.serve.onnx_export import export_onnx
+    exported = files.has_onnx(model_dir)
+    copy_model_files(model_dir, target, BUNDLED_FILES + ([] if exported else [files.WEIGHTS]))
+    if not exported:
+        from transformers.utils import logging as hf_logging  # optional: only an export needs transformers
 
         hf_logging.disable_progress_bar()  # stderr keeps to one error line when a later step fails
         print(f"{model_dir} has no ONNX export: exporting one into the Space's copy", flush=True)
         export_onnx(target, quantize=False)
-        (target / "model.safetensors").unlink()  # served through ONNX Runtime: the torch weights stay home
+        (target / files.WEIGHTS).unlink()  # served through ONNX Runtime: the torch weights stay home
     return target
 
 
@@ -272,7 +264,7 @@ def _assemble(model: str, space_id: str, folder: Path, model_ids: list[str]) -> 
         except HarError as exc:
             print(f"note: {exc}; assuming it has no ONNX export (the Space then installs torch)", flush=True)
             model_dir = None
-        needs_torch = model_dir is None or not (model_dir / "onnx" / "model.onnx").is_file()
+        needs_torch = model_dir is None or not files.has_onnx(model_dir)
         model_ids = [hub_model] + [m for m in model_ids if m != hub_model]
     else:
         source = resolve_model_dir(model, flag="--model")
@@ -295,8 +287,6 @@ def _assemble(model: str, space_id: str, folder: Path, model_ids: list[str]) -> 
 def publish_space(model: str, space_id: str, *, private: bool = False, folder: Path | None = None,
                   dry_run: bool = False, model_ids: list[str] | None = None) -> Path:
     """Assemble the Space folder and (unless ``dry_run``) push it; return the folder (kept unless temporary)."""
-    from har_model.hub import push_folder, retry_command
-
     if not REPO_ID.match(space_id):
         raise HarError(f"--space {space_id}: give a Space id as USER/NAME")
     for model_id in model_ids or []:

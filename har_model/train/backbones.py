@@ -387,32 +387,6 @@ def builtin_checkpoint(name: str, cache_dir: str | os.PathLike | None = None) ->
     return final
 
 
-def strip_noop_squeeze_excite(model) -> int:
-    """Replace the squeeze-excite layers of an EfficientNet that are exact no-ops by ``nn.Identity``; returns how many.
-
-    A layer is a no-op when its gate is exactly 1.0 whatever the input (zero expand weights, sigmoid(bias) == 1.0
-    in float32), as in the converted Lite models; outputs stay bit-identical and inference gets faster (see
-    benchmarks/backbones_cpu.py). For inference only: a stripped model lacks layers the stock class expects, so
-    do not ``save_pretrained`` it. Other models (e.g. EfficientNet-B0..B7, real squeeze-excite) are left as they are.
-    """
-    import torch
-    from torch import nn
-    from transformers.models.efficientnet.modeling_efficientnet import EfficientNetSqueezeExciteLayer
-
-    blocks = getattr(getattr(getattr(model, "efficientnet", None), "encoder", None), "blocks", None) or []
-    stripped = 0
-    for block in blocks:
-        se = getattr(block, "squeeze_excite", None)
-        if not isinstance(se, EfficientNetSqueezeExciteLayer) or se.expand.bias is None:
-            continue
-        with torch.no_grad():
-            gate = torch.sigmoid(se.expand.bias.float())
-            if not se.expand.weight.any() and bool((gate == 1.0).all()):
-                block.squeeze_excite = nn.Identity()
-                stripped += 1
-    return stripped
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Resolution for fine-tuning
 

@@ -22,19 +22,18 @@ from pathlib import Path
 
 from har_model.errors import HarError
 from har_model.hub import full_repo_id, push_folder, require_hub
-from har_model.train.config import TrainConfig
+from har_model.model_folder import onnx
 from har_model.outputs import Publication, claim_output_dir, clear_run_state, own_dir, staging_name
+from har_model.train.config import TrainConfig
 from har_model.train.launcher import Processes
 
 CACHE_DIR = "cache"  # the memory-mapped image cache (har_model.train.image_cache), removed after a finished run
 
-def main(argv: list[str] | None = None, *, export=None) -> int:
-    """``export(model_dir)`` is called for ``--export-onnx`` (the command line passes the serving stage's ONNX
-    export: the training stage never imports serving)."""
-    return run(TrainConfig.parse(argv), export=export)
+def main(argv: list[str] | None = None) -> int:
+    return run(TrainConfig.parse(argv))
 
 
-def run(config: TrainConfig, *, export=None) -> int:
+def run(config: TrainConfig) -> int:
     """One training run: data -> base model -> image cache -> soup members -> shipped model -> reports -> export, push.
 
     Under a launcher (torchrun, accelerate launch) every process runs this; `Processes` makes it behave like one."""
@@ -56,7 +55,7 @@ def run(config: TrainConfig, *, export=None) -> int:
         set_seed(config.seed)
         # moved into `out` only when everything below has succeeded; one staging folder for all processes
         with Publication(out, "model", name=procs.share(staging_name()), writer=procs.is_main) as stage:
-            summary = _train_into(stage, out, config, member_dirs, t_start, export, procs)
+            summary = _train_into(stage, out, config, member_dirs, t_start, procs)
         with procs.main_first():  # the others wait for the published model and the pushes
             if procs.is_main:
                 remove_cache(out)  # kept for --resume until now
@@ -66,7 +65,7 @@ def run(config: TrainConfig, *, export=None) -> int:
     return 0
 
 
-def _train_into(stage: Path, out: Path, config: TrainConfig, member_dirs: list[Path], t_start: float, export,
+def _train_into(stage: Path, out: Path, config: TrainConfig, member_dirs: list[Path], t_start: float,
                 procs: Processes) -> str:
     """The run proper: the shipped files go to `stage`, the checkpoints to `out`/checkpoints."""
     from har_model.data import dataset_from_args
@@ -110,12 +109,12 @@ def _train_into(stage: Path, out: Path, config: TrainConfig, member_dirs: list[P
     with procs.main_first():
         if procs.is_main:
             summary = write_model_folder(stage, out, config, evaluator, base, predictions, result, images, dsd,
-                                         labels, bf16, t_start, export)
+                                         labels, bf16, t_start)
     return summary
 
 
 def write_model_folder(stage: Path, out: Path, config: TrainConfig, evaluator, base, predictions, result, images,
-                       dsd, labels: list[str], bf16: bool, t_start: float, export) -> str:
+                       dsd, labels: list[str], bf16: bool, t_start: float) -> str:
     """The main process's part: the processor, reports and card (and ONNX) beside the weights in `stage`."""
     from har_model.train.reports import write_outputs
 
@@ -125,9 +124,7 @@ def write_model_folder(stage: Path, out: Path, config: TrainConfig, evaluator, b
                             precision=precision_name(bf16, config), frozen_blocks=base.frozen_blocks,
                             eval_prep=base.eval_prep, train_prep=base.train_prep, model_dir=out)
     if config.run.export_onnx:
-        if export is None:
-            raise HarError("--export-onnx: run training through `python train.py`, which provides the ONNX export")
-        export(stage)
+        onnx.export_onnx(stage)
     return summary
 
 

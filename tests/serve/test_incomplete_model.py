@@ -80,7 +80,7 @@ def test_a_half_moved_model_folder_is_refused_by_every_reader_in_place(tiny_mode
 
 
 def test_a_failed_onnx_export_leaves_no_file_behind(tiny_model_dir, tmp_path, monkeypatch, capsys):
-    from har_model.serve import onnx_export
+    from har_model.model_folder import onnx as onnx_export
 
     out = _publish_model(tiny_model_dir, tmp_path / "model")
 

@@ -69,7 +69,7 @@ def _pipeline_proba(pipe, images, labels) -> np.ndarray:
 @pytest.fixture(scope="module")
 def onnx_model_dir(model_dir, tmp_path_factory):
     """A copy of the test model with its ONNX exports (the torch-only folder stays as it is)."""
-    from har_model.serve.onnx_export import export_onnx
+    from har_model.model_folder.onnx import export_onnx
 
     folder = tmp_path_factory.mktemp("onnx_model") / "model"
     shutil.copytree(model_dir, folder)

@@ -17,7 +17,7 @@ import pytest
 from har_model import cli
 from har_model.serve import model as model_mod
 from har_model.serve import space
-from har_model.serve.onnx_export import export_onnx
+from har_model.model_folder.onnx import export_onnx
 from helpers import CLASSES, synthetic_image
 
 SPACE_ID = "someone/har-demo"
@@ -67,7 +67,7 @@ def test_dry_run_folder_holds_only_what_serving_needs(space_dir):
     assert {"har_model/serve/ui.py", "har_model/serve/model.py", "har_model/serve/inference.py",
             "har_model/serve/video.py", "har_model/__init__.py", "har_model/serve/__init__.py"} <= package
     assert not any(f.startswith(("har_model/train", "har_model/data", "har_model/cards")) for f in package)
-    assert not {"har_model/hub.py", "har_model/cli.py", "har_model/serve/onnx_export.py", "har_model/serve/space.py"} & package
+    assert not {"har_model/hub.py", "har_model/cli.py", "har_model/model_folder/onnx.py", "har_model/serve/space.py"} & package
     model = {f for f in files if f.startswith("model/")}
     assert {"model/config.json", "model/preprocessor_config.json", "model/onnx/model.onnx", "model/metrics.json",
             "model/README.md", "model/examples/running_0.jpg", "model/calibration.json"} <= model

@@ -14,6 +14,7 @@ from har_model.train import backbones
 from har_model.train.backbones import BUILTIN_BACKBONES, builtin_checkpoint, load_backbone
 from har_model.errors import HarError
 from har_model.imaging import open_rgb
+from har_model.model_folder.torch_model import strip_noop_squeeze_excite
 
 LITE = sorted(BUILTIN_BACKBONES)
 LABELS = ["clapping", "running", "sitting"]
@@ -204,13 +205,13 @@ def test_stripping_the_no_op_squeeze_excite_keeps_outputs_bit_identical(converte
         before = model(pixel_values=x).logits
         with torch.autocast("cpu", dtype=torch.bfloat16):
             before_bf16 = model(pixel_values=x).logits
-        assert backbones.strip_noop_squeeze_excite(model) == len(model.efficientnet.encoder.blocks) == 21
+        assert strip_noop_squeeze_excite(model) == len(model.efficientnet.encoder.blocks) == 21
         assert torch.equal(model(pixel_values=x).logits, before)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             assert torch.equal(model(pixel_values=x).logits, before_bf16)
     # A real squeeze-excite (random weights) is kept.
     tiny = EfficientNetForImageClassification.from_pretrained(tiny_model_dir)
-    assert backbones.strip_noop_squeeze_excite(tiny) == 0
+    assert strip_noop_squeeze_excite(tiny) == 0
 
 
 def test_load_backbone_builtin_gives_fresh_head_and_processor(converted, lite_cache):

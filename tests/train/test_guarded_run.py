@@ -269,7 +269,7 @@ STEPS = {
     "final weights": _fail_nth_save(0),
     "confusion matrix": _fail_at("har_model.train.reports.plot_confusion_matrix"),
     "model card": _fail_at("har_model.cards.render_model_card"),
-    "onnx export": _fail_at("har_model.serve.onnx_export.export_onnx"),
+    "onnx export": _fail_at("har_model.model_folder.onnx.export_onnx"),
     "swap inside the onnx export": lambda monkeypatch, error, epochs: helpers.PublishFaults(
         monkeypatch, error=error, fail_on="_renameat2_exchange", commit=2),
     "swap: linking what stays": _fail_swap("link"),

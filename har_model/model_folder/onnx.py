@@ -2,11 +2,12 @@
 
     python train.py export-onnx --model outputs/har15          # writes outputs/har15/onnx/model.onnx (+ int8)
     python train.py export-onnx --model user/har-model         # a Hub model: copied to outputs/har-model first
+    export_onnx(model_dir)                                     # the same from code (train.py --export-onnx)
 
 The files live in ``<model>/onnx/`` with a dynamic batch axis; the model folder stays loadable by plain
-``pipeline()``, and ``har_model.serve.inference.Classifier.load(model, backend="auto")`` picks the ONNX file up.
-They are written beside the model and moved into ``onnx/`` only when the export (and its check) succeeded, so a
-failed export never leaves a half-written file that the app would then load.
+``pipeline()``, and serving (``har_model.serve.inference.Classifier.load(model, backend="auto")``) picks the ONNX
+file up. They are written beside the model and moved into ``onnx/`` only when the export (and its check)
+succeeded, so a failed export never leaves a half-written file that the app would then load.
 """
 
 from __future__ import annotations
@@ -16,9 +17,15 @@ import json
 import warnings
 from pathlib import Path
 
+import numpy as np
+
 from har_model.calibration import Calibration
 from har_model.errors import HarError
+from har_model.model_folder.files import ONNX_DIR, ONNX_FILES, ONNX_INFO, read_labels, require_config
+from har_model.model_folder.resolve import copy_model_files, is_hub_id, resolve_model_dir
+from har_model.model_folder.torch_model import load_torch_model
 from har_model.outputs import Publication, require_complete
+from har_model.preprocessing import load_preprocessing
 
 OPSET = 17
 
@@ -29,47 +36,28 @@ def export_onnx(model_dir: str | Path, *, quantize: bool = True, check: bool = T
     Returns {"fp32": path, "int8": path}. ``check`` compares the ONNX float32 output with torch on a random
     batch and raises HarError if they disagree (an export bug must not ship silently).
     """
-    import numpy as np
-    import torch
-    from transformers import AutoModelForImageClassification
-
-    from har_model.preprocessing import load_preprocessing
-    from har_model.serve.inference import ONNX_DIR, read_labels
-
     model_dir = Path(model_dir)
     require_complete(model_dir)
-    if not (model_dir / "config.json").is_file():
-        raise HarError(f"{model_dir}: no config.json (not a saved model folder)")
+    require_config(model_dir)
     read_labels(model_dir)  # what every reader checks first: refused here too, before any work
     Calibration.load(model_dir)
     height, width = load_preprocessing(model_dir).output_hw
-    try:
-        model = AutoModelForImageClassification.from_pretrained(model_dir, dtype=torch.float32).eval()
-    except Exception as exc:  # OSError, ValueError, safetensors' own errors, ...: all mean "not usable"
-        raise HarError(f"{model_dir}: cannot load the model ({str(exc).splitlines()[0]})") from None
-    try:  # exact no-op squeeze-excite layers (built-in EfficientNet-Lite) need not be in the graph
-        from har_model.train.backbones import strip_noop_squeeze_excite
-
-        strip_noop_squeeze_excite(model)
-    except ImportError:
-        pass
+    model = load_torch_model(model_dir)  # exact no-op squeeze-excite layers need not be in the graph
     with Publication(model_dir, "model", merge=True) as stage:
         written = _export(model, stage / ONNX_DIR, height, width, quantize=quantize, check=check)
     return {kind: model_dir / ONNX_DIR / path.name for kind, path in written.items()}
 
 
 def _export(model, out_dir: Path, height: int, width: int, *, quantize: bool, check: bool) -> dict[str, Path]:
-    import torch
+    import torch  # optional: only exporting needs it
 
     out_dir.mkdir()
-    fp32 = out_dir / "model.onnx"
-
-    wrapper = _logits_only(model)
+    fp32 = out_dir / ONNX_FILES[0]
     example = torch.randn(2, 3, height, width)
     with warnings.catch_warnings(), torch.inference_mode():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            wrapper,
+            _logits_only(model),
             (example,),
             str(fp32),
             input_names=["pixel_values"],
@@ -83,8 +71,8 @@ def _export(model, out_dir: Path, height: int, width: int, *, quantize: bool, ch
     if check:
         _check_against_torch(fp32, model, height, width)
     if quantize:
-        paths["int8"] = quantize_dynamic_int8(fp32, out_dir / "model_int8.onnx")
-    (out_dir / "export_info.json").write_text(
+        paths["int8"] = quantize_dynamic_int8(fp32, out_dir / ONNX_FILES[1])
+    (out_dir / ONNX_INFO).write_text(
         json.dumps({"opset": OPSET, "input": [None, 3, height, width], "files": {k: p.name for k, p in paths.items()}}, indent=2)
     )
     return paths
@@ -92,7 +80,7 @@ def _export(model, out_dir: Path, height: int, width: int, *, quantize: bool, ch
 
 def _logits_only(model):
     """Wrap a transformers classifier so that the exported graph has one input and one output."""
-    import torch
+    import torch  # optional: only exporting needs it
 
     class LogitsOnly(torch.nn.Module):
         def __init__(self, inner):
@@ -107,8 +95,8 @@ def _logits_only(model):
 
 def quantize_dynamic_int8(src: Path, dst: Path) -> Path:
     """Dynamic (weights int8, activations quantized on the fly) quantization of an ONNX file."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    from onnxruntime.quantization import QuantType, quantize_dynamic  # optional: the onnx package, export only
+    from onnxruntime.quantization.shape_inference import quant_pre_process  # as above
 
     pre = dst.with_name(dst.stem + "_pre.onnx")
     try:
@@ -125,9 +113,8 @@ def quantize_dynamic_int8(src: Path, dst: Path) -> Path:
 
 
 def _check_against_torch(path: Path, model, height: int, width: int, tol: float = 1e-3) -> None:
-    import numpy as np
-    import onnxruntime as ort
-    import torch
+    import onnxruntime as ort  # optional: a training install need not have it
+    import torch  # optional: only exporting needs it
 
     x = torch.randn(3, 3, height, width, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
@@ -148,8 +135,6 @@ def main(argv: list[str] | None = None) -> int:
                         "for a Hub model id outputs/<name>, since the download cache is not written to)")
     p.add_argument("--no-int8", action="store_true", help="skip the dynamic int8 quantized copy")
     args = p.parse_args(argv)
-    from har_model.serve.model import copy_model_files, is_hub_id, resolve_model_dir
-
     model_dir = resolve_model_dir(args.model, flag="--model")
     out = args.output_dir or (Path("outputs") / args.model.split("/")[-1] if is_hub_id(args.model) else None)
     if out is not None:
