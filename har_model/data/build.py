@@ -31,16 +31,26 @@ import sys
 import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+from datasets import Image as ImageFeature
+from PIL import Image
+from tqdm.auto import tqdm
+
+from har_model import cards, figures
 from har_model.data.balance import IMBALANCE_RATIO, class_balance
 from har_model.data.dedup import DEFAULT_NEAR_DUP_THRESHOLD, group_images
-from har_model.data.options import HelpFormatter, add_data_arguments
+from har_model.data.options import DataArguments, HelpFormatter, add_data_arguments, parse_data_arguments
 from har_model.data.load import features_for, image_bytes, load_dataset_any, load_dataset_folder
-from har_model.data.scan import DEFAULT_MIN_SIDE, SERIAL_BELOW, Skipped, analyse_file, check_data_dir, list_candidates
+from har_model.data.scan import (DEFAULT_MIN_SIDE, SERIAL_BELOW, Candidate, Skipped, analyse_file, check_data_dir,
+                                 list_candidates)
 from har_model.data.splits import SPLITS, check_fractions, grouped_stratified_split
 from har_model.errors import HarError
 from har_model.hardware import process_pool
+from har_model.hub import push_folder
 from har_model.imaging import DEFAULT_MAX_PIXELS
 from har_model.outputs import Publication, claim_output_dir
 
@@ -54,7 +64,7 @@ SAMPLES_PER_CLASS = 6
 # ----------------------------------------------------------------------------------------------- CLI
 
 
-def _options(args: argparse.Namespace) -> dict:
+def _options(args: DataArguments) -> dict:
     return {
         "seed": args.seed,
         "val_fraction": args.val_fraction,
@@ -64,7 +74,7 @@ def _options(args: argparse.Namespace) -> dict:
     }
 
 
-def dataset_from_args(args: argparse.Namespace, dataset_dir: Path, *, overwrite: bool = False, build: bool = True,
+def dataset_from_args(args: DataArguments, dataset_dir: Path, *, overwrite: bool = False, build: bool = True,
                       shown_as: Path | None = None):
     """Build from ``args.data_dir`` (writing the repository folder to ``dataset_dir``) or load ``args.dataset``.
     ``build=False``: another process of the same run has built ``dataset_dir`` already; read it.
@@ -99,23 +109,58 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="also upload the folder as a Hub dataset repository")
     parser.add_argument("--private", action="store_true", help="create the Hub repository as private")
     args = parser.parse_args(argv)
-    out = Path(args.output_dir)
+    data, out = parse_data_arguments(args), Path(args.output_dir)
     if args.data_dir and not args.dataset:
-        dataset_from_args(args, out, overwrite=args.overwrite)
+        dataset_from_args(data, out, overwrite=args.overwrite)
     else:
-        ds = dataset_from_args(args, out)
+        ds = dataset_from_args(data, out)
         write_dataset_repo(ds, out, license=args.license, source=Path(args.dataset).name, overwrite=args.overwrite,
                            inputs=[args.dataset])
         print(f"wrote {out} ({', '.join(f'{s}: {len(ds[s])}' for s in SPLITS)})")
     if args.push_to_hub:
-        from har_model.hub import push_folder
-
         url = push_folder(out, args.push_to_hub, repo_type="dataset", private=args.private)
         print(f"pushed {out} to {url}")
     return 0
 
 
 # ------------------------------------------------------------------------------------ build from folder
+
+
+@dataclass
+class Listing:
+    """The input folder as listed, before anything is decoded."""
+
+    data_dir: str | os.PathLike  # as the user gave it (named in errors)
+    root: Path  # resolved
+    candidates: list[Candidate]  # the image files found, each with its class
+    skipped: list[Skipped]  # what was skipped already (hidden files, non-images, ...); decoding adds more
+    class_dirs: list[str]
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """How ``prepare_dataset`` checks, splits and describes the images."""
+
+    seed: int
+    fractions: dict  # validation and test fractions (check_fractions)
+    min_side: int
+    max_pixels: int
+    num_workers: int | None
+    near_dup_threshold: int
+    license: str
+    pretty_name: str | None
+    progress: bool
+
+
+@dataclass
+class SplitContents:
+    """What was written per split, for the card and the figures."""
+
+    class_names: list[str]
+    counts: dict  # class -> split -> images
+    split_bytes: dict  # split -> bytes written
+    samples: dict  # class -> a few encoded training images
+    features: object  # the datasets Features (image, label with the class names)
 
 
 def prepare_dataset(
@@ -140,42 +185,44 @@ def prepare_dataset(
 
     The input is checked before anything is written; the folder is published whole (``har_model.outputs``).
     ``shown_as``: the folder's name in the summary, when ``output_dir`` is inside a staging folder."""
-    fractions = check_fractions(val_fraction, test_fraction)
+    options = BuildOptions(seed=seed, fractions=check_fractions(val_fraction, test_fraction), min_side=min_side,
+                           max_pixels=max_pixels, num_workers=num_workers, near_dup_threshold=near_dup_threshold,
+                           license=license, pretty_name=pretty_name, progress=progress)
     root = check_data_dir(data_dir).resolve()
-    candidates, skipped, class_dirs = list_candidates(root)
-    _require_two_classes(data_dir, sorted({c.class_name for c in candidates}))
+    listing = Listing(data_dir, root, *list_candidates(root))
+    _require_two_classes(data_dir, sorted({c.class_name for c in listing.candidates}))
     out = claim_output_dir(output_dir, "dataset", overwrite=overwrite, inputs=[data_dir])
     with Publication(out, "dataset") as stage:
-        report = _build(root, stage, data_dir, candidates, skipped, class_dirs, fractions, seed=seed, min_side=min_side,
-                        max_pixels=max_pixels, num_workers=num_workers, near_dup_threshold=near_dup_threshold,
-                        license=license, pretty_name=pretty_name, progress=progress)
+        report = _build(stage, listing, options)
     if verbose:
         print_summary(report, Path(shown_as or out))
     return load_dataset_folder(out)
 
 
-def _build(root: Path, out: Path, data_dir, candidates, skipped, class_dirs, fractions, *, seed, min_side, max_pixels,
-           num_workers, near_dup_threshold, license, pretty_name, progress) -> dict:
+def _build(out: Path, listing: Listing, options: BuildOptions) -> dict:
     """Everything ``prepare_dataset`` writes, into ``out`` (the staging folder); returns the report."""
     (out / DATA_DIR).mkdir()
+    candidates, skipped = listing.candidates, listing.skipped
     with tempfile.TemporaryFile(dir=out, prefix=".spool-") as spool:
-        images, more_skipped = _analyse_all(root, candidates, min_side, max_pixels, num_workers, progress, spool)
+        images, more_skipped = _analyse_all(listing, options, spool)
         skipped += more_skipped
         class_names = sorted({im["class_name"] for im in images})
-        for name in class_dirs:
+        for name in listing.class_dirs:
             if name not in class_names and any(c.class_name == name for c in candidates):
                 skipped.append(Skipped(name + "/", "no usable images left in this class folder", "empty-class"))
-        _require_two_classes(data_dir, class_names)
+        _require_two_classes(listing.data_dir, class_names)
         label_of = {name: i for i, name in enumerate(class_names)}
         for im in images:
             im["label"] = label_of[im["class_name"]]
         groups, exact_copy = group_images(
-            [im["content_hash"] for im in images], [im["phash"] for im in images], [im["dhash"] for im in images], near_dup_threshold
+            [im["content_hash"] for im in images], [im["phash"] for im in images], [im["dhash"] for im in images],
+            options.near_dup_threshold,
         )
         dedup = _resolve_duplicates(images, groups, exact_copy, class_names)
         keep = dedup.pop("keep")
         split_idx = grouped_stratified_split(
-            [images[i]["label"] for i in keep], [groups[i] for i in keep], class_names, fractions, seed=seed
+            [images[i]["label"] for i in keep], [groups[i] for i in keep], class_names, options.fractions,
+            seed=options.seed,
         )
         rows = {s: [images[keep[j]] for j in split_idx[s]] for s in SPLITS}
         features = features_for(class_names)
@@ -191,12 +238,11 @@ def _build(root: Path, out: Path, data_dir, candidates, skipped, class_dirs, fra
         for im in rows["train"]:
             if len(samples[im["class_name"]]) < SAMPLES_PER_CLASS:
                 samples[im["class_name"]].append(_spool_read(spool, im)[0])
-    report = _report(root, candidates, skipped, images, dedup, counts, class_names, seed, fractions, near_dup_threshold)
+    report = _report(listing, options, images, dedup, counts, class_names)
     (out / REPORT_FILE).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    _write_card_and_figures(
-        out, class_names, counts, split_bytes, samples, license=license, pretty_name=pretty_name, source=root.name,
-        summary=report["summary"], features=features,
-    )
+    _write_card_and_figures(out, SplitContents(class_names, counts, split_bytes, samples, features),
+                            license=options.license, pretty_name=options.pretty_name, source=listing.root.name,
+                            summary=report["summary"])
     return report
 
 
@@ -206,12 +252,11 @@ def _require_two_classes(data_dir, class_names: list[str]) -> None:
         raise HarError(f"{data_dir}: at least two class folders with usable images are needed, found {found}")
 
 
-def _analyse_all(root: Path, candidates, min_side, max_pixels, num_workers, progress, spool) -> tuple[list[dict], list[Skipped]]:
+def _analyse_all(listing: Listing, options: BuildOptions, spool) -> tuple[list[dict], list[Skipped]]:
     """Decode + hash every candidate (process pool); payloads go to ``spool``, metadata is returned."""
-    from tqdm.auto import tqdm
-
-    tasks = [(str(root / c.path), min_side, max_pixels) for c in candidates]
-    workers = num_workers if num_workers is not None else (os.cpu_count() or 1)
+    candidates, progress = listing.candidates, options.progress
+    tasks = [(str(listing.root / c.path), options.min_side, options.max_pixels) for c in candidates]
+    workers = options.num_workers if options.num_workers is not None else (os.cpu_count() or 1)
     images: list[dict] = []
     skipped: list[Skipped] = []
     bar = tqdm(total=len(tasks), desc="decode + hash", unit="img", disable=not progress, file=sys.stderr)
@@ -275,7 +320,8 @@ def _resolve_duplicates(images: list[dict], groups: list[int], exact_copy: list[
     return {"keep": keep, "label_conflicts": conflicts, "exact_duplicates": exact_groups, "near_duplicates": near_groups}
 
 
-def _report(root, candidates, skipped, images, dedup, counts, class_names, seed, fractions, threshold) -> dict:
+def _report(listing: Listing, options: BuildOptions, images, dedup, counts, class_names) -> dict:
+    candidates, skipped = listing.candidates, listing.skipped
     found = Counter(c.class_name for c in candidates)
     usable = Counter(im["class_name"] for im in images)
     exact_removed = sum(len(g) - 1 for g in dedup["exact_duplicates"])
@@ -294,15 +340,15 @@ def _report(root, candidates, skipped, images, dedup, counts, class_names, seed,
         "near_duplicate_images": sum(len(g) for g in dedup["near_duplicates"]),
         "label_conflicts": len(dedup["label_conflicts"]),
         "conflict_images_dropped": conflict_images,
-        "near_dup_threshold": threshold,
-        "seed": seed,
-        "fractions": fractions,
+        "near_dup_threshold": options.near_dup_threshold,
+        "seed": options.seed,
+        "fractions": options.fractions,
         "split_sizes": {s: sum(counts[c][s] for c in class_names) for s in SPLITS},
         "class_balance": class_balance({c: per_class[c]["total"] for c in class_names}),
         "report_file": REPORT_FILE,
     }
     return {
-        "source": root.name,  # the folder's name only: the report is pushed, a local path would leak user names
+        "source": listing.root.name,  # the folder's name only: the report is pushed, a local path would leak user names
         "classes": list(class_names),
         "summary": summary,
         "per_class": per_class,
@@ -353,9 +399,6 @@ def print_summary(report: dict, out: Path, file=None) -> None:
 
 def _write_split(out: Path, split: str, rows: Iterator[tuple[bytes, str, int]], n_rows: int, n_bytes: int, features) -> int:
     """Write ``rows`` (image bytes, path, label) as ``data/{split}-*.parquet`` shards; return the bytes written."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     schema = features.arrow_schema
     n_shards = max(1, math.ceil(n_bytes / MAX_SHARD_BYTES))
     per_shard = math.ceil(n_rows / n_shards) if n_rows else 0
@@ -379,34 +422,30 @@ def _write_split(out: Path, split: str, rows: Iterator[tuple[bytes, str, int]], 
     return written
 
 
-def _write_card_and_figures(out: Path, class_names, counts, split_bytes, samples, *, license, pretty_name, source, summary, features) -> None:
-    from PIL import Image
-
-    from har_model.cards import render_dataset_card, save_card
-    from har_model.figures import class_distribution_chart, sample_grid
-
-    figures = {"distribution": "images/class_distribution.png"}
-    class_distribution_chart(counts, out / figures["distribution"])
-    if any(samples.values()):
-        figures["samples"] = "images/sample_grid.jpg"
-        thumbs = {c: [Image.open(io.BytesIO(b)) for b in bs] for c, bs in samples.items()}
-        sample_grid(thumbs, out / figures["samples"])
+def _write_card_and_figures(out: Path, contents: SplitContents, *, license, pretty_name, source, summary) -> None:
+    shown = {"distribution": "images/class_distribution.png"}
+    figures.class_distribution_chart(contents.counts, out / shown["distribution"])
+    if any(contents.samples.values()):
+        shown["samples"] = "images/sample_grid.jpg"
+        thumbs = {c: [Image.open(io.BytesIO(b)) for b in bs] for c, bs in contents.samples.items()}
+        figures.sample_grid(thumbs, out / shown["samples"])
     download = sum(f.stat().st_size for f in (out / DATA_DIR).glob("*.parquet"))
-    shards = {s: sorted(f"{DATA_DIR}/{f.name}" for f in (out / DATA_DIR).glob(f"{s}-*.parquet")) for s in split_bytes}
-    card = render_dataset_card(
-        features=features,
-        class_names=class_names,
-        counts=counts,
-        split_bytes=split_bytes,
+    shards = {s: sorted(f"{DATA_DIR}/{f.name}" for f in (out / DATA_DIR).glob(f"{s}-*.parquet"))
+              for s in contents.split_bytes}
+    card = cards.render_dataset_card(
+        features=contents.features,
+        class_names=contents.class_names,
+        counts=contents.counts,
+        split_bytes=contents.split_bytes,
         download_size=download,
         license=license,
         pretty_name=pretty_name,
         source=source,
         summary=summary,
-        figures=figures,
+        figures=shown,
         data_files=shards,
     )
-    save_card(card, out)
+    cards.save_card(card, out)
 
 
 def write_dataset_repo(ds, output_dir: str | os.PathLike, *, license: str = "other", pretty_name: str | None = None,
@@ -419,8 +458,6 @@ def write_dataset_repo(ds, output_dir: str | os.PathLike, *, license: str = "oth
 
 
 def _write_repo(ds, out: Path, *, license: str, pretty_name: str | None, source: str) -> None:
-    from datasets import Image as ImageFeature
-
     (out / DATA_DIR).mkdir()
     class_names = ds["train"].features["label"].names
     features = features_for(class_names)
@@ -436,10 +473,8 @@ def _write_repo(ds, out: Path, *, license: str, pretty_name: str | None, source:
     for r in ds["train"].cast_column("image", ImageFeature(decode=False)):
         if len(samples[class_names[r["label"]]]) < SAMPLES_PER_CLASS:
             samples[class_names[r["label"]]].append(image_bytes(r["image"]))
-    _write_card_and_figures(
-        out, class_names, counts, split_bytes, samples, license=license, pretty_name=pretty_name, source=source,
-        summary=None, features=features,
-    )
+    _write_card_and_figures(out, SplitContents(class_names, counts, split_bytes, samples, features),
+                            license=license, pretty_name=pretty_name, source=source, summary=None)
 
 
 def _relative(path: str | None) -> str:

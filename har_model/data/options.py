@@ -71,6 +71,11 @@ class DataArguments:
         "the label column of --dataset (default: a ClassLabel column named label, labels, class, ... or the first)"))
 
 
+def parse_data_arguments(namespace: argparse.Namespace) -> DataArguments:
+    """The DataArguments of a namespace parsed with ``add_data_arguments`` (`prepare`'s command line)."""
+    return DataArguments(**{f.name: getattr(namespace, f.name) for f in dataclasses.fields(DataArguments)})
+
+
 def add_data_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the DataArguments options (--data-dir, --seed, ...) to an argparse ``parser``, in a "data" group; an
     option the parser already has is left alone."""

@@ -9,11 +9,11 @@
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import dataclass
-from pathlib import Path
+
 
 from har_model.errors import HarError
+from har_model.model_folder.record import RunRecord
 from har_model.train import backbones
 from har_model.preprocessing import Preprocessing, StockPreprocessing, preprocessing_for, scale_processor
 from har_model.train.trainer import prepare_model
@@ -73,15 +73,15 @@ def train_eval_preprocessing(model, processor, image_size: int | None, eval_size
 
 
 def default_image_size(model: str) -> int | None:
-    """Default training crop size: a folder written by train.py trains at the crop size it was trained at (its saved
-    processor holds the larger evaluation size), a built-in backbone at its fine-tuning size, else the model's own."""
-    metrics = Path(model) / "metrics.json"
-    if metrics.is_file():
+    """Default training crop size: a folder written by train.py trains at the crop size it was trained at (its run
+    record; its saved processor holds the larger evaluation size), a built-in backbone at its fine-tuning size, else
+    the model's own."""
+    record = RunRecord.read(model)
+    if record is not None:
         try:
-            crop = json.loads(metrics.read_text())["recipe"]["train_crop_size"]
-            return int(crop[0] if isinstance(crop, (list, tuple)) else crop)
-        except (ValueError, KeyError, TypeError, IndexError):
-            pass  # not one of ours, or an older one: the saved processor's size is the best guess
+            return record.train_size
+        except (ValueError, TypeError, IndexError):
+            pass  # a damaged record: the saved processor's size is the best guess
     return backbones.default_train_size(model)
 
 

@@ -18,27 +18,34 @@ import sys
 import zipfile
 from pathlib import Path
 
+from datasets import Image as ImageFeature
+
+from har_model.data.load import image_bytes
 from har_model.errors import HarError
 from har_model.outputs import atomic_write_text
+from har_model.train.config import TrainConfig
 
 RUN_FILE = "run.json"
-# The flags that change what training does (its data order, model, objective or learning rates). How long to train
-# (--epochs, --max-steps, --early-stopping-patience) may change: continuing a run for more epochs is what --resume
-# is for. Output, logging, export and push options are not among them either.
-RESUME_FLAGS = (
-    "model", "soup", "batch_size", "gradient_accumulation_steps", "learning_rate", "backbone_lr_scale",
-    "freeze_layers", "weight_decay", "warmup_ratio", "label_smoothing", "mixup", "image_size", "eval_size",
-    "precision", "train_seed", "seed", "class_balance", "max_train_samples", "max_eval_samples",
-)
+# The flags that change what training does (its data order, model, objective or learning rates), by their
+# command-line name, and where the TrainConfig holds each. How long to train (--epochs, --max-steps,
+# --early-stopping-patience) may change: continuing a run for more epochs is what --resume is for. Output,
+# logging, export and push options are not among them either.
+RESUME_FLAGS = {
+    "model": ("run", "model"), "soup": ("run", "soup"), "batch_size": ("training", "per_device_train_batch_size"),
+    "gradient_accumulation_steps": ("training", "gradient_accumulation_steps"),
+    "learning_rate": ("training", "learning_rate"), "backbone_lr_scale": ("run", "backbone_lr_scale"),
+    "freeze_layers": ("run", "freeze_layers"), "weight_decay": ("training", "weight_decay"),
+    "warmup_ratio": ("training", "warmup_steps"), "label_smoothing": ("training", "label_smoothing_factor"),
+    "mixup": ("run", "mixup"), "image_size": ("run", "image_size"), "eval_size": ("run", "eval_size"),
+    "precision": ("run", "precision"), "train_seed": ("run", "train_seed"), "seed": ("data", "seed"),
+    "class_balance": ("run", "class_balance"), "max_train_samples": ("run", "max_train_samples"),
+    "max_eval_samples": ("run", "max_eval_samples"),
+}
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
 def data_fingerprint(dsd) -> str:
     """A hash of every split's images (encoded bytes) and labels, in order, and the class names."""
-    from datasets import Image as ImageFeature
-
-    from har_model.data.load import image_bytes
-
     digest = hashlib.sha256()
     digest.update(json.dumps(dsd["train"].features["label"].names).encode())
     for split in sorted(dsd):
@@ -50,11 +57,17 @@ def data_fingerprint(dsd) -> str:
     return digest.hexdigest()
 
 
-def run_fingerprint(args, dsd) -> dict:
+def resume_flags(config: TrainConfig) -> dict:
+    """{command-line name: value} of the RESUME_FLAGS of a run."""
+    return {name: getattr(getattr(config, part), field) for name, (part, field) in RESUME_FLAGS.items()}
+
+
+def run_fingerprint(flags: dict, dsd) -> dict:
+    """What run.json records: the data, the class names and the ``flags`` (``resume_flags``) of a run."""
     return {
         "data": data_fingerprint(dsd),
         "labels": list(dsd["train"].features["label"].names),
-        "flags": {name: _plain(getattr(args, name, None)) for name in RESUME_FLAGS},
+        "flags": {name: _plain(flags.get(name)) for name in RESUME_FLAGS},
     }
 
 

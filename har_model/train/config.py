@@ -304,13 +304,6 @@ class TrainConfig:
         name = Path(str(self.data.data_dir or self.data.dataset).rstrip("/")).name or "model"
         return Path("outputs") / name.replace("/", "_")
 
-    def as_namespace(self) -> argparse.Namespace:
-        """Every option under its command-line name (`epochs`, `batch_size`, `seed`, `model`, ...), flat."""
-        values = {**dataclasses.asdict(self.data), **dataclasses.asdict(self.run)}
-        for name in ConfigParser.trainer_options():
-            values[OUR_NAMES.get(name, "--" + name).removeprefix("--").replace("-", "_")] = getattr(self.training, name)
-        return argparse.Namespace(**values)
-
     def check(self) -> TrainConfig:
         if not self.data.data_dir and not self.data.dataset:
             raise HarError("give the images with --data-dir FOLDER (one sub-folder per class) or --dataset HUB_ID_OR_FOLDER")

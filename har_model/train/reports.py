@@ -12,7 +12,6 @@ Files written into the model folder:
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -20,9 +19,26 @@ from pathlib import Path
 
 import numpy as np
 
+import torch
+from datasets import Image as ImageFeature
+
+from har_model import calibration as cal
+from har_model import cards
+from har_model.data.load import image_bytes
+from har_model.explain import GradCam, overlay
 from har_model.figures import plot_confusion_matrix, plot_predictions, plot_training_curves
+from har_model.imaging import open_rgb
+from har_model.model_folder.files import CONFUSION_MATRIX, PREDICTIONS, TRAINING_CURVES
+from har_model.model_folder.record import RECORD_KEY, RunRecord
+from har_model.model_folder.write import write_card, write_examples, write_metrics
 from har_model.outputs import pushed_to
-from har_model.paths import safe_filename
+from har_model.train.backbones import builtin_source
+from har_model.train.balancing import BalancePlan
+from har_model.train.base_model import BaseModel
+from har_model.train.config import TrainConfig
+from har_model.train.evaluation import classification_report, format_report
+from har_model.train.image_cache import CachedSplits
+from har_model.train.soup import SoupResult
 
 
 def _pick_grid(y_true: np.ndarray, y_pred: np.ndarray, n_labels: int, size: int, seed: int = 0) -> list[int]:
@@ -62,23 +78,44 @@ def predict_splits(trainer, test_ds) -> Predictions:
     return Predictions(test, trainer.predict(trainer.eval_dataset, metric_key_prefix="eval"), seconds)
 
 
-def write_outputs(*, trainer, predictions: Predictions, result, out: Path, labels: list[str], test_ds, test_split,
-                  config, total_seconds_start: float, precision: str, frozen_blocks: int, eval_prep, train_prep,
-                  model_dir: Path | None = None) -> str:
-    """Write every report file of the shipped model (in `trainer`, its `predictions`) into `out`; return a short
-    printable summary. `result`: the soup's SoupResult (members, their logs, the soup's validation metrics);
-    `config`: the run's TrainConfig.
-    `model_dir`: where the files will finally live when `out` is a staging folder (named in the card and the
-    summary; checkpoint paths are recorded relative to it, so that no local path is published)."""
-    import torch
-    from datasets import Image as ImageFeature
+@dataclass
+class FinishedRun:
+    """What a finished training run hands to the writing of its model folder."""
 
-    from har_model.cards import render_model_card
-    from har_model.train.evaluation import classification_report, format_report
+    config: TrainConfig
+    trainer: object  # the Trainer holding the shipped model
+    base: BaseModel  # its processor and preprocessing
+    result: SoupResult  # the soup's members, their logs, the soup's validation metrics
+    predictions: Predictions
+    images: CachedSplits  # the decoded splits it was trained and scored on
+    test_split: object  # the dataset's test split: the original images, for the figures and examples
+    labels: list[str]
+    record: RunRecord  # the resolved recipe, written as metrics.json's "recipe"
+    started: float  # time.time() at the start of the run
+    model_dir: Path  # where the folder will finally live (files may be written into a staging folder first)
 
-    out = Path(out)
-    model_dir = Path(model_dir or out)
-    pred, val_pred, eval_seconds = predictions.test, predictions.validation, predictions.test_seconds
+
+def run_record(config: TrainConfig, base: BaseModel, precision: str, balance: BalancePlan | None) -> RunRecord:
+    """The run's record, resolved: the sizes it trained and evaluated at, its precision, blocks frozen, balancing."""
+    training, options = config.training, config.run
+    return RunRecord(
+        epochs=training.num_train_epochs, batch_size=training.per_device_train_batch_size,
+        learning_rate=training.learning_rate, backbone_lr_scale=options.backbone_lr_scale,
+        frozen_blocks=base.frozen_blocks, weight_decay=training.weight_decay,
+        label_smoothing=training.label_smoothing_factor, mixup_alpha=options.mixup, soup=options.soup,
+        warmup_ratio=training.warmup_steps, precision=precision, seed=config.data.seed,
+        input_size=list(base.eval_prep.output_hw), train_crop_size=list(base.train_prep.output_hw),
+        early_stopping_patience=options.early_stopping_patience,
+        class_balance=balance.as_recipe() if balance is not None else None,
+    )
+
+
+def write_outputs(out: Path, run: FinishedRun) -> str:
+    """Write every report file of the shipped model into `out` (the staging folder); return a short printable
+    summary. Checkpoint paths are recorded relative to `run.model_dir`, so that no local path is published."""
+    config, trainer, result, labels, model_dir = run.config, run.trainer, run.result, run.labels, run.model_dir
+    test_ds = run.images.test
+    pred, val_pred, eval_seconds = run.predictions.test, run.predictions.validation, run.predictions.test_seconds
     logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
     probs = torch.softmax(torch.as_tensor(np.asarray(logits, dtype=np.float32)), -1).numpy()
     y_pred, y_true = probs.argmax(-1), np.asarray(pred.label_ids)
@@ -87,8 +124,8 @@ def write_outputs(*, trainer, predictions: Predictions, result, out: Path, label
     train_seconds, soup = result.train_seconds, result.soup
     val = result.validation or {k.removeprefix("eval_"): v for k, v in val_pred.metrics.items() if k.startswith("eval_")}
     calibration = calibrate(out, val_pred, logits, y_true)
-    training = config.training
     epochs_run = max((row.get("epoch", 0) for row in log_history), default=0)
+    precision = run.record.precision
     metrics = {
         "test": test,
         "validation": val,
@@ -99,35 +136,23 @@ def write_outputs(*, trainer, predictions: Predictions, result, out: Path, label
         "num_validation": len(trainer.eval_dataset),
         "num_test": len(test_ds),
         "train_seconds": round(train_seconds, 1),
-        "total_seconds": round(time.time() - total_seconds_start, 1),
+        "total_seconds": round(time.time() - run.started, 1),
         "test_eval_seconds": round(eval_seconds, 1),
         "processes": config.training.world_size,  # > 1 under torchrun / accelerate launch
         "epochs_run": epochs_run,
         "best_checkpoint": relative_path(result.last.best_checkpoint, model_dir),
         "best_validation_macro_f1": result.last.validation_macro_f1,
-        "recipe": {
-            "epochs": training.num_train_epochs, "batch_size": training.per_device_train_batch_size,
-            "learning_rate": training.learning_rate, "backbone_lr_scale": config.run.backbone_lr_scale,
-            "frozen_blocks": frozen_blocks, "weight_decay": training.weight_decay,
-            "label_smoothing": training.label_smoothing_factor, "mixup_alpha": config.run.mixup,
-            "soup": config.run.soup, "warmup_ratio": training.warmup_steps, "precision": precision,
-            "seed": config.data.seed,
-            "input_size": list(eval_prep.output_hw), "train_crop_size": list(train_prep.output_hw),
-            "early_stopping_patience": config.run.early_stopping_patience,
-            "class_balance": _class_balance(trainer),
-        },
+        RECORD_KEY: run.record.as_json(),  # the run's record, read back with RunRecord.read
         "calibration": calibration,  # temperature + unsure threshold from validation; ECE before/after on test
         "soup": _relative_checkpoints(soup, model_dir),  # members (seed, time, validation macro-F1), the soup's validation macro-F1, what was shipped
         "log_history": log_history,  # of the last soup member
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    plot_training_curves(log_history, out / "training_curves.png")
-    plot_confusion_matrix(test["confusion_matrix"], labels, out / "confusion_matrix.png")
+    write_metrics(out, metrics)
+    plot_training_curves(log_history, out / TRAINING_CURVES)
+    plot_confusion_matrix(test["confusion_matrix"], labels, out / CONFUSION_MATRIX)
 
     # predictions grid and examples use the original test images (not the resized tensors)
-    raw = test_split.cast_column("image", ImageFeature(decode=False))["image"]
-    from har_model.data.load import image_bytes
-    from har_model.imaging import open_rgb
+    raw = run.test_split.cast_column("image", ImageFeature(decode=False))["image"]
 
     def original(i: int):
         return open_rgb(image_bytes(raw[i]))
@@ -138,13 +163,12 @@ def write_outputs(*, trainer, predictions: Predictions, result, out: Path, label
     plot_predictions(
         [explained(trainer.model, test_ds, i) if heatmaps and y_pred[i] != y_true[i] else original(i) for i in grid],
         [labels[y_true[i]] for i in grid], [labels[y_pred[i]] for i in grid],
-        [float(probs[i, y_pred[i]]) for i in grid], out / "predictions.png",
+        [float(probs[i, y_pred[i]]) for i in grid], out / PREDICTIONS,
         note="mistakes show the model's input with a Grad-CAM heatmap of the predicted class",
     )
-    _write_examples(out / "examples", y_true, labels, original, config.run.num_examples)
+    write_examples(out, _examples(y_true, labels, original, config.run.num_examples))
 
-    card = render_model_card(metrics=metrics, config=config, out=model_dir)
-    (out / "README.md").write_text(card)
+    write_card(out, cards.render_model_card(metrics=metrics, config=config, out=model_dir))
     soup_text = f" x {len(soup['members'])} soup members (shipped: the {soup['shipped']})" if soup else ""
     return (
         f"\n{format_report(test)}\n\n"
@@ -156,8 +180,6 @@ def write_outputs(*, trainer, predictions: Predictions, result, out: Path, label
 
 def explained(model, test_ds, i: int) -> np.ndarray:
     """Test image ``i`` as the model saw it (resized, centre-cropped) with the Grad-CAM heatmap of its prediction."""
-    from har_model.explain import GradCam, overlay
-
     heat = GradCam(model)(test_ds[i]["pixel_values"])
     return overlay(test_ds.pixels[i].permute(1, 2, 0).numpy(), heat.cam)
 
@@ -180,12 +202,6 @@ def _relative_checkpoints(soup: dict | None, root: Path) -> dict | None:
     return {**soup, "members": members}
 
 
-def _class_balance(trainer) -> dict | None:
-    """The run's imbalance compensation ({"method", "ratio", "chosen_by"}; har_model.train.balancing)."""
-    plan = getattr(trainer, "class_balance", None)
-    return plan.as_recipe() if plan is not None else None
-
-
 def _local(source: str) -> Path | None:
     path = Path(str(source).rstrip("/")).expanduser()
     return path if path.exists() else None
@@ -195,8 +211,6 @@ def base_model_record(model: str) -> dict:
     """metrics.json's base model, never a local path: a Hub id as is (`base_model_hub_id`); a built-in backbone by
     name with the package and license of its weights (`base_model_source`); a local folder by the Hub repo it was
     pushed to, else by its name only."""
-    from har_model.train.backbones import builtin_source
-
     source = builtin_source(model)
     if source is not None:
         return {"base_model": model, "base_model_hub_id": None, "base_model_source": source}
@@ -217,8 +231,6 @@ def dataset_record(config) -> dict:
 def calibrate(out: Path, val_pred, test_logits, test_labels) -> dict:
     """Fit the temperature and unsure threshold on the validation predictions (never on test), save them as
     calibration.json and report ECE before / after on both splits."""
-    from har_model import calibration as cal
-
     val_logits = val_pred.predictions[0] if isinstance(val_pred.predictions, tuple) else val_pred.predictions
     fitted = cal.fit(np.asarray(val_logits, np.float32), np.asarray(val_pred.label_ids))
     fitted.save(out)
@@ -230,11 +242,8 @@ def calibrate(out: Path, val_pred, test_logits, test_labels) -> dict:
             "unsure_target": fitted.unsure_target, "file": cal.FILENAME, "skipped": skipped}
 
 
-def _write_examples(folder: Path, y_true: np.ndarray, labels: list[str], original, per_class: int) -> None:
-    if per_class <= 0:
-        return
-    folder.mkdir(exist_ok=True)
+def _examples(y_true: np.ndarray, labels: list[str], original, per_class: int):
+    """(class name, k, image): the first ``per_class`` test images of each class."""
     for c, name in enumerate(labels):
-        stem = safe_filename(name)  # a class name is data: "../x" or 250 characters must not become a path
-        for k, i in enumerate(np.flatnonzero(y_true == c)[:per_class]):
-            original(int(i)).save(folder / f"{stem}_{k}.jpg", quality=90)
+        for k, i in enumerate(np.flatnonzero(y_true == c)[:max(0, per_class)]):
+            yield name, k, original(int(i))

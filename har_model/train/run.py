@@ -23,8 +23,12 @@ from pathlib import Path
 from har_model.errors import HarError
 from har_model.hub import full_repo_id, push_folder, require_hub
 from har_model.model_folder import onnx
+from har_model.model_folder.files import CHECKPOINTS, DATASET
+from har_model.model_folder.write import write_processor
 from har_model.outputs import Publication, claim_output_dir, clear_run_state, own_dir, staging_name
-from har_model.train.config import TrainConfig
+from har_model.train.checkpoints import check_resume, resume_flags, run_fingerprint, write_run
+from har_model.train.config import RunArguments, TrainConfig
+from har_model.train.image_cache import CacheStore
 from har_model.train.launcher import Processes
 
 CACHE_DIR = "cache"  # the memory-mapped image cache (har_model.train.image_cache), removed after a finished run
@@ -47,11 +51,11 @@ def run(config: TrainConfig) -> int:
         if config.run.hub_strategy != "end":  # the Trainer creates the repo when it starts: fail now, not later
             require_hub(f"--hub-strategy {config.run.hub_strategy}")
         config.run.push_to_hub = full_repo_id(config.run.push_to_hub)  # NAME -> USER/NAME where the Hub says
-    out, flags = config.output_dir, config.as_namespace()
+    out = config.output_dir
     procs = Processes(config.training)  # the Trainer's distributed state: its device, its process group
     with procs.quiet():
         with procs.main_first():  # claiming the model folder
-            member_dirs = check_output_dir(out, flags, claim=procs.is_main)
+            member_dirs = check_output_dir(out, config, claim=procs.is_main)
         set_seed(config.seed)
         # moved into `out` only when everything below has succeeded; one staging folder for all processes
         with Publication(out, "model", name=procs.share(staging_name()), writer=procs.is_main) as stage:
@@ -60,7 +64,7 @@ def run(config: TrainConfig) -> int:
             if procs.is_main:
                 remove_cache(out)  # kept for --resume until now
                 print(summary, flush=True)
-                push(flags, out, out / "dataset")  # last: a failed push (one clear error line) leaves all on disk
+                push(config.run, out, out / DATASET)  # last: a failed push (one clear error line) leaves all on disk
         procs.close()
     return 0
 
@@ -68,18 +72,19 @@ def run(config: TrainConfig) -> int:
 def _train_into(stage: Path, out: Path, config: TrainConfig, member_dirs: list[Path], t_start: float,
                 procs: Processes) -> str:
     """The run proper: the shipped files go to `stage`, the checkpoints to `out`/checkpoints."""
+    # the heavy part (datasets, the Trainer, the models), imported here: `--help` and bad options stay quick
     from har_model.data import dataset_from_args
     from har_model.train.balancing import plan_balance
     from har_model.train.base_model import load_base_model
     from har_model.train.image_cache import cache_splits
-    from har_model.train.reports import predict_splits
+    from har_model.train.reports import FinishedRun, predict_splits, run_record
     from har_model.train.soup import cook_soup, train_members
     from har_model.train.trainer import make_trainer, use_bf16
 
     recipe = config.run
     with procs.main_first():  # building the dataset, then reading it
-        dsd = dataset_from_args(config.data, stage / "dataset", build=procs.is_main, shown_as=out / "dataset")
-        key = start_checkpoints(out, config.as_namespace(), dsd, stage) if procs.is_main else ""
+        dsd = dataset_from_args(config.data, stage / DATASET, build=procs.is_main, shown_as=out / DATASET)
+        key = start_checkpoints(out, config, dsd, stage) if procs.is_main else ""
     dsd = fewer_samples(dsd, recipe.max_train_samples, recipe.max_eval_samples, config.seed)
     labels = list(dsd["train"].features["label"].names)
     load_model = functools.partial(load_base_model, recipe.model, labels, image_size=recipe.image_size,
@@ -100,30 +105,29 @@ def _train_into(stage: Path, out: Path, config: TrainConfig, member_dirs: list[P
     member_trainer = functools.partial(new_trainer, hub=config.run.hub_strategy != "end")
     members = train_members(member_dirs, config.seed, first_model=base.model, new_trainer=member_trainer,
                             new_model=lambda: load_model(report=False).model, resume=recipe.resume)
-    evaluator = new_trainer(base.model, out / "checkpoints", config.seed)  # the shipped model: evaluated, saved
+    evaluator = new_trainer(base.model, out / CHECKPOINTS, config.seed)  # the shipped model: evaluated, saved
     result = cook_soup(evaluator, members)
     predictions = predict_splits(evaluator, images.test)  # every process predicts its share
     evaluator.save_model(str(stage))  # the Trainer writes from the main process only
+    finished = FinishedRun(config=config, trainer=evaluator, base=base, result=result, predictions=predictions,
+                           images=images, test_split=dsd["test"], labels=labels,
+                           record=run_record(config, base, precision_name(bf16, config), balance), started=t_start, model_dir=out)
     summary = ""
     # the others wait here, so nobody still reads the staged dataset when the main process moves it into place
     with procs.main_first():
         if procs.is_main:
-            summary = write_model_folder(stage, out, config, evaluator, base, predictions, result, images, dsd,
-                                         labels, bf16, t_start)
+            summary = write_model_folder(stage, finished)
     return summary
 
 
-def write_model_folder(stage: Path, out: Path, config: TrainConfig, evaluator, base, predictions, result, images,
-                       dsd, labels: list[str], bf16: bool, t_start: float) -> str:
-    """The main process's part: the processor, reports and card (and ONNX) beside the weights in `stage`."""
-    from har_model.train.reports import write_outputs
+def write_model_folder(stage: Path, run) -> str:
+    """The main process's part: the processor, reports and card (and ONNX) beside the weights in `stage`.
+    `run`: the FinishedRun (har_model.train.reports)."""
+    from har_model.train.reports import write_outputs  # with the heavy part of the run (see _train_into)
 
-    save_processor(base.processor, stage)
-    summary = write_outputs(trainer=evaluator, predictions=predictions, result=result, out=stage, labels=labels,
-                            test_ds=images.test, test_split=dsd["test"], config=config, total_seconds_start=t_start,
-                            precision=precision_name(bf16, config), frozen_blocks=base.frozen_blocks,
-                            eval_prep=base.eval_prep, train_prep=base.train_prep, model_dir=out)
-    if config.run.export_onnx:
+    write_processor(stage, run.base.processor)
+    summary = write_outputs(stage, run)
+    if run.config.run.export_onnx:
         onnx.export_onnx(stage)
     return summary
 
@@ -132,18 +136,19 @@ def write_model_folder(stage: Path, out: Path, config: TrainConfig, evaluator, b
 # the steps of a run that need no heavy imports
 
 
-def check_output_dir(out: Path, args, *, claim: bool = True) -> list[Path]:
+def check_output_dir(out: Path, config: TrainConfig, *, claim: bool = True) -> list[Path]:
     """Claim the model folder (new, empty or ours; never the input, inside it or around it); return the checkpoint
     folder of each soup member (checkpoints/ itself for a single model). Refuses to start over silently where
     checkpoints exist, and to resume where there are none. `claim=False`: check only (the other processes of a
     launched run, after the main one has claimed it)."""
-    if args.resume and args.overwrite:
+    soup, resume, overwrite = config.run.soup, config.run.resume, config.run.overwrite
+    if resume and overwrite:
         raise HarError("--resume and --overwrite contradict each other: --resume continues the checkpoints in "
                        f"{out}, --overwrite starts afresh and removes them; give one of them")
     if claim:
-        claim_output_dir(out, "model", overwrite=args.overwrite, inputs=[args.data_dir, args.dataset, args.model])
-    soup, resume, overwrite = args.soup, args.resume, args.overwrite
-    ckpt_dir = out / "checkpoints"
+        claim_output_dir(out, "model", overwrite=overwrite, inputs=[config.data.data_dir, config.data.dataset,
+                                                                    config.run.model])
+    ckpt_dir = out / CHECKPOINTS
     member_dirs = [ckpt_dir] if soup == 1 else [ckpt_dir / f"member-{i}" for i in range(soup)]
     if resume:
         if not any(d.is_dir() and any(d.glob("checkpoint-*")) for d in member_dirs):
@@ -153,26 +158,22 @@ def check_output_dir(out: Path, args, *, claim: bool = True) -> list[Path]:
     return member_dirs
 
 
-def start_checkpoints(out: Path, args, dsd, stage: Path) -> str:
+def start_checkpoints(out: Path, config: TrainConfig, dsd, stage: Path) -> str:
     """With the data loaded (the input checks passed): --resume checks that the checkpoints belong to this run;
     a fresh run (--overwrite) removes the old run's checkpoints and image cache. Then records what this run is and
     returns its data fingerprint (which names the image cache)."""
-    from har_model.train.checkpoints import check_resume, run_fingerprint, write_run
-
-    fingerprint = run_fingerprint(args, dsd)
-    if args.resume:
-        check_resume(out / "checkpoints", fingerprint)
+    fingerprint = run_fingerprint(resume_flags(config), dsd)
+    if config.run.resume:
+        check_resume(out / CHECKPOINTS, fingerprint)
     else:
         clear_run_state(out, keep=stage)  # old checkpoints must not be resumed later as if they were this run's
-    write_run(own_dir(out, "checkpoints"), fingerprint)
+    write_run(own_dir(out, CHECKPOINTS), fingerprint)
     return fingerprint["data"]
 
 
 def cache_store(out: Path, recipe, key: str, procs: Processes):
     """Where the decoded images go: RAM within --cache-memory, else OUT/cache (always there under a launcher, so
     that the processes of a node share one copy). The main process fills it, the others map its files."""
-    from har_model.train.image_cache import CacheStore
-
     folder = own_dir(out, CACHE_DIR) if procs.is_main else out / CACHE_DIR
     budget = None if recipe.cache_memory is None else int(recipe.cache_memory * 2**30)
     return CacheStore(folder, budget=budget, key=f"{key}|{recipe.image_size}|{recipe.eval_size}",
@@ -182,7 +183,7 @@ def cache_store(out: Path, recipe, key: str, procs: Processes):
 def fewer_samples(dsd, max_train: int | None, max_eval: int | None, seed: int):
     """--max-train-samples / --max-eval-samples, as in transformers' example script: that many images of the training
     / validation split, drawn at random with the seed (the test split stays whole)."""
-    from datasets import DatasetDict
+    from datasets import DatasetDict  # with the heavy part of the run (see _train_into)
 
     limits = {"train": max_train, "validation": max_eval}
     return DatasetDict({name: split.shuffle(seed=seed).select(range(limits[name]))
@@ -215,12 +216,7 @@ def print_plan(config: TrainConfig, base, images, num_labels: int, bf16: bool, p
     )
 
 
-def save_processor(processor, out: Path) -> None:
-    (out / "training_args.bin").unlink(missing_ok=True)  # a pickle: kept in checkpoints/ for --resume, not shipped
-    processor.save_pretrained(str(out))
-
-
-def push(args, out: Path, dataset_dir: Path) -> None:
+def push(args: RunArguments, out: Path, dataset_dir: Path) -> None:
     if args.push_dataset:
         if not dataset_dir.is_dir():
             raise HarError(f"--push-dataset: {dataset_dir} does not exist (the dataset came from --dataset; push that instead)")

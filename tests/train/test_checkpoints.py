@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from argparse import Namespace
 
 import pytest
 import torch
@@ -50,7 +49,7 @@ def test_the_newest_complete_checkpoint_is_chosen_with_a_warning(tmp_path):
 def _args(**changes):
     base = {name: None for name in checkpoints.RESUME_FLAGS}
     base.update(model="efficientnet-lite0", soup=2, epochs=5.0, batch_size=32, learning_rate=2e-3, seed=42)
-    return Namespace(**{**base, **changes})
+    return {**base, **changes}
 
 
 def _dataset(labels, n=4):

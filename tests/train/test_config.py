@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from har_model.errors import HarError
+from har_model.train import checkpoints
 from har_model.train.config import HIDDEN, OUR_NAMES, TrainConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -226,8 +227,10 @@ def test_defaults_are_our_recipe_and_names_are_ours_or_transformers():
             (["--epochs", "3", "--batch-size", "4"], ["--num-train-epochs", "3", "--per_device_train_batch_size=4"])]
     assert same[0].num_train_epochs == same[1].num_train_epochs == 3.0
     assert same[0].per_device_train_batch_size == same[1].per_device_train_batch_size == 4
-    flat = TrainConfig.parse(["--dataset", "x", "--train-seed", "7", "--label-smoothing", "0"]).as_namespace()
-    assert (flat.seed, flat.train_seed, flat.label_smoothing, flat.epochs, flat.dataset) == (42, 7, 0.0, 5.0, "x")
+    config = TrainConfig.parse(["--dataset", "x", "--train-seed", "7", "--label-smoothing", "0"])
+    flat = checkpoints.resume_flags(config)  # the options under their command-line names, as run.json records them
+    assert (flat["seed"], flat["train_seed"], flat["label_smoothing"], config.training.num_train_epochs,
+            config.data.dataset) == (42, 7, 0.0, 5.0, "x")
 
 
 def test_report_to_takes_a_list():
