@@ -143,15 +143,15 @@ def test_bad_settings_stop_the_app_at_start_with_one_line_each(monkeypatch, tiny
 
 
 def test_live_frame_restarts_after_a_silent_gap(tiny_model_dir, monkeypatch):
-    from har_model.serve import ui
+    from har_model.serve.model import LIVE_RESTART_GAP
 
-    handle = load_model(tiny_model_dir)
+    model = load_model(tiny_model_dir)
     frame = np.asarray(helpers.synthetic_image(0, 1))
-    _, summary, history, state = ui.live_frame(handle, frame, None, 1.0)
+    _, summary, history, state = model.live_frame(frame, None, 1.0)
     assert "1 frames" in summary and history.startswith("History: ")
-    _, summary, _, state = ui.live_frame(handle, frame, state, 1.0)
+    _, summary, _, state = model.live_frame(frame, state, 1.0)
     assert "2 frames" in summary
-    state.done[-1] = (state.done[-1][0] - ui.LIVE_RESTART_GAP - 1, state.done[-1][1])  # silent for a while
-    _, summary, _, _ = ui.live_frame(handle, frame, state, 1.0)
+    state.done[-1] = (state.done[-1][0] - LIVE_RESTART_GAP - 1, state.done[-1][1])  # silent for a while
+    _, summary, _, _ = model.live_frame(frame, state, 1.0)
     assert "1 frames" in summary  # a new stream: smoothing and history start afresh
-    assert ui.live_frame(handle, None, state, 1.0)[:3] == (None, "", "")
+    assert model.live_frame(None, state, 1.0)[:3] == (None, "", "")

@@ -137,10 +137,10 @@ def test_the_space_names_the_model_and_dataset_the_folder_was_pushed_to(model_di
 def test_the_space_card_lists_every_tab_the_app_has(space_dir):
     import gradio as gr
 
-    from har_model.serve.model import ModelHandle
+    from har_model.serve.model import ServedModel
     from har_model.serve.ui import build_demo
 
-    demo = build_demo(ModelHandle(source="none", problem="no model"))
+    demo = build_demo(ServedModel(source="none", problem="no model"))
     tabs = [block.label for block in demo.blocks.values() if isinstance(block, gr.Tab)]
     assert "Live" in tabs
     line = next(line for line in (space_dir / "README.md").read_text().splitlines() if "Tabs:" in line)
