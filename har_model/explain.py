@@ -17,9 +17,11 @@ Used by training (the mistakes in the report's prediction grid) and serving (the
 from __future__ import annotations
 
 import math
+import importlib.util
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
 from har_model.errors import HarError
 from har_model.model_folder.torch_model import load_torch_model
@@ -27,8 +29,6 @@ from har_model.model_folder.torch_model import load_torch_model
 
 def torch_available() -> bool:
     """Whether torch is installed (without importing it: an ONNX-only server need not pay for it)."""
-    import importlib.util
-
     return importlib.util.find_spec("torch") is not None
 
 
@@ -52,7 +52,7 @@ class GradCam:
 
     def __call__(self, pixel_values, class_index: int | None = None) -> Heatmap:
         """``pixel_values``: one normalised image, [3, H, W] or [1, 3, H, W] (numpy or torch)."""
-        import torch
+        import torch  # optional: an ONNX-only install serves without heatmaps
 
         x = torch.as_tensor(np.asarray(pixel_values) if not torch.is_tensor(pixel_values) else pixel_values)
         weight = next(self.model.parameters())
@@ -93,7 +93,7 @@ class GradCam:
 
 def find_target_layer(model):
     """(module, "conv" | "tokens"): where Grad-CAM reads the features of this model; HarError when unknown."""
-    import torch
+    import torch  # optional: as above
 
     efficientnet = getattr(model, "efficientnet", None)
     if efficientnet is not None:
@@ -136,8 +136,6 @@ def colorize(cam: np.ndarray) -> np.ndarray:
 
 def upsample(cam: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
     """The feature-grid heatmap resized (bilinear) to an image size (width, height)."""
-    from PIL import Image
-
     return np.asarray(Image.fromarray(np.asarray(cam, np.float32), "F").resize(size_wh, Image.Resampling.BILINEAR))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import platform
 import sys
@@ -39,7 +40,7 @@ def available_memory() -> int | None:
         if line.startswith("MemAvailable:"):
             return int(line.split()[1]) * 1024
     try:
-        import psutil
+        import psutil  # optional: only where /proc/meminfo is missing (macOS, Windows)
 
         return int(psutil.virtual_memory().available)
     except ImportError:
@@ -54,8 +55,6 @@ def process_pool(workers: int):
     """A multiprocessing Pool started the way the platform allows: fork on Linux (workers start at once and share
     the parent's imports), the platform's default elsewhere (spawn on Windows and macOS, where fork is missing or
     unsafe). Workers must be module-level functions taking picklable arguments."""
-    import multiprocessing
-
     method = "fork" if sys.platform.startswith("linux") else None
     return multiprocessing.get_context(method).Pool(workers)
 
@@ -69,7 +68,7 @@ def _read(path: str) -> str:
 
 def has_accelerator() -> bool:
     """A CUDA, ROCm, MPS, XPU, ... device is there (torch's own answer, so every backend counts)."""
-    import torch
+    import torch  # optional: hardware is a shared module, and serving may run without torch
 
     accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6
     return bool(accelerator.is_available()) if accelerator is not None else torch.cuda.is_available()

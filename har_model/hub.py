@@ -25,6 +25,8 @@ import shlex
 from fnmatch import fnmatch
 from pathlib import Path
 
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, get_token
+
 from har_model.errors import HarError
 from har_model.outputs import PUSHED, files_to_push, record_push
 
@@ -44,8 +46,6 @@ def resolve_token(token: str | None = None) -> str | None:
     """The explicit token, else ``HF_TOKEN`` / the cached login (``huggingface_hub.get_token``), else None."""
     if token:
         return token
-    from huggingface_hub import get_token
-
     return get_token()
 
 
@@ -79,8 +79,6 @@ def _scrub(text: str, token: str) -> str:
 
 def commit_operations(folder: Path, remote_files: list[str], *, replaced: list[str], files: list[str]) -> list:
     """One commit's operations: delete the stale remote files matching ``replaced``, then add the local ``files``."""
-    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
-
     keep = set(files)
     stale = [f for f in remote_files
              if f not in keep and f != ".gitattributes" and any(fnmatch(f, pattern) for pattern in replaced)]
@@ -129,8 +127,6 @@ def push_folder(
         raise HarError(
             f"cannot push to the Hub repo {repo_id}: no Hugging Face token (set HF_TOKEN or run `hf auth login`). {retry}"
         )
-    from huggingface_hub import HfApi
-
     api = HfApi(token=token)
     try:
         url = api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True,

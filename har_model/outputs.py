@@ -21,6 +21,7 @@ checkpoints). That one small file answers every question about the folder:
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import hashlib
 import json
@@ -252,8 +253,6 @@ def _alive(pid: int) -> bool:
 def _windows_process_alive(pid: int, kernel32=None) -> bool:
     """OpenProcess + GetExitCodeProcess: alive while the exit code is STILL_ACTIVE; a process we may not open
     (access denied) counts as alive, one that does not exist as gone."""
-    import ctypes
-
     kernel32 = kernel32 or ctypes.windll.kernel32
     handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
     if not handle:

@@ -320,7 +320,7 @@ class StockPreprocessing:
 
     @classmethod
     def load(cls, model_dir: str | Path) -> "StockPreprocessing":
-        from transformers import AutoImageProcessor
+        from transformers import AutoImageProcessor  # optional: only processors we cannot reproduce need it
 
         try:
             return cls(AutoImageProcessor.from_pretrained(model_dir))

@@ -2,6 +2,7 @@
 the model folder package, shared modules import no stage, and no two modules import each other (even indirectly)."""
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -121,7 +122,7 @@ def test_the_cycle_checker_sees_a_cycle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     graph = _import_graph()
     assert "har_model.model_folder.files" in graph["har_model.serve.inference"]  # `from pkg.mod import x` resolves
-    assert "har_model.model_folder.onnx" in graph["har_model.train.run"]  # `from pkg import mod` resolves
+    assert "har_model.train.soup" in graph["har_model.train.run"]  # `from pkg import mod` resolves
 
 
 @pytest.mark.parametrize("path", _files(), ids=lambda p: str(p.relative_to(PKG)))
@@ -186,3 +187,14 @@ def test_private_use_checker_sees_a_violation(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("from har_model.serve import video as v\nfrom har_model.data.scan import _rel\nv._env_float('X', 1)\n")
     assert len(_private_uses(bad)) == 2
+
+
+@pytest.mark.parametrize("package", sorted(p.parent for p in PKG.rglob("__init__.py") if "__pycache__" not in p.parts),
+                         ids=lambda p: str(p.relative_to(PKG.parent)))
+def test_package_docstrings_and_the_readme_name_every_module(package):
+    """Each package's docstring names each of its modules (with its job); the README's layout names them too."""
+    doc = ast.get_docstring(ast.parse((package / "__init__.py").read_text())) or ""
+    readme = (ROOT / "README.md").read_text().split("## Project layout", 1)[1]
+    for module in sorted(p.stem for p in package.glob("*.py") if p.stem != "__init__"):
+        assert re.search(rf"\b{module}\b", doc), f"{package.name}/__init__.py does not name {module}"
+        assert re.search(rf"\b{module}\b", readme), f"README.md's layout does not name {package.name}/{module}"

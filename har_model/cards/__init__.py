@@ -16,6 +16,12 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from datasets import SplitInfo
+from datasets.info import DatasetInfo, DatasetInfosDict
+from datasets.splits import SplitDict
+from datasets.utils.metadata import MetadataConfigs
+from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, ModelCardData
+
 from har_model import hardware
 from har_model.errors import HarError
 
@@ -62,12 +68,6 @@ def render_dataset_card(
     ``data_files[split]`` = the exact shard files (else every ``data_dir/{split}-*``): listing them means a stray
     file that merely looks like a shard is never read as data.
     """
-    from datasets import SplitInfo
-    from datasets.info import DatasetInfo, DatasetInfosDict
-    from datasets.splits import SplitDict
-    from datasets.utils.metadata import MetadataConfigs
-    from huggingface_hub import DatasetCard, DatasetCardData
-
     splits = list(split_bytes)
     split_sizes = {s: sum(counts[c].get(s, 0) for c in class_names) for s in splits}
     total = sum(split_sizes.values())
@@ -125,8 +125,6 @@ def render_model_card(*, metrics: dict, config, out: Path) -> str:
     the text instead); ``datasets`` whenever the dataset's Hub id is known; model-index metrics ``accuracy`` and
     ``f1`` (``args: {average: macro}``). No local path: ``metrics`` names the base model and dataset by Hub id or name.
     ``config``: the run's ``har_model.train.config.TrainConfig`` (licenses, Hub repos)."""
-    from huggingface_hub import EvalResult, ModelCard, ModelCardData
-
     test, labels = metrics["test"], metrics["labels"]
     base, base_id, source = metrics["base_model"], metrics.get("base_model_hub_id"), metrics.get("base_model_source")
     dataset_id, dataset_name = metrics.get("dataset_hub_id"), metrics["dataset"]

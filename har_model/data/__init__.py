@@ -1,5 +1,6 @@
 """The dataset stage: image folders -> validated, de-duplicated, split Hugging Face dataset repository.
 
+    options -- the data options (DataArguments), shared by `prepare` and `train`
     scan    -- walk class folders, decode and check every file, content and perceptual hashes
     dedup   -- group exact and near duplicates
     splits  -- grouped, stratified, seeded train / validation / test split

@@ -12,6 +12,9 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from datasets import ClassLabel, DatasetDict, Features, load_dataset, load_from_disk
+from datasets import Image as ImageFeature
+
 from har_model.data.dedup import DEFAULT_NEAR_DUP_THRESHOLD, group_images
 from har_model.data.scan import SERIAL_BELOW, analyse_bytes
 from har_model.data.splits import SPLITS, check_fractions, grouped_stratified_split
@@ -22,9 +25,7 @@ from har_model.outputs import require_complete
 
 
 def features_for(class_names: Sequence[str]):
-    from datasets import ClassLabel, Features, Image
-
-    return Features({"image": Image(), "label": ClassLabel(names=list(class_names))})
+    return Features({"image": ImageFeature(), "label": ClassLabel(names=list(class_names))})
 
 
 
@@ -41,8 +42,6 @@ def image_bytes(value: dict) -> bytes:
 def load_dataset_folder(folder: str | os.PathLike):
     """``datasets.load_dataset(folder)`` for a folder written here (parquet + card), as a DatasetDict; a folder
     whose writing did not finish is refused."""
-    from datasets import load_dataset
-
     require_complete(folder)
     return load_dataset(str(folder))
 
@@ -72,8 +71,6 @@ def load_dataset_any(
     same grouped, stratified, seeded split as ``prepare`` (duplicates kept together). ``image_column`` /
     ``label_column``: the columns to use, instead of finding them.
     """
-    from datasets import DatasetDict
-
     ds = _load_raw(str(spec))
     if not isinstance(ds, DatasetDict):
         ds = DatasetDict({"train": ds})
@@ -85,8 +82,6 @@ def load_dataset_any(
 
 
 def _load_raw(spec: str):
-    from datasets import load_dataset, load_from_disk
-
     path = Path(spec)
     if path.exists():
         if not path.is_dir():
@@ -117,8 +112,6 @@ def _first_line(exc: Exception) -> str:
 
 
 def _normalise_splits(ds, spec):
-    from datasets import DatasetDict
-
     renamed = {}
     for name in ds:
         target = _SPLIT_ALIASES.get(str(name).lower())
@@ -133,8 +126,6 @@ def _normalise_splits(ds, spec):
 
 
 def _normalise_columns(ds, spec, image_column: str | None = None, label_column: str | None = None):
-    from datasets import ClassLabel, Image as ImageFeature
-
     features = ds["train"].features
     for given, option in ((image_column, "--image-column-name"), (label_column, "--label-column-name")):
         if given is not None and given not in features:
@@ -165,8 +156,6 @@ def _normalise_columns(ds, spec, image_column: str | None = None, label_column: 
 
 def _carve_missing_splits(ds, missing, seed, val_fraction, test_fraction, num_workers, threshold):
     """Split the missing validation and/or test split out of train, grouped and stratified."""
-    from datasets import DatasetDict, Image as ImageFeature
-
     train = ds["train"]
     asked = {"validation": val_fraction, "test": test_fraction}
     fractions = {"train": 1.0 - sum(asked[s] for s in missing), **{s: asked[s] for s in missing}}

@@ -42,6 +42,7 @@ ONNX_INFO = "export_info.json"
 TRAINING_ARGS = "training_args.bin"  # the Trainer's pickle: kept in checkpoints/ for --resume, never shipped
 DATASET = "dataset"
 CHECKPOINTS = "checkpoints"
+CACHE = "cache"  # the decoded training images (memory-mapped), kept for --resume, removed after a finished run
 
 
 def read_json(path: Path, missing_hint: str) -> dict:

@@ -32,6 +32,7 @@ from PIL import Image
 
 from har_model.calibration import Calibration, answer, decide
 from har_model.errors import HarError
+from har_model.explain import GradCam, overlay, torch_available
 from har_model.imaging import is_image_path, open_rgb, to_rgb
 from har_model.model_folder.files import CONFIG, ONNX_DIR, choose_onnx_file, read_labels
 from har_model.model_folder.resolve import resolve_model_dir
@@ -103,7 +104,7 @@ class _OnnxRunner:
     micro_batch = 2
 
     def __init__(self, path: Path, num_threads: int | None):
-        import onnxruntime as ort
+        import onnxruntime as ort  # optional: without it the torch backend serves
 
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -185,7 +186,7 @@ class Classifier:
             backend = "torch"
             if onnx_path is not None:
                 try:
-                    import onnxruntime  # noqa: F401
+                    import onnxruntime  # noqa: F401  (optional: is it installed?)
 
                     backend = "onnx"
                 except ImportError:
@@ -249,8 +250,6 @@ class Classifier:
         Grad-CAM (har_model.explain): one extra forward and backward pass in float32 torch, whatever the serving
         backend. The overlay shows the model's input (resized and centre-cropped), scaled up to ``min_side``.
         """
-        from har_model.explain import GradCam, overlay, torch_available
-
         if not torch_available():
             raise HarError("heatmaps need PyTorch (pip install torch); classification itself works without it")
         if self._grad_cam is None:
@@ -368,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     paths = expand_paths(args.paths)
     explain_dir = _explain_folder(args.explain) if args.explain else None
     try:
-        from transformers.utils import logging as hf_logging
+        from transformers.utils import logging as hf_logging  # optional: an ONNX export is served without it
 
         hf_logging.disable_progress_bar()  # one table on stdout, errors as one line on stderr
     except ImportError:  # serving an ONNX export needs no transformers

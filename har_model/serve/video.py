@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
 from har_model.calibration import UNSURE, answer, decide
 from har_model.errors import HarError
@@ -125,8 +127,6 @@ class LabelPainter:
     """Draws "label 87%" on a dark band at the top of RGB frames; the text bitmap is cached per string."""
 
     def __init__(self, width: int, height: int):
-        from PIL import ImageFont
-
         self.width, self.height = width, height
         self.font_px = max(10, round(min(height, width * 0.6) / 14))
         self.band = min(height, round(self.font_px * 1.6))
@@ -136,8 +136,6 @@ class LabelPainter:
     def _mask(self, text: str) -> np.ndarray:
         mask = self._cache.get(text)
         if mask is None:
-            from PIL import Image, ImageDraw
-
             img = Image.new("L", (self.width, self.band), 0)
             ImageDraw.Draw(img).text((self.font_px // 2, (self.band - self.font_px) // 2 - 1), text, fill=255, font=self.font)
             mask = np.asarray(img, dtype=np.uint16)[..., None]
@@ -178,8 +176,6 @@ def check_video_file(path: str | os.PathLike, max_bytes: int | None = None) -> P
 
 
 def _open_video(path: Path):
-    import av
-
     try:
         container = av.open(str(path), "r")
     except av.error.FFmpegError as exc:
@@ -216,8 +212,6 @@ def output_size(width: int, height: int, max_side: int | None = DEFAULT_MAX_SIDE
 
 def pick_encoder() -> str:
     """H.264 for browsers: libx264 when PyAV's FFmpeg has it, else another H.264 encoder, else MPEG-4."""
-    import av
-
     for name in ("libx264", "libopenh264", "h264"):
         if name in av.codecs_available:
             try:
@@ -232,8 +226,6 @@ class _Writer:
     """mp4 writer on a constant frame-rate grid; source timestamps are rounded onto it (VFR webcam clips)."""
 
     def __init__(self, path: Path, width: int, height: int, fps: float):
-        import av
-
         self.fps = max(1, min(60, int(round(fps))))
         self.container = av.open(str(path), "w", options={"movflags": "+faststart"})
         codec = pick_encoder()
@@ -245,8 +237,6 @@ class _Writer:
         self.last_pts = -1
 
     def write(self, rgb: np.ndarray, t: float) -> None:
-        import av
-
         pts = max(self.last_pts + 1, int(round(t * self.fps)))
         frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
         frame.pts, frame.time_base = pts, Fraction(1, self.fps)
@@ -431,8 +421,6 @@ def _duration(container, stream) -> float | None:
 
 def _decode(container, stream, path: Path):
     """Decoded frames; a decoding error after some good frames ends the video early instead of failing."""
-    import av
-
     produced = False
     try:
         for frame in container.decode(stream):

@@ -35,6 +35,13 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+from huggingface_hub import constants
+from torch import nn
+from transformers import (AutoConfig, AutoImageProcessor, AutoModelForImageClassification, EfficientNetConfig,
+                          EfficientNetForImageClassification)
+from transformers.models.efficientnet.image_processing_pil_efficientnet import EfficientNetImageProcessorPil
+
 from har_model.errors import HarError
 
 # Bump when the converted checkpoint changes, so that stale cached conversions are not reused.
@@ -169,8 +176,6 @@ def _symmetric_padding_blocks(stages, resolution: int) -> list[int]:
 
 def lite_config(name: str, *, id2label: dict[int, str] | None = None):
     """The ``EfficientNetConfig`` of a built-in Lite variant (1000 ImageNet classes unless ``id2label`` given)."""
-    from transformers import EfficientNetConfig
-
     spec = _spec(name)
     stages = _stages(spec)
     if id2label is None:
@@ -200,8 +205,6 @@ def lite_config(name: str, *, id2label: dict[int, str] | None = None):
 
 def lite_image_processor(name: str):
     """Lite preprocessing: resize to the native square size (bilinear), (x - 127) / 128, no centre crop."""
-    from transformers.models.efficientnet.image_processing_pil_efficientnet import EfficientNetImageProcessorPil
-
     size = {"height": _spec(name).resolution, "width": _spec(name).resolution}
     # Saved as the stock "EfficientNetImageProcessor"; AutoImageProcessor picks the PIL backend without torchvision.
     return EfficientNetImageProcessorPil(
@@ -278,9 +281,6 @@ def _map_key(key: str) -> str | None:
 
 def _converted_model(spec: BackboneSpec, weights: Path):
     """Build the stock transformers model and fill it with the packaged ImageNet weights."""
-    import torch
-    from transformers import EfficientNetForImageClassification
-
     try:
         raw = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -427,8 +427,6 @@ def _first_line(exc: Exception, limit: int = 200) -> str:
 
 
 def _hub_unavailable(name: str, exc: Exception) -> HarError:
-    from huggingface_hub import constants
-
     offline = constants.HF_HUB_OFFLINE or os.environ.get("TRANSFORMERS_OFFLINE", "").upper() in ("1", "ON", "YES")
     if offline:
         where = "the Hugging Face Hub is offline (HF_HUB_OFFLINE=1)"
@@ -442,9 +440,6 @@ def _hub_unavailable(name: str, exc: Exception) -> HarError:
 
 def _reset_head(model, num_labels: int) -> int:
     """Re-initialise the classification head (Linear layers outside the base model with num_labels outputs)."""
-    import torch
-    from torch import nn
-
     prefix = getattr(model, "base_model_prefix", "")
     reset = 0
     with torch.no_grad():
@@ -469,8 +464,6 @@ def load_backbone(name_or_path: str, labels: Sequence[str], *, cache_dir: str | 
     classes; only a checkpoint already trained on exactly these labels, in this order, keeps its head.
     ``report``: say so in one line, and warn of any other weight not loaded as it is (see ``report_loading``).
     """
-    from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
-
     names = _check_labels(labels)
     source, local = _resolve_source(str(name_or_path), cache_dir)
     try:
@@ -561,8 +554,6 @@ def _fix_batchnorm_momentum(model) -> None:
     batch) and its default, 0.99, is TF's convention: running statistics would be replaced by each batch's. Its
     expansion batch norms also ignore the setting. Momentum only matters in training, so fixing it here suffices.
     """
-    from torch import nn
-
     config = model.config
     if getattr(config, "model_type", None) != "efficientnet":
         return

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from har_model.data.balance import IMBALANCE_RATIO, class_balance
@@ -105,8 +106,6 @@ class BalancedSampler(torch.utils.data.Sampler[int]):
 def hash_seed(seed: int, epoch: int) -> int:
     """One 63-bit generator seed per (seed, epoch), well mixed (numpy's SeedSequence): neighbouring seeds and epochs
     give unrelated draws."""
-    import numpy as np
-
     return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(epoch)]).generate_state(1, np.uint64)[0] >> 1)
 
 

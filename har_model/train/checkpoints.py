@@ -22,7 +22,8 @@ from datasets import Image as ImageFeature
 
 from har_model.data.load import image_bytes
 from har_model.errors import HarError
-from har_model.outputs import atomic_write_text
+from har_model.model_folder.files import CHECKPOINTS
+from har_model.outputs import atomic_write_text, clear_run_state, own_dir
 from har_model.train.config import TrainConfig
 
 RUN_FILE = "run.json"
@@ -55,6 +56,19 @@ def data_fingerprint(dsd) -> str:
             digest.update(hashlib.sha256(image_bytes(row["image"])).digest())
             digest.update(struct.pack("<q", int(row["label"])))
     return digest.hexdigest()
+
+
+def start_run(out: Path, config: TrainConfig, dsd, stage: Path) -> str:
+    """With the data loaded (the input checks passed): --resume checks that the checkpoints belong to this run;
+    a fresh run (--overwrite) removes the old run's checkpoints and image cache. Then records what this run is and
+    returns its data fingerprint (which names the image cache)."""
+    fingerprint = run_fingerprint(resume_flags(config), dsd)
+    if config.run.resume:
+        check_resume(out / CHECKPOINTS, fingerprint)
+    else:
+        clear_run_state(out, keep=stage)  # old checkpoints must not be resumed later as if they were this run's
+    write_run(own_dir(out, CHECKPOINTS), fingerprint)
+    return fingerprint["data"]
 
 
 def resume_flags(config: TrainConfig) -> dict:

@@ -12,6 +12,7 @@ from typing import Sequence
 import datasets
 import evaluate
 import numpy as np
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 _DESCRIPTION = "Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix."
 
@@ -28,8 +29,6 @@ class ClassificationReport(evaluate.Metric):
         )
 
     def _compute(self, predictions, references, labels: Sequence[str] | None = None):
-        from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
-
         y_pred, y_true = np.asarray(predictions), np.asarray(references)
         n = len(labels) if labels is not None else int(max(y_pred.max(initial=0), y_true.max(initial=0)) + 1)
         names = list(labels) if labels is not None else [str(i) for i in range(n)]

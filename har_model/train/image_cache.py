@@ -27,13 +27,15 @@ from typing import Sequence
 import numpy as np
 import torch
 from datasets import Image as ImageFeature
+from tqdm.auto import tqdm
 
 from har_model.data.load import image_bytes
 from har_model.data.splits import SPLITS
 from har_model.errors import HarError
 from har_model.hardware import available_memory, process_pool
 from har_model.imaging import open_rgb
-from har_model.outputs import atomic_write_text
+from har_model.model_folder.files import CACHE
+from har_model.outputs import atomic_write_text, own_dir
 from har_model.preprocessing import Preprocessing, StockPreprocessing
 from har_model.train.augment import Augmenter, affine_tensors, normalize
 
@@ -80,8 +82,6 @@ def decode_images(images: Sequence, *, prep: Prep, train: bool, num_workers: int
     """Decode undecoded `datasets.Image` values (a list, or a `Column`) once, into `out` (or a new tensor) of
     `cached_shape`. Images are read and decoded a block at a time: memory holds one block of encoded bytes, not
     the whole dataset's."""
-    from tqdm.auto import tqdm
-
     shape, dtype = cached_shape(len(images), prep, train)
     out = torch.empty(shape, dtype=dtype) if out is None else out
     if train:
@@ -227,6 +227,15 @@ class CachedSplits:
     validation: CachedImages
     test: CachedImages
     place: str = "ram"
+
+
+def run_store(out: Path, recipe, key: str, *, build: bool, shared: bool) -> CacheStore:
+    """Where a run's decoded images go: RAM within --cache-memory, else OUT/cache (always there when ``shared`` by
+    the processes of a launcher, so that a node holds one copy). The builder fills it, the others map its files."""
+    folder = own_dir(out, CACHE) if build else out / CACHE
+    budget = None if recipe.cache_memory is None else int(recipe.cache_memory * 2**30)
+    return CacheStore(folder, budget=budget, key=f"{key}|{recipe.image_size}|{recipe.eval_size}", build=build,
+                      disk=shared)
 
 
 def cache_splits(dsd, train_prep: Prep, prep: Prep, num_workers: int, store: CacheStore | None = None) -> CachedSplits:

@@ -25,6 +25,9 @@ import contextlib
 import os
 import sys
 
+import torch.distributed as dist
+from transformers import logging as transformers_logging
+
 
 class Processes:
     def __init__(self, training):
@@ -68,16 +71,12 @@ class Processes:
         """All processes end together and take the process group down with them (a process that exits while its
         peers still hold connections can abort in gloo's threads)."""
         if self.count > 1:
-            import torch.distributed as dist
-
             if dist.is_initialized():
                 dist.barrier()
                 dist.destroy_process_group()
 
     def _any_failed(self, failed: bool) -> bool:
         """Every process says whether it failed; all learn whether any did (a barrier that carries one bit)."""
-        import torch.distributed as dist
-
         said = [None] * self.count
         dist.all_gather_object(said, failed)
         return any(said)
@@ -86,8 +85,6 @@ class Processes:
         """Process 0's ``value`` (any picklable object), in every process."""
         if self.count == 1:
             return value
-        import torch.distributed as dist
-
         box = [value]
         dist.broadcast_object_list(box, src=0)
         return box[0]
@@ -98,8 +95,7 @@ class Processes:
         if self.index == 0:
             yield
             return
-        from datasets.utils.logging import disable_progress_bar
-        from transformers import logging as transformers_logging
+        from datasets.utils.logging import disable_progress_bar  # datasets: not loaded before the run starts
 
         transformers_logging.set_verbosity_error()
         disable_progress_bar()

@@ -30,7 +30,8 @@ from har_model.figures import plot_confusion_matrix, plot_predictions, plot_trai
 from har_model.imaging import open_rgb
 from har_model.model_folder.files import CONFUSION_MATRIX, PREDICTIONS, TRAINING_CURVES
 from har_model.model_folder.record import RECORD_KEY, RunRecord
-from har_model.model_folder.write import write_card, write_examples, write_metrics
+from har_model.model_folder import onnx
+from har_model.model_folder.write import write_card, write_examples, write_metrics, write_processor
 from har_model.outputs import pushed_to
 from har_model.train.backbones import builtin_source
 from har_model.train.balancing import BalancePlan
@@ -108,6 +109,15 @@ def run_record(config: TrainConfig, base: BaseModel, precision: str, balance: Ba
         early_stopping_patience=options.early_stopping_patience,
         class_balance=balance.as_recipe() if balance is not None else None,
     )
+
+
+def write_model_folder(stage: Path, run: FinishedRun) -> str:
+    """The main process's part: the processor, reports and card (and ONNX) beside the weights in `stage`."""
+    write_processor(stage, run.base.processor)
+    summary = write_outputs(stage, run)
+    if run.config.run.export_onnx:
+        onnx.export_onnx(stage)
+    return summary
 
 
 def write_outputs(out: Path, run: FinishedRun) -> str:

@@ -20,18 +20,15 @@ import shutil
 import time
 from pathlib import Path
 
+from transformers import logging as transformers_logging
+from transformers import set_seed
+
 from har_model.errors import HarError
 from har_model.hub import full_repo_id, push_folder, require_hub
-from har_model.model_folder import onnx
-from har_model.model_folder.files import CHECKPOINTS, DATASET
-from har_model.model_folder.write import write_processor
-from har_model.outputs import Publication, claim_output_dir, clear_run_state, own_dir, staging_name
-from har_model.train.checkpoints import check_resume, resume_flags, run_fingerprint, write_run
+from har_model.model_folder.files import CACHE, CHECKPOINTS, DATASET
+from har_model.outputs import Publication, claim_output_dir, staging_name
 from har_model.train.config import RunArguments, TrainConfig
-from har_model.train.image_cache import CacheStore
 from har_model.train.launcher import Processes
-
-CACHE_DIR = "cache"  # the memory-mapped image cache (har_model.train.image_cache), removed after a finished run
 
 def main(argv: list[str] | None = None) -> int:
     return run(TrainConfig.parse(argv))
@@ -41,10 +38,6 @@ def run(config: TrainConfig) -> int:
     """One training run: data -> base model -> image cache -> soup members -> shipped model -> reports -> export, push.
 
     Under a launcher (torchrun, accelerate launch) every process runs this; `Processes` makes it behave like one."""
-    # imported here, not at the top: `--help` and argument errors need none of the Trainer, datasets or the models
-    from transformers import logging as transformers_logging
-    from transformers import set_seed
-
     t_start = time.time()
     transformers_logging.set_verbosity_warning()
     if config.run.push_to_hub:
@@ -72,63 +65,47 @@ def run(config: TrainConfig) -> int:
 def _train_into(stage: Path, out: Path, config: TrainConfig, member_dirs: list[Path], t_start: float,
                 procs: Processes) -> str:
     """The run proper: the shipped files go to `stage`, the checkpoints to `out`/checkpoints."""
-    # the heavy part (datasets, the Trainer, the models), imported here: `--help` and bad options stay quick
+    # the heavy part (datasets, the Trainer, the models) is imported here: `--help` and bad options stay quick
     from har_model.data import dataset_from_args
-    from har_model.train.balancing import plan_balance
-    from har_model.train.base_model import load_base_model
-    from har_model.train.image_cache import cache_splits
-    from har_model.train.reports import FinishedRun, predict_splits, run_record
-    from har_model.train.soup import cook_soup, train_members
-    from har_model.train.trainer import make_trainer, use_bf16
+    from har_model.train import balancing, base_model, checkpoints, image_cache, reports, soup, trainer
 
     recipe = config.run
     with procs.main_first():  # building the dataset, then reading it
         dsd = dataset_from_args(config.data, stage / DATASET, build=procs.is_main, shown_as=out / DATASET)
-        key = start_checkpoints(out, config, dsd, stage) if procs.is_main else ""
+        key = checkpoints.start_run(out, config, dsd, stage) if procs.is_main else ""
     dsd = fewer_samples(dsd, recipe.max_train_samples, recipe.max_eval_samples, config.seed)
     labels = list(dsd["train"].features["label"].names)
-    load_model = functools.partial(load_base_model, recipe.model, labels, image_size=recipe.image_size,
+    load_model = functools.partial(base_model.load_base_model, recipe.model, labels, image_size=recipe.image_size,
                                    eval_size=recipe.eval_size, freeze_layers=recipe.freeze_layers,
                                    channels_last=not recipe.no_channels_last)
     base = load_model(report=procs.index == 0)
     with procs.main_first():  # decoding the images, then mapping them
-        store = cache_store(out, recipe, key, procs)
-        images = cache_splits(dsd, base.train_prep, base.eval_prep, config.data.num_workers or os.cpu_count() or 1,
+        store = image_cache.run_store(out, recipe, key, build=procs.is_main, shared=procs.count > 1)
+        images = image_cache.cache_splits(dsd, base.train_prep, base.eval_prep, config.data.num_workers or os.cpu_count() or 1,
                               store)
-    bf16 = use_bf16(recipe.precision, config.training.device)
-    balance = plan_balance(recipe.class_balance, images.train.labels, len(labels))
+    bf16 = trainer.use_bf16(recipe.precision, config.training.device)
+    balance = balancing.plan_balance(recipe.class_balance, images.train.labels, len(labels))
     print_plan(config, base, images, len(labels), bf16, procs.count, balance)
 
-    new_trainer = functools.partial(make_trainer, config=config, images=images, labels=labels, bf16=bf16,
+    new_trainer = functools.partial(trainer.make_trainer, config=config, images=images, labels=labels, bf16=bf16,
                                     balance=balance)
     # --hub-strategy other than `end`: the members' Trainers push while they train (the evaluator never pushes)
     member_trainer = functools.partial(new_trainer, hub=config.run.hub_strategy != "end")
-    members = train_members(member_dirs, config.seed, first_model=base.model, new_trainer=member_trainer,
+    members = soup.train_members(member_dirs, config.seed, first_model=base.model, new_trainer=member_trainer,
                             new_model=lambda: load_model(report=False).model, resume=recipe.resume)
     evaluator = new_trainer(base.model, out / CHECKPOINTS, config.seed)  # the shipped model: evaluated, saved
-    result = cook_soup(evaluator, members)
-    predictions = predict_splits(evaluator, images.test)  # every process predicts its share
+    result = soup.cook_soup(evaluator, members)
+    predictions = reports.predict_splits(evaluator, images.test)  # every process predicts its share
     evaluator.save_model(str(stage))  # the Trainer writes from the main process only
-    finished = FinishedRun(config=config, trainer=evaluator, base=base, result=result, predictions=predictions,
-                           images=images, test_split=dsd["test"], labels=labels,
-                           record=run_record(config, base, precision_name(bf16, config), balance), started=t_start, model_dir=out)
+    finished = reports.FinishedRun(config=config, trainer=evaluator, base=base, result=result, predictions=predictions,
+                                   images=images, test_split=dsd["test"], labels=labels,
+                                   record=reports.run_record(config, base, precision_name(bf16, config), balance),
+                                   started=t_start, model_dir=out)
     summary = ""
     # the others wait here, so nobody still reads the staged dataset when the main process moves it into place
     with procs.main_first():
         if procs.is_main:
-            summary = write_model_folder(stage, finished)
-    return summary
-
-
-def write_model_folder(stage: Path, run) -> str:
-    """The main process's part: the processor, reports and card (and ONNX) beside the weights in `stage`.
-    `run`: the FinishedRun (har_model.train.reports)."""
-    from har_model.train.reports import write_outputs  # with the heavy part of the run (see _train_into)
-
-    write_processor(stage, run.base.processor)
-    summary = write_outputs(stage, run)
-    if run.config.run.export_onnx:
-        onnx.export_onnx(stage)
+            summary = reports.write_model_folder(stage, finished)
     return summary
 
 
@@ -158,28 +135,6 @@ def check_output_dir(out: Path, config: TrainConfig, *, claim: bool = True) -> l
     return member_dirs
 
 
-def start_checkpoints(out: Path, config: TrainConfig, dsd, stage: Path) -> str:
-    """With the data loaded (the input checks passed): --resume checks that the checkpoints belong to this run;
-    a fresh run (--overwrite) removes the old run's checkpoints and image cache. Then records what this run is and
-    returns its data fingerprint (which names the image cache)."""
-    fingerprint = run_fingerprint(resume_flags(config), dsd)
-    if config.run.resume:
-        check_resume(out / CHECKPOINTS, fingerprint)
-    else:
-        clear_run_state(out, keep=stage)  # old checkpoints must not be resumed later as if they were this run's
-    write_run(own_dir(out, CHECKPOINTS), fingerprint)
-    return fingerprint["data"]
-
-
-def cache_store(out: Path, recipe, key: str, procs: Processes):
-    """Where the decoded images go: RAM within --cache-memory, else OUT/cache (always there under a launcher, so
-    that the processes of a node share one copy). The main process fills it, the others map its files."""
-    folder = own_dir(out, CACHE_DIR) if procs.is_main else out / CACHE_DIR
-    budget = None if recipe.cache_memory is None else int(recipe.cache_memory * 2**30)
-    return CacheStore(folder, budget=budget, key=f"{key}|{recipe.image_size}|{recipe.eval_size}",
-                      build=procs.is_main, disk=procs.count > 1)
-
-
 def fewer_samples(dsd, max_train: int | None, max_eval: int | None, seed: int):
     """--max-train-samples / --max-eval-samples, as in transformers' example script: that many images of the training
     / validation split, drawn at random with the seed (the test split stays whole)."""
@@ -196,7 +151,7 @@ def precision_name(bf16: bool, config: TrainConfig) -> str:
 
 
 def remove_cache(out: Path) -> None:
-    shutil.rmtree(out / CACHE_DIR, ignore_errors=True)
+    shutil.rmtree(out / CACHE, ignore_errors=True)  # the image cache: kept for --resume until the run finished
 
 
 def print_plan(config: TrainConfig, base, images, num_labels: int, bf16: bool, processes: int = 1,
