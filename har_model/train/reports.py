@@ -1,5 +1,8 @@
 """What a training run leaves behind besides the weights: test metrics, plots, examples and the model card.
 
+Computed here from the finished run (a FinishedRun), written with har_model.model_folder.write (the file names and
+the run's record, RunRecord, live in har_model.model_folder).
+
 Files written into the model folder:
     metrics.json            test (and validation) metrics, per-class report, confusion matrix, timings, recipe
     training_curves.png     loss and accuracy per epoch, train vs validation
@@ -18,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
 import torch
 from datasets import Image as ImageFeature
 
@@ -28,9 +30,9 @@ from har_model.data.load import image_bytes
 from har_model.explain import GradCam, overlay
 from har_model.figures import plot_confusion_matrix, plot_predictions, plot_training_curves
 from har_model.imaging import open_rgb
+from har_model.model_folder import onnx
 from har_model.model_folder.files import CONFUSION_MATRIX, PREDICTIONS, TRAINING_CURVES
 from har_model.model_folder.record import RECORD_KEY, RunRecord
-from har_model.model_folder import onnx
 from har_model.model_folder.write import write_card, write_examples, write_metrics, write_processor
 from har_model.outputs import pushed_to
 from har_model.train.backbones import builtin_source

@@ -81,8 +81,8 @@ def _train_into(stage: Path, out: Path, config: TrainConfig, member_dirs: list[P
     base = load_model(report=procs.index == 0)
     with procs.main_first():  # decoding the images, then mapping them
         store = image_cache.run_store(out, recipe, key, build=procs.is_main, shared=procs.count > 1)
-        images = image_cache.cache_splits(dsd, base.train_prep, base.eval_prep, config.data.num_workers or os.cpu_count() or 1,
-                              store)
+        workers = config.data.num_workers or os.cpu_count() or 1
+        images = image_cache.cache_splits(dsd, base.train_prep, base.eval_prep, workers, store)
     bf16 = trainer.use_bf16(recipe.precision, config.training.device)
     balance = balancing.plan_balance(recipe.class_balance, images.train.labels, len(labels))
     print_plan(config, base, images, len(labels), bf16, procs.count, balance)
@@ -92,7 +92,7 @@ def _train_into(stage: Path, out: Path, config: TrainConfig, member_dirs: list[P
     # --hub-strategy other than `end`: the members' Trainers push while they train (the evaluator never pushes)
     member_trainer = functools.partial(new_trainer, hub=config.run.hub_strategy != "end")
     members = soup.train_members(member_dirs, config.seed, first_model=base.model, new_trainer=member_trainer,
-                            new_model=lambda: load_model(report=False).model, resume=recipe.resume)
+                                 new_model=lambda: load_model(report=False).model, resume=recipe.resume)
     evaluator = new_trainer(base.model, out / CHECKPOINTS, config.seed)  # the shipped model: evaluated, saved
     result = soup.cook_soup(evaluator, members)
     predictions = reports.predict_splits(evaluator, images.test)  # every process predicts its share
