@@ -43,6 +43,7 @@ from transformers import (AutoConfig, AutoImageProcessor, AutoModelForImageClass
 from transformers.models.efficientnet.image_processing_pil_efficientnet import EfficientNetImageProcessorPil
 
 from har_model.errors import HarError
+from har_model.model_folder import files
 
 # Bump when the converted checkpoint changes, so that stale cached conversions are not reused.
 CONVERTER_VERSION = 1
@@ -348,12 +349,12 @@ def convert_efficientnet_lite(variant: str, out_dir: str | os.PathLike) -> Path:
     lite_image_processor(spec.name).save_pretrained(out)
     card = _CARD.format(name=spec.name, package=spec.package.replace("_", "-"), res=spec.resolution, license=WEIGHTS_LICENSE,
                         params=spec.params, top1=spec.imagenet_top1)
-    (out / "README.md").write_text(card, encoding="utf-8")
+    (out / files.CARD).write_text(card, encoding="utf-8")
     return out
 
 
 def _is_complete(folder: Path) -> bool:
-    return all((folder / f).is_file() for f in ("config.json", "model.safetensors", "preprocessor_config.json"))
+    return all((folder / f).is_file() for f in (files.CONFIG, files.WEIGHTS, files.PREPROCESSOR))
 
 
 def builtin_checkpoint(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
@@ -411,8 +412,8 @@ def _resolve_source(name_or_path: str, cache_dir) -> tuple[str, bool]:
         return str(builtin_checkpoint(name_or_path, cache_dir)), True
     path = Path(name_or_path).expanduser()
     if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise HarError(f"{path}: not a model folder (no config.json)")
+        if not (path / files.CONFIG).is_file():
+            raise HarError(f"{path}: not a model folder (no {files.CONFIG})")
         return str(path), True
     if path.exists():
         raise HarError(f"{path}: is a file, not a model folder or a Hub id")

@@ -22,7 +22,7 @@ from datasets import Image as ImageFeature
 
 from har_model.data.load import image_bytes
 from har_model.errors import HarError
-from har_model.model_folder.files import CHECKPOINTS
+from har_model.model_folder.files import CHECKPOINTS, WEIGHTS
 from har_model.outputs import atomic_write_text, clear_run_state, own_dir
 from har_model.train.config import TrainConfig
 
@@ -124,9 +124,9 @@ def incomplete_reason(checkpoint: Path) -> str | None:
         json.loads(state.read_text())
     except (OSError, ValueError):
         return "no readable trainer_state.json"
-    weights = checkpoint / "model.safetensors"
+    weights = checkpoint / WEIGHTS
     if not weights.is_file() or not _safetensors_whole(weights):
-        return "model.safetensors is missing or cut short"
+        return f"{WEIGHTS} is missing or cut short"
     for name in ("optimizer.pt", "scheduler.pt", "rng_state.pth"):
         path = checkpoint / name
         if path.exists() and not zipfile.is_zipfile(path):  # torch.save writes a zip: its end record must be there
