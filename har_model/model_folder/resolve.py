@@ -12,8 +12,6 @@ import re
 from fnmatch import fnmatch
 from pathlib import Path
 
-from huggingface_hub import snapshot_download
-
 from har_model.errors import HarError
 from har_model.model_folder.files import require_config
 
@@ -40,6 +38,8 @@ def resolve_model_dir(spec: str | os.PathLike, *, flag: str = "HAR_MODEL") -> Pa
         raise HarError(f"{flag}={spec}: is a file; give the model folder that train.py wrote")
     if not REPO_ID.match(spec):
         raise HarError(f"{flag}={spec}: no such model folder")
+    from huggingface_hub import snapshot_download  # only a Hub id needs the Hub client (slow to import)
+
     try:
         return Path(snapshot_download(spec, allow_patterns=HUB_FILES))
     except Exception as exc:  # offline, unknown repo, gated, network: all mean "no model"
