@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import filecmp
 import hashlib
 import json
 import os
@@ -469,8 +470,6 @@ def _renameat2_exchange(a: Path, b: Path) -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
-        import ctypes
-
         libc = ctypes.CDLL(None, use_errno=True)
         renameat2 = libc.renameat2
     except (OSError, AttributeError):
@@ -503,8 +502,6 @@ def _retire(old: Path, out: Path, *, leftover_ok: bool = True) -> bool:
     """Remove the folder a swap took out of ``out``: the files also in ``out`` (hard links, or equal copies), the
     files and folders its marker lists, staging leftovers. Anything else appeared there during the swap: it is
     moved into ``out`` (never deleted) when ``leftover_ok``, else kept. False when something is left."""
-    import filecmp
-
     try:
         marker = read_marker(old)
         listed = {MARKER, *(marker["files"] if marker else [])}
