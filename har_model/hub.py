@@ -65,8 +65,6 @@ def full_repo_id(repo_id: str) -> str:
     token = resolve_token()
     if not token:
         return repo_id
-    from huggingface_hub import HfApi
-
     try:
         return f"{HfApi(token=token).whoami()['name']}/{repo_id}"
     except Exception:  # network, auth: the push at the end reports it

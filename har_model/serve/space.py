@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import shlex
 import shutil
 import sys
 import tempfile
@@ -318,8 +319,6 @@ def publish_space(model: str, space_id: str, *, private: bool = False, folder: P
 def command_line(model: str, space_id: str, *, private: bool = False, folder: Path | None = None,
                  model_ids: list[str] | None = None) -> str:
     """The publish-space command with every flag given (less --dry-run), quoted for a shell: to retry, or to push."""
-    import shlex
-
     words = ["python", "train.py", "publish-space", "--model", str(model), "--space", space_id]
     words += ["--private"] * private + (["--dir", str(folder)] if folder is not None else [])
     for model_id in model_ids or []:
