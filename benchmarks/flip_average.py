@@ -23,14 +23,10 @@ from sklearn.metrics import f1_score
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from har_model.calibration import softmax  # noqa: E402
 from har_model.data.load import image_bytes, load_dataset_folder  # noqa: E402
 from har_model.imaging import open_rgb  # noqa: E402
 from har_model.serve.inference import Classifier  # noqa: E402
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return z / z.sum(axis=1, keepdims=True)
 
 
 def score(clf: Classifier, images: list, labels: np.ndarray, batch: int) -> dict:
