@@ -23,7 +23,7 @@ COMMANDS = {
     "train": ("har_model.train.run", "fine-tune a pretrained model (default command)"),
     "prepare": ("har_model.data.build", "validate, de-duplicate and split an image folder into a HF dataset"),
     "predict": ("har_model.serve.inference", "classify images with a trained model"),
-    "export-onnx": ("har_model.model_folder.onnx", "export a trained model to ONNX (+ dynamic int8)"),
+    "export-onnx": ("har_model.model_folder.onnx", "export a trained model to ONNX (+ static int8, served only if it agrees)"),
     "publish-space": ("har_model.serve.space", "publish the app and a model as a Hugging Face Space"),
 }
 

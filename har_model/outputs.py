@@ -49,7 +49,8 @@ PUSHED = {
     ),
     "model": (
         files.CARD, files.CONFIG, files.WEIGHTS, files.PREPROCESSOR, files.METRICS, *files.FIGURES,
-        f"{files.EXAMPLES}/*.jpg", *(f"{files.ONNX_DIR}/{name}" for name in (*files.ONNX_FILES, files.ONNX_INFO)),
+        f"{files.EXAMPLES}/*.jpg",
+        *(f"{files.ONNX_DIR}/{name}" for name in (*files.ONNX_FILES, files.ONNX_INFO, files.INT8_GATE)),
         files.CALIBRATION,  # a temperature fitted for other weights must not survive a push of new ones
     ),
     # a Space folder (publish-space): the app, the serving modules and the bundled model's serving files

@@ -230,3 +230,20 @@ class PublishFaults:
             k = names.index("_renameat2_exchange")
             picks |= {k, min(k + 1, len(names) - 1)}
         return sorted(picks | {0, len(names) - 1})
+
+
+def write_dataset_copy(model_dir: Path, per_split: dict, classes=CLASSES, size=(96, 72)) -> Path:
+    """``model_dir/dataset/data/<split>-00000-of-00001.parquet`` of synthetic images, as train.py keeps the dataset
+    beside a model (``per_split``: {"train": images per class, ...}); the int8 export calibrates and gates on it."""
+    from datasets import ClassLabel, Dataset, Features
+    from datasets import Image as ImageFeature
+
+    features = Features({"image": ImageFeature(), "label": ClassLabel(names=list(classes))})
+    data = Path(model_dir) / "dataset" / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    for s, (split, n) in enumerate(per_split.items()):
+        images = [synthetic_image(c, 1000 * (s + 1) + i, size) for i in range(n) for c in range(len(classes))]
+        labels = [c for _ in range(n) for c in range(len(classes))]
+        Dataset.from_dict({"image": images, "label": labels}, features=features).to_parquet(
+            str(data / f"{split}-00000-of-00001.parquet"))
+    return data.parent

@@ -10,7 +10,9 @@ A model folder is what ``python train.py`` writes and everything else reads (``p
     metrics.json              test / validation metrics and the run's record   METRICS
     README.md                 the model card                                    CARD
     *.png, examples/          figures and a few test images for the app        FIGURES, EXAMPLES
-    onnx/model.onnx           the ONNX export (+ model_int8.onnx)              ONNX_DIR, ONNX_FILES
+    onnx/model.onnx           the ONNX export (float32)                         ONNX_DIR, ONNX_FP32
+    onnx/model_int8.onnx      its static int8 copy, served where the gate       ONNX_INT8, INT8_GATE
+                              in onnx/int8_gate.json passed (choose_onnx_file)
     dataset/, checkpoints/    the dataset copy and --resume state (kept local)  DATASET, CHECKPOINTS
 
 Needs only the standard library: serving an ONNX export imports this without torch or transformers.
@@ -35,10 +37,11 @@ PREDICTIONS = "predictions.png"
 FIGURES = (TRAINING_CURVES, CONFUSION_MATRIX, PREDICTIONS)
 EXAMPLES = "examples"
 ONNX_DIR = "onnx"
-# ONNX files, best first; "auto" serves the first one present. float32 first: dynamic int8 (ConvInteger) measured
-# several times slower than float32 on AVX-512 CPUs and it changes predictions (benchmarks/inference_speed.py).
-ONNX_FILES = ("model.onnx", "model_int8.onnx")
+ONNX_FP32 = "model.onnx"
+ONNX_INT8 = "model_int8.onnx"  # static int8 (model_folder.int8): served by default only where its gate passed
+ONNX_FILES = (ONNX_FP32, ONNX_INT8)
 ONNX_INFO = "export_info.json"
+INT8_GATE = "int8_gate.json"  # the agreement gate's verdict on the int8 file, written at export
 TRAINING_ARGS = "training_args.bin"  # the Trainer's pickle: kept in checkpoints/ for --resume, never shipped
 DATASET = "dataset"
 CHECKPOINTS = "checkpoints"
@@ -87,15 +90,20 @@ def require_config(model_dir: str | Path) -> None:
         raise HarError(f"{model_dir}: no {CONFIG} (not a saved model folder)")
 
 
+def int8_gate_passed(model_dir: str | Path) -> bool:
+    """Whether ``onnx/int8_gate.json`` records that int8 agreed with float32 (no file, or an unreadable one: no)."""
+    return read_optional(Path(model_dir) / ONNX_DIR, INT8_GATE).get("passed") is True
+
+
 def choose_onnx_file(model_dir: str | Path) -> Path | None:
-    """The ONNX file serving uses by default: the first of ONNX_FILES present in ``onnx/``, else None."""
-    for name in ONNX_FILES:
-        path = Path(model_dir) / ONNX_DIR / name
-        if path.is_file():
-            return path
-    return None
+    """The ONNX file serving uses by default (the ``auto`` backend, and what publish-space bundles): int8 where its
+    agreement gate passed at export, else float32; where only one of the two exists (a Space bundle ships one),
+    that one; None without an export."""
+    fp32, int8 = (Path(model_dir) / ONNX_DIR / name for name in ONNX_FILES)
+    order = (int8, fp32) if int8_gate_passed(model_dir) else (fp32, int8)
+    return next((path for path in order if path.is_file()), None)
 
 
 def has_onnx(model_dir: str | Path) -> bool:
-    """Whether the folder has the float32 ONNX export (what a Space serves)."""
-    return (Path(model_dir) / ONNX_DIR / ONNX_FILES[0]).is_file()
+    """Whether the folder has an ONNX export that serving can use (float32 or int8)."""
+    return choose_onnx_file(model_dir) is not None

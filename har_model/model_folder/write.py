@@ -39,3 +39,17 @@ def write_examples(folder: Path, examples: Iterable[tuple[str, int, Image.Image]
     for label, k, image in examples:
         target.mkdir(exist_ok=True)
         image.save(target / f"{safe_filename(label)}_{k}.jpg", quality=90)
+
+
+def set_card_section(card: str, key: str, markdown: str) -> str:
+    """``card`` with the section ``key`` set to ``markdown``: a section a later step writes (the ONNX export's int8
+    gate) between two HTML comments, replaced on a re-run, else inserted before "## How to use" (else appended)."""
+    start, end = f"<!-- har_model:{key} -->", f"<!-- /har_model:{key} -->"
+    block = f"{start}\n{markdown.rstrip()}\n{end}\n"
+    if start in card and end in card:
+        head, rest = card.split(start, 1)
+        return head + block + rest.split(end, 1)[1].lstrip("\n")
+    anchor = card.find("\n## How to use")
+    if anchor < 0:
+        return card.rstrip("\n") + "\n\n" + block
+    return card[: anchor + 1] + block + "\n" + card[anchor + 1 :]

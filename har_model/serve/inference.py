@@ -8,9 +8,12 @@ model input is much smaller (draft mode), and the network runs batched in one of
 
     torch        float32, channels-last, inference mode
     torch-bf16   bfloat16 weights and activations (fast only where the CPU has native bf16; not bit-exact)
-    onnx         ONNX Runtime on ``onnx/model.onnx`` (or ``model_int8.onnx``), see har_model.model_folder.onnx
+    onnx         ONNX Runtime on the folder's default ONNX file (``files.choose_onnx_file``): ``onnx/model_int8.onnx``
+                 where its agreement gate passed at export (har_model.model_folder.int8), else ``onnx/model.onnx``
+    onnx-fp32    ONNX Runtime on ``onnx/model.onnx``, whatever the gate said
+    onnx-int8    ONNX Runtime on ``onnx/model_int8.onnx``, whatever the gate said
 
-``auto`` (the default) takes the ONNX export when the folder has one, else float32 torch.
+``auto`` (the default) takes the default ONNX file when the folder has an export, else float32 torch.
 
     clf = Classifier.load("outputs/har15")
     clf.predict(["a.jpg", pil_image, rgb_frame], top_k=3)  # [[("running", 0.93), ...], ...]
@@ -34,14 +37,15 @@ from har_model.calibration import Calibration, answer, decide
 from har_model.errors import HarError
 from har_model.explain import GradCam, overlay, torch_available
 from har_model.imaging import is_image_path, open_rgb, to_rgb
-from har_model.model_folder.files import CONFIG, ONNX_DIR, choose_onnx_file, read_labels
+from har_model.model_folder.files import CONFIG, ONNX_DIR, ONNX_FP32, ONNX_INT8, choose_onnx_file, read_labels
 from har_model.model_folder.resolve import resolve_model_dir
 from har_model.model_folder.torch_model import load_torch_model
 from har_model.outputs import atomic_write_text, require_complete
 from har_model.paths import safe_filename
 from har_model.preprocessing import Preprocessing, StockPreprocessing, load_preprocessing
 
-BACKENDS = ("auto", "torch", "torch-bf16", "onnx")
+BACKENDS = ("auto", "torch", "torch-bf16", "onnx", "onnx-fp32", "onnx-int8")
+FORCED_ONNX = {"onnx-fp32": ONNX_FP32, "onnx-int8": ONNX_INT8}  # backends that name one ONNX file
 
 ImageInput = Image.Image | np.ndarray | str | os.PathLike
 
@@ -166,8 +170,9 @@ class Classifier:
     ) -> "Classifier":
         """Load ``model_dir`` (as written by save_pretrained) with the requested backend.
 
-        ``auto`` uses the ONNX file in ``model_dir/onnx/`` when there is one and onnxruntime is importable,
-        else float32 torch. ``onnx_file`` picks a file in ``onnx/`` by name instead of the default order.
+        ``auto`` uses the default ONNX file of ``model_dir/onnx/`` (int8 only where its agreement gate passed) when
+        there is one and onnxruntime is importable, else float32 torch. ``onnx-fp32`` / ``onnx-int8`` (or
+        ``onnx_file``, a name in ``onnx/``) force one file.
         Raises HarError naming the folder when it is not a usable model.
         """
         model_dir = Path(model_dir)
@@ -179,9 +184,13 @@ class Classifier:
         labels = read_labels(model_dir)
         prep = load_preprocessing(model_dir)
         calibration = Calibration.load(model_dir)
+        onnx_file = FORCED_ONNX.get(backend, onnx_file)
         onnx_path = choose_onnx_file(model_dir) if onnx_file is None else model_dir / ONNX_DIR / onnx_file
         if onnx_path is not None and not onnx_path.is_file():
-            raise HarError(f"{onnx_path}: no such ONNX file")
+            hint = (f" (backend {backend}; `python train.py export-onnx --model {model_dir}` writes it from a model "
+                    "folder with its dataset/)" if backend in FORCED_ONNX else "")
+            raise HarError(f"{onnx_path}: no such ONNX file{hint}")
+        backend = "onnx" if backend in FORCED_ONNX else backend
         if backend == "auto":
             backend = "torch"
             if onnx_path is not None:
@@ -338,7 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", help="write the results to this CSV file instead of printing a table")
     p.add_argument("--overwrite", action="store_true", help="with --csv: replace an existing file")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--backend", choices=BACKENDS, default="auto")
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="auto: the ONNX export when there is one (int8 where its agreement gate passed at export, "
+                        "else float32), else torch; onnx-fp32 / onnx-int8 force one ONNX file")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for the model (default: all cores)")
     p.add_argument("--unsure-below", type=float, default=None, metavar="P",
                    help="say 'unsure' when the top (calibrated) probability is below P; default: the threshold "

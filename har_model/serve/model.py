@@ -33,6 +33,7 @@ from har_model.calibration import headline
 from har_model.errors import HarError
 from har_model.imaging import is_image_path, open_rgb
 from har_model.model_folder import files
+from har_model.model_folder.int8 import read_gate
 from har_model.model_folder.resolve import REPO_ID, resolve_model_dir
 from har_model.paths import safe_filename
 from har_model.serve import live, video
@@ -118,6 +119,7 @@ def read_model_info(model_dir: Path) -> dict:
         info["card"] = metadata_load(model_dir / files.CARD) or {}
     except Exception:  # no card or unreadable front matter: the Model tab says less
         info["card"] = {}
+    info["int8_gate"] = read_gate(model_dir)  # which ONNX file serves by default, and the figures that decided it
     info["images"] = {n: model_dir / n for n in MODEL_IMAGES if (model_dir / n).is_file()}
     info["examples"] = pick_examples(model_dir / files.EXAMPLES)
     return info
@@ -352,7 +354,15 @@ class ServedModel:
             "base_model": self._base_model(),
             "test_accuracy": test.get("accuracy"),
             "test_macro_f1": test.get("macro_f1"),
+            "int8_gate": self._int8_gate(),
         }
+
+    def _int8_gate(self) -> dict | None:
+        """The export's int8 verdict as data (passed, reason, agreement, both F1s, speed), or None without one."""
+        gate = self.info.get("int8_gate")
+        if gate is None:
+            return None
+        return {key: value for key, value in gate.as_json().items() if key != "calibration"}
 
     def _base_model(self) -> str | None:
         card, metrics = self.info.get("card") or {}, self.info.get("metrics") or {}
@@ -378,6 +388,8 @@ class ServedModel:
         if isinstance(metrics.get("train_seconds"), (int, float)):
             lines.append(f"- **Training time**: {metrics['train_seconds'] / 60:.1f} min")
         lines.append(f"- **Input size**: {facts['image_size'][0]}x{facts['image_size'][1]}, backend `{facts['backend']}`")
+        if self.info.get("int8_gate") is not None:
+            lines.append(f"- **ONNX int8**: {self.info['int8_gate'].summary()}")
         if not metrics:
             lines.append("\n_No metrics.json in the model folder: evaluation figures are not available._")
         return "\n".join(lines)

@@ -5,10 +5,11 @@
 The Space folder holds only what serving needs: ``app.py``, the serving part of this package (the modules the app
 imports, never the training or dataset stages), a runtime ``requirements.txt``, a README.md whose front matter
 configures the Space, and -- for a local model folder -- the model's serving files in ``model/`` (config, image
-processor, ONNX export, metrics, plots, examples). A model without an ONNX export is exported first, into the
-Space's copy, so the Space runs on numpy, Pillow, onnxruntime, av, gradio and huggingface_hub: no torch, no
-transformers. A Hub model id is not bundled: it is named in ``models:`` (and ``preload_from_hub``) and downloaded
-when the Space starts; the app serves the first model of ``models:`` when no model is bundled and HAR_MODEL is unset.
+processor, one ONNX file -- int8 where its agreement gate passed at export, else float32 --, metrics, plots,
+examples). A model without an ONNX export is exported first (float32), into the Space's copy, so the Space runs on
+numpy, Pillow, onnxruntime, av, gradio and huggingface_hub: no torch, no transformers. A Hub model id is not
+bundled: it is named in ``models:`` (and ``preload_from_hub``) and downloaded when the Space starts; the app serves
+the first model of ``models:`` when no model is bundled and HAR_MODEL is unset.
 
 ``--dry-run`` assembles the folder without pushing (``--dir`` keeps it where you say; otherwise it is a temporary
 folder, removed after a successful push and kept after a failed one).
@@ -44,8 +45,9 @@ RUNTIME_REQUIREMENTS = "requirements-space.txt"
 TORCH_REQUIREMENTS = ["--extra-index-url https://download.pytorch.org/whl/cpu", "torch>=2.6", "transformers>=5.0,<6",
                       "safetensors>=0.4"]
 # Model files a Space serves from: what a model push uploads, less the torch weights (served through the ONNX
-# export) and the int8 copy (slower and less accurate than float32 here, see inference.py)
-BUNDLED_FILES = [p for p in PUSHED["model"] if p not in (files.WEIGHTS, f"{files.ONNX_DIR}/{files.ONNX_FILES[1]}")]
+# export) and the ONNX files, of which it gets one (bundled_files)
+ONNX_PATHS = [f"{files.ONNX_DIR}/{name}" for name in files.ONNX_FILES]
+BUNDLED_FILES = [p for p in PUSHED["model"] if p != files.WEIGHTS and p not in ONNX_PATHS]
 # The app's tabs, as the Space card lists them (a test checks them against the tabs the app builds)
 APP_TABS = (
     ("Image", "upload, webcam or paste; top-5 and the decision"),
@@ -233,12 +235,20 @@ def claim_space_folder(folder: Path) -> Path:
                        "choose a new or empty folder (nothing was changed)") from None
 
 
+def bundled_files(model_dir: Path) -> list[str]:
+    """BUNDLED_FILES with the one ONNX file the app would serve (``files.choose_onnx_file``): int8 where its
+    agreement gate passed at export (a quarter of the download, faster on the Space's 2 cores, the same answer on
+    >= 99% of the validation images), else float32; the torch weights instead when there is no export."""
+    chosen = files.choose_onnx_file(model_dir)
+    return BUNDLED_FILES + [f"{files.ONNX_DIR}/{chosen.name}" if chosen is not None else files.WEIGHTS]
+
+
 def bundle_model(model_dir: Path, folder: Path) -> Path:
     """Copy the serving files into ``folder/model``; export ONNX into that copy when the model has none."""
     Classifier.load(model_dir)  # a folder every other reader refuses (unfinished, inconsistent) is not shipped either
     target = folder / BUNDLED_MODEL
     exported = files.has_onnx(model_dir)
-    copy_model_files(model_dir, target, BUNDLED_FILES + ([] if exported else [files.WEIGHTS]))
+    copy_model_files(model_dir, target, bundled_files(model_dir))
     if not exported:
         from transformers.utils import logging as hf_logging  # optional: only an export needs transformers
 

@@ -5,9 +5,10 @@ ServedModel, whose methods it binds.
     HAR_MODEL=user/har-model python app.py       # a model repo on the Hub (downloaded once, then cached)
     python app.py                                # the default: see har_model.serve.model (bundled model first)
 
-Other settings (environment): HAR_BACKEND (auto|torch|torch-bf16|onnx; auto uses the model folder's ONNX file
-when there is one), HAR_MAX_IMAGE_MB (20), HAR_MAX_VIDEO_MB (200), HAR_MAX_VIDEO_SECONDS (120, longer clips are
-cut), HAR_MAX_BATCH_FILES (500), HAR_QUEUE_SIZE (64).
+Other settings (environment): HAR_BACKEND (auto|torch|torch-bf16|onnx|onnx-fp32|onnx-int8; auto uses the model
+folder's ONNX file when there is one: int8 where its agreement gate passed at export, else float32),
+HAR_MAX_IMAGE_MB (20), HAR_MAX_VIDEO_MB (200), HAR_MAX_VIDEO_SECONDS (120, longer clips are cut),
+HAR_MAX_BATCH_FILES (500), HAR_QUEUE_SIZE (64).
 
 The model is loaded once at start-up and shared by all requests; a queue bounds concurrent work. Without a
 usable model the app still starts and every tab explains how to train one or point HAR_MODEL at one.

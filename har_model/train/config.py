@@ -180,7 +180,7 @@ class RunArguments:
                                       "launch (default: half the memory available at the start; 0: always the file)",
                                       metavar="GB")
 
-    export_onnx: bool = _opt(False, "also write ONNX (fp32 + dynamic int8) for fast CPU serving", AFTER)
+    export_onnx: bool = _opt(False, "also write ONNX (fp32 + static int8, served only if it agrees) for fast CPU serving", AFTER)
     num_examples: int = _opt(2, "test images per class copied to OUT/examples for the app", AFTER)
     push_to_hub: str | None = _opt(None, "push the finished model folder to the Hub: to REPO_ID, else to "
                                    "--hub-model-id, else to the output folder's name under your user", AFTER,

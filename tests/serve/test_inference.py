@@ -12,6 +12,7 @@ from PIL import Image
 
 from har_model import cli
 from har_model.errors import HarError
+from har_model.model_folder.int8 import read_gate
 from har_model.serve.inference import Classifier
 
 
@@ -73,6 +74,7 @@ def onnx_model_dir(model_dir, tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("onnx_model") / "model"
     shutil.copytree(model_dir, folder)
+    helpers.write_dataset_copy(folder, {"train": 10, "validation": 10})  # int8 is calibrated and gated on it
     paths = export_onnx(folder, quantize=True)
     assert paths["fp32"].is_file() and paths["int8"].is_file()
     return folder
@@ -88,7 +90,7 @@ def onnx_model_dir(model_dir, tmp_path_factory):
 def test_backends_agree_with_the_stock_pipeline(backend, atol, model_dir, onnx_model_dir, pipe, tmp_path):
     images = _images()
     if backend.startswith("onnx"):
-        clf = Classifier.load(onnx_model_dir, backend="onnx", onnx_file="model_int8.onnx" if backend == "onnx-int8" else None)
+        clf = Classifier.load(onnx_model_dir, backend="onnx-fp32" if backend == "onnx" else backend)
         assert clf.backend == ("onnx:model_int8.onnx" if backend == "onnx-int8" else "onnx:model.onnx")
     else:
         clf = Classifier.load(model_dir, backend=backend)
@@ -176,7 +178,7 @@ def test_predict_files_reports_unreadable_files_in_order(tiny_model_dir, tmp_pat
 
 
 def test_auto_backend_prefers_the_onnx_export(onnx_model_dir, tiny_model_dir):
-    assert Classifier.load(onnx_model_dir).backend == "onnx:model.onnx"
+    assert Classifier.load(onnx_model_dir).backend == f"onnx:{read_gate(onnx_model_dir).default_file}"
     assert Classifier.load(tiny_model_dir, backend="auto").backend == "torch"
     (onnx_model_dir / "onnx" / "model.onnx").rename(onnx_model_dir / "onnx" / "model.onnx.bak")
     try:

@@ -71,7 +71,9 @@ def test_dry_run_folder_holds_only_what_serving_needs(space_dir):
     model = {f for f in files if f.startswith("model/")}
     assert {"model/config.json", "model/preprocessor_config.json", "model/onnx/model.onnx", "model/metrics.json",
             "model/README.md", "model/examples/running_0.jpg", "model/calibration.json"} <= model
-    assert "model/model.safetensors" not in model and not any("checkpoints" in f or "int8" in f for f in model)
+    assert "model/model.safetensors" not in model and not any("checkpoints" in f for f in model)
+    # exported without int8 into the Space's copy: float32 only, and the gate file says so (auto serves float32)
+    assert "model/onnx/model_int8.onnx" not in model and "model/onnx/int8_gate.json" in model
     assert {"app.py", "requirements.txt", "README.md"} <= files
 
 

@@ -48,8 +48,14 @@ def test_failed_push_keeps_everything_and_says_how_to_retry(trained):
 
 
 def test_export_onnx_writes_onnx_files(trained):
-    out, _ = trained
-    assert list((out / "onnx").glob("*.onnx")) if (out / "onnx").is_dir() else list(out.glob("*.onnx"))
+    out, proc = trained
+    assert (out / "onnx" / "model.onnx").is_file()
+    # static int8 calibrated on the run's own dataset copy and gated on its validation split: the verdict is printed,
+    # recorded and in the card, whichever way it went
+    gate = json.loads((out / "onnx" / "int8_gate.json").read_text())
+    assert (out / "onnx" / "model_int8.onnx").is_file() and gate["images"] == 9  # 3 classes x 12 x 0.25
+    assert f"int8 gate {'passed' if gate['passed'] else 'failed'}" in proc.stdout
+    assert "<!-- har_model:onnx -->" in (out / "README.md").read_text()
 
 
 def test_writes_every_file(trained):
