@@ -1,11 +1,12 @@
 """Stock ``pipeline("image-classification")`` versus ``har_model.serve.inference.Classifier`` on CPU, in one run.
 
-    python benchmarks/inference_speed.py --model outputs/har15 --data outputs/har15/dataset
+    python benchmarks/inference_speed.py --model outputs/har15 --threads 2     # stock vs ours float32 vs ours int8
 
-For each path (stock pipeline at batch 1 and 32; ours with each backend at batch 1 and 32) it reports, on the
-same test images given as JPEG files: images/s over the whole set, top-1 agreement with the stock float32
-pipeline, accuracy, then the p50 latency of one single-image call (paths timed interleaved, image by image), and
-the fraction of this CPU's FLOP peak each path reaches. Other processes share this machine, so every path is timed
+For each path (stock pipeline at batch 1 and 32; ours with each backend at batch 1 and 32; by default the ONNX
+float32 and int8 files, ``--backends onnx-fp32,onnx-int8,torch,torch-bf16`` for more) it reports, on the same test
+images given as JPEG files: images/s over the whole set, top-1 agreement with the stock float32 pipeline and with
+our float32 ONNX file, accuracy and macro-F1, then the p50 / p95 latency of one single-image call (paths timed
+interleaved, image by image), and the fraction of this CPU's FLOP peak each path reaches. Other processes share this machine, so every path is timed
 in every round, in rotating order, and the figures are medians over rounds; compare ratios, not absolutes.
 On a CPU that other jobs are using, also run with ``--threads 1``: OpenMP threads that wait on each other while
 another process holds a core make every multi-threaded torch path (stock included) erratic.
@@ -30,8 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from har_model.imaging import is_image_path  # noqa: E402
+from har_model.errors import HarError  # noqa: E402
 from har_model.hardware import cpu_has_bf16  # noqa: E402
+from har_model.imaging import is_image_path  # noqa: E402
+from har_model.model_folder.int8 import macro_f1  # noqa: E402
 from har_model.model_folder.torch_model import strip_noop_squeeze_excite  # noqa: E402
 from har_model.serve.inference import Classifier  # noqa: E402
 
@@ -49,7 +52,7 @@ def test_images(data: Path, limit: int | None, workdir: Path) -> tuple[list[Path
     if not files:
         sys.exit(f"error: {data}: neither a dataset folder nor an image folder")
     if limit and len(files) > limit:
-        files = files[:: len(files) // limit][:limit]
+        files = [files[i] for i in np.linspace(0, len(files) - 1, limit).astype(int)]  # spread over every class
     return files, [p.parent.name if p.parent != data else None for p in files]
 
 
@@ -67,7 +70,7 @@ def _dataset_images(data: Path, limit: int | None, workdir: Path):
     label_col = next((c for c, f in ds.features.items() if isinstance(f, datasets.ClassLabel)), None)
     ds = ds.cast_column(image_col, datasets.Image(decode=False))
     if limit and len(ds) > limit:
-        ds = ds.select(range(0, len(ds), len(ds) // limit)).select(range(limit))
+        ds = ds.select(np.linspace(0, len(ds) - 1, limit).astype(int))  # spread over the split (sorted by class)
     files, labels = [], []
     for i, row in enumerate(ds):
         item = row[image_col]
@@ -139,8 +142,8 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=None, help="dataset folder or image folder (default: the model's dataset)")
     ap.add_argument("--limit", type=int, default=None, help="use at most this many test images")
     ap.add_argument("--rounds", type=int, default=3, help="timed passes over the images per path (median reported)")
-    ap.add_argument("--latency-n", type=int, default=40, help="single-image calls per path for the p50 latency")
-    ap.add_argument("--backends", default="torch,torch-bf16,onnx:model.onnx,onnx:model_int8.onnx")
+    ap.add_argument("--latency-n", type=int, default=100, help="single-image calls per path for the p50 / p95 latency")
+    ap.add_argument("--backends", default="onnx-fp32,onnx-int8", help="Classifier backends, comma-separated")
     ap.add_argument("--threads", type=int, default=None, help="threads for every path (default: all cores)")
     ap.add_argument("--ghz", type=float, default=None, help="core clock for the peak (default: /proc/cpuinfo)")
     ap.add_argument("--fp32-flops-per-cycle", type=int, default=32, help="per core: 2 FMA pipes x 8 fp32 lanes x 2")
@@ -169,14 +172,11 @@ def main() -> int:
     paths = {"stock b1": stock_path(model_dir, 1, labels), "stock b32": stock_path(model_dir, 32, labels)}
     classifiers = {}
     for spec in [b.strip() for b in args.backends.split(",") if b.strip()]:
-        backend, _, onnx_file = spec.partition(":")
-        if backend == "onnx":
-            if not (Path(model_dir) / "onnx" / onnx_file).is_file():
-                print(f"skip {spec}: no {model_dir}/onnx/{onnx_file} (run python train.py export-onnx --model {model_dir})")
-                continue
-            clf = Classifier.load(model_dir, backend="onnx", onnx_file=onnx_file, num_threads=args.threads)
-        else:
-            clf = Classifier.load(model_dir, backend=backend, num_threads=args.threads)
+        try:
+            clf = Classifier.load(model_dir, backend=spec, num_threads=args.threads)
+        except HarError as exc:
+            print(f"skip {spec}: {exc}")
+            continue
         classifiers[spec] = clf
         for bs in (1, 32):
             paths[f"ours {spec} b{bs}"] = ours_path(clf, bs)
@@ -217,20 +217,28 @@ def main() -> int:
           f"{peak16 / gflops:.0f} img/s bf16")
     base32 = len(files) / statistics.median(times["stock b32"])
     base1 = len(files) / statistics.median(times["stock b1"])
-    print(f"\n| path | images/s | vs stock same batch | % of fp32 peak | top-1 agreement | accuracy |")
-    print("|---|---:|---:|---:|---:|---:|")
+    ours32 = next((preds[n] for n in names if n.startswith("ours onnx-fp32")), None)
+    print(f"\n| path | images/s | vs stock same batch | % of fp32 peak | top-1 agreement with stock fp32 | "
+          f"with ours ONNX fp32 | accuracy | macro-F1 |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name in names:
         ips = len(files) / statistics.median(times[name])
         base = base32 if name.endswith("b32") else base1
         agree = float((preds[name] == ref).mean())
-        acc = f"{float((preds[name] == y)[known].mean()):.2%}" if known is not None and known.any() else "n/a"
-        print(f"| {name} | {ips:.1f} | {ips / base:.2f}x | {100 * ips * gflops / peak32:.1f}% | {agree:.2%} | {acc} |")
+        agree32 = f"{float((preds[name] == ours32).mean()):.2%}" if ours32 is not None else "n/a"
+        scored = known is not None and known.any()
+        acc = f"{float((preds[name] == y)[known].mean()):.2%}" if scored else "n/a"
+        f1 = f"{macro_f1(y[known], preds[name][known]):.4f}" if scored else "n/a"
+        print(f"| {name} | {ips:.1f} | {ips / base:.2f}x | {100 * ips * gflops / peak32:.1f}% | {agree:.2%} | "
+              f"{agree32} | {acc} | {f1} |")
     stock_p50 = statistics.median(latency["stock"])
-    print(f"\n| single image (batch 1 call) | p50 latency ms | stock / ours |")
-    print("|---|---:|---:|")
+    print(f"\n| single image (batch 1 call, {len(latency['stock'])} images) | p50 latency ms | p95 latency ms | "
+          f"stock / ours (p50) |")
+    print("|---|---:|---:|---:|")
     for name, ts in latency.items():
-        p50 = statistics.median(ts)
-        print(f"| {'stock pipeline' if name == 'stock' else 'ours ' + name} | {1000 * p50:.1f} | {stock_p50 / p50:.2f}x |")
+        p50, p95 = statistics.median(ts), float(np.percentile(ts, 95))
+        print(f"| {'stock pipeline' if name == 'stock' else 'ours ' + name} | {1000 * p50:.1f} | {1000 * p95:.1f} | "
+              f"{stock_p50 / p50:.2f}x |")
     return 0
 
 
