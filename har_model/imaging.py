@@ -21,6 +21,9 @@ IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".ico"}
 )
 
+# File name extensions we treat as videos (frames sampled: the app's Video tab, unlabelled training data).
+VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".webm", ".mov", ".avi", ".mkv", ".mpg", ".mpeg", ".ogv", ".gif"})
+
 # Decompression-bomb guard: refuse images with more pixels than this (PIL's default warns at ~89 MP).
 DEFAULT_MAX_PIXELS = 40_000_000
 
@@ -110,3 +113,9 @@ def is_image_path(path: str | os.PathLike) -> bool:
     """True for a non-hidden file name with a known image extension."""
     p = Path(path)
     return not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def is_video_path(path: str | os.PathLike) -> bool:
+    """True for a non-hidden file name with a known video extension (an animated .gif counts as both)."""
+    p = Path(path)
+    return not p.name.startswith(".") and p.suffix.lower() in VIDEO_EXTENSIONS

@@ -247,3 +247,21 @@ def write_dataset_copy(model_dir: Path, per_split: dict, classes=CLASSES, size=(
         Dataset.from_dict({"image": images, "label": labels}, features=features).to_parquet(
             str(data / f"{split}-00000-of-00001.parquet"))
     return data.parent
+
+
+def write_mp4(path: Path, frames: list, fps: int = 10, codec: str = "libx264") -> Path:
+    """RGB frames (equal even sizes) as a real H.264 clip, one frame every 1/fps seconds."""
+    import av
+
+    h, w = np.asarray(frames[0]).shape[:2]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        for i, frame in enumerate(frames):
+            video_frame = av.VideoFrame.from_ndarray(np.asarray(frame.convert("RGB")), format="rgb24")
+            video_frame.pts = i
+            for packet in stream.encode(video_frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path

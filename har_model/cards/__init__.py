@@ -182,6 +182,7 @@ def render_model_card(*, metrics: dict, config, out: Path) -> str:
         num_test=metrics["num_test"],
         recipe=metrics["recipe"],
         soup=metrics.get("soup"),
+        semi=metrics.get("semi_supervised"),
         calibration=metrics.get("calibration"),
         epochs_run=round(metrics["epochs_run"], 2),
         train_seconds=metrics["train_seconds"],

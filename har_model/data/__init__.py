@@ -7,6 +7,7 @@
     balance -- class imbalance (largest / smallest class) and when it counts as imbalanced
     build   -- ``prepare``: the whole pipeline, parquet shards, report, card and figures
     load    -- read back a prepared folder, any dataset folder or a Hub dataset id, normalised
+    unlabeled -- --unlabeled-dir: unlabelled photos and video frames, checked and kept apart from every split
 
 Nothing here imports the training or serving stages.
 """

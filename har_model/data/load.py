@@ -161,7 +161,7 @@ def _carve_missing_splits(ds, missing, seed, val_fraction, test_fraction, num_wo
     fractions = {"train": 1.0 - sum(asked[s] for s in missing), **{s: asked[s] for s in missing}}
     check_fractions(val_fraction, test_fraction)
     raw = train.cast_column("image", ImageFeature(decode=False))
-    hashes = _hash_images([image_bytes(v) for v in raw["image"]], num_workers)
+    hashes = hash_images([image_bytes(v) for v in raw["image"]], num_workers)
     groups, _ = group_images([h[0] for h in hashes], [h[1] for h in hashes], [h[2] for h in hashes], threshold)
     names = train.features["label"].names
     idx = grouped_stratified_split(train["label"], groups, names, fractions, seed=seed)
@@ -176,7 +176,9 @@ def _hash_one(data: bytes) -> tuple[str, int, int] | str:
     return (res["content_hash"], res["phash"], res["dhash"]) if res["ok"] else res["reason"]
 
 
-def _hash_images(blobs: list[bytes], num_workers: int | None) -> list[tuple[str, int, int]]:
+def hash_images(blobs: list[bytes], num_workers: int | None, what: str = "the train split") -> list[tuple[str, int, int]]:
+    """(content hash, pHash, dHash) of each encoded image, decoded in a process pool; HarError for one that cannot
+    be decoded (`what` names where it is)."""
     workers = num_workers if num_workers is not None else (os.cpu_count() or 1)
     if workers <= 1 or len(blobs) < SERIAL_BELOW:
         results = list(map(_hash_one, blobs))
@@ -185,5 +187,5 @@ def _hash_images(blobs: list[bytes], num_workers: int | None) -> list[tuple[str,
             results = pool.map(_hash_one, blobs, chunksize=64)
     for i, r in enumerate(results):
         if isinstance(r, str):
-            raise HarError(f"image {i} of the train split cannot be used: {r}")
+            raise HarError(f"image {i} of {what} cannot be used: {r}")
     return results

@@ -34,7 +34,6 @@ DEFAULT_SAMPLE_FPS = 5.0  # classified frames per second of video; None / 0 = ev
 DEFAULT_WINDOW = 5  # sampled predictions averaged (1 = no smoothing)
 DEFAULT_MAX_SIDE = 640  # output frames are scaled down so that their longer side is at most this
 DEFAULT_BATCH_SIZE = 16
-VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".webm", ".mov", ".avi", ".mkv", ".mpg", ".mpeg", ".ogv", ".gif"})
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@
     balancing    -- class-imbalance compensation: balanced sampling or a class-weighted loss
     trainer      -- our Trainer: frozen batch norms, channels-last, mixup, head/backbone learning rates
     soup         -- several members trained and averaged into one model (a model soup)
+    distill      -- --unlabeled-dir: the shipped model teaches a student on labelled + unlabelled images
     checkpoints  -- checkpoints --resume can trust (run.json: the data, classes and flags they belong to)
     evaluation   -- accuracy, macro-F1, per-class report, confusion matrix (an `evaluate` metric)
     reports      -- what a finished run computes for its model folder: metrics, figures, examples, card, record

@@ -40,7 +40,8 @@ RESUME_FLAGS = {
     "mixup": ("run", "mixup"), "image_size": ("run", "image_size"), "eval_size": ("run", "eval_size"),
     "precision": ("run", "precision"), "train_seed": ("run", "train_seed"), "seed": ("data", "seed"),
     "class_balance": ("run", "class_balance"), "max_train_samples": ("run", "max_train_samples"),
-    "max_eval_samples": ("run", "max_eval_samples"),
+    "max_eval_samples": ("run", "max_eval_samples"), "unlabeled_fps": ("run", "unlabeled_fps"),
+    "unlabeled_min_confidence": ("run", "unlabeled_min_confidence"),
 }
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
@@ -58,11 +59,12 @@ def data_fingerprint(dsd) -> str:
     return digest.hexdigest()
 
 
-def start_run(out: Path, config: TrainConfig, dsd, stage: Path) -> str:
+def start_run(out: Path, config: TrainConfig, dsd, stage: Path, unlabeled: str | None = None) -> str:
     """With the data loaded (the input checks passed): --resume checks that the checkpoints belong to this run;
     a fresh run (--overwrite) removes the old run's checkpoints and image cache. Then records what this run is and
-    returns its data fingerprint (which names the image cache)."""
-    fingerprint = run_fingerprint(resume_flags(config), dsd)
+    returns its data fingerprint (which names the image cache). `unlabeled`: the fingerprint of the --unlabeled-dir
+    images (har_model.data.unlabeled), None without."""
+    fingerprint = run_fingerprint(resume_flags(config), dsd, unlabeled)
     if config.run.resume:
         check_resume(out / CHECKPOINTS, fingerprint)
     else:
@@ -76,10 +78,12 @@ def resume_flags(config: TrainConfig) -> dict:
     return {name: getattr(getattr(config, part), field) for name, (part, field) in RESUME_FLAGS.items()}
 
 
-def run_fingerprint(flags: dict, dsd) -> dict:
-    """What run.json records: the data, the class names and the ``flags`` (``resume_flags``) of a run."""
+def run_fingerprint(flags: dict, dsd, unlabeled: str | None = None) -> dict:
+    """What run.json records: the data, the unlabelled images, the class names and the ``flags`` (``resume_flags``)
+    of a run."""
     return {
         "data": data_fingerprint(dsd),
+        "unlabeled": unlabeled,
         "labels": list(dsd["train"].features["label"].names),
         "flags": {name: _plain(flags.get(name)) for name in RESUME_FLAGS},
     }
@@ -105,6 +109,9 @@ def check_resume(ckpt_dir: Path, fingerprint: dict) -> None:
     differences = []
     if recorded.get("data") != fingerprint["data"]:
         differences.append("the data (images, labels or split)")
+    if recorded.get("unlabeled") != fingerprint.get("unlabeled"):
+        differences.append("the unlabelled images (--unlabeled-dir: " + ("added" if not recorded.get("unlabeled") else
+                           "left out" if not fingerprint.get("unlabeled") else "a changed folder") + ")")
     if recorded.get("labels") != fingerprint["labels"]:
         differences.append("the class names")
     flags = recorded.get("flags", {})

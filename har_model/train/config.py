@@ -168,6 +168,16 @@ class RunArguments:
         "auto", f"compensate for class imbalance: balanced sampling (each class drawn about equally often) or a "
         f"class-weighted loss; auto: when the largest training class is more than {IMBALANCE_RATIO:g}x the smallest, "
         f"with the method that measured better (the model card says which); none: off")
+    unlabeled_dir: str | None = _opt(None, "a folder of unlabelled photos and/or videos of the same actions (sub-folders "
+                                     "included): after the soup, the shipped model labels them with its probabilities "
+                                     "and a student starting from it trains on labelled + unlabelled images (noisy-student "
+                                     "self-training); the student is shipped only if it scores at least as well on "
+                                     "validation. Never used for validation or test", INPUT_OUTPUT, metavar="DIR")
+    unlabeled_fps: float = _opt(1.0, "frames per second sampled from each video in --unlabeled-dir", metavar="FPS")
+    unlabeled_min_confidence: float = _opt(0.3, "unlabelled images whose top teacher probability is below this are "
+                                           "left out", metavar="P")
+    distill_epochs: float = _opt(2.0, "epochs of the student over the labelled + unlabelled images (--unlabeled-dir)",
+                                 metavar="N")
     early_stopping_patience: int = _opt(3, "stop after this many evaluations without a better validation macro-F1 "
                                         "(0: never)")
     precision: Literal["auto", "bf16", "fp16", "fp32"] = _opt(
@@ -311,6 +321,14 @@ class TrainConfig:
             raise HarError(f"--mixup {self.run.mixup}: give 0 (off) or a positive Beta alpha such as 0.2")
         if self.run.cache_memory is not None and self.run.cache_memory < 0:
             raise HarError(f"--cache-memory {self.run.cache_memory}: give a number of GB (0: keep the cache on disk)")
+        if self.run.unlabeled_dir is not None and self.run.distill_epochs <= 0:
+            raise HarError(f"--distill-epochs {self.run.distill_epochs}: give a positive number of epochs (or leave out "
+                           "--unlabeled-dir)")
+        if not 0 <= self.run.unlabeled_min_confidence < 1:
+            raise HarError(f"--unlabeled-min-confidence {self.run.unlabeled_min_confidence}: give a probability from 0 "
+                           "(keep every image) to below 1")
+        if self.run.unlabeled_fps <= 0:
+            raise HarError(f"--unlabeled-fps {self.run.unlabeled_fps}: give a positive number of frames per second")
         if self.run.soup < 1:
             raise HarError(f"--soup {self.run.soup}: give 1 (a single model) or more members")
         for name in ("max_train_samples", "max_eval_samples"):

@@ -27,11 +27,12 @@ from datasets import Image as ImageFeature
 from har_model import calibration as cal
 from har_model import cards
 from har_model.data.load import image_bytes
+from har_model.data.unlabeled import note_unlabeled
 from har_model.explain import GradCam, overlay
 from har_model.figures import plot_confusion_matrix, plot_predictions, plot_training_curves
 from har_model.imaging import open_rgb
 from har_model.model_folder import onnx
-from har_model.model_folder.files import CONFUSION_MATRIX, PREDICTIONS, TRAINING_CURVES
+from har_model.model_folder.files import CONFUSION_MATRIX, DATASET, PREDICTIONS, TRAINING_CURVES
 from har_model.model_folder.record import RECORD_KEY, RunRecord
 from har_model.model_folder.write import write_card, write_examples, write_metrics, write_processor
 from har_model.outputs import pushed_to
@@ -96,6 +97,7 @@ class FinishedRun:
     record: RunRecord  # the resolved recipe, written as metrics.json's "recipe"
     started: float  # time.time() at the start of the run
     model_dir: Path  # where the folder will finally live (files may be written into a staging folder first)
+    distillation: object = None  # --unlabeled-dir: the student phase (har_model.train.distill.Distillation)
 
 
 def run_record(config: TrainConfig, base: BaseModel, precision: str, balance: BalancePlan | None) -> RunRecord:
@@ -110,6 +112,10 @@ def run_record(config: TrainConfig, base: BaseModel, precision: str, balance: Ba
         input_size=list(base.eval_prep.output_hw), train_crop_size=list(base.train_prep.output_hw),
         early_stopping_patience=options.early_stopping_patience,
         class_balance=balance.as_recipe() if balance is not None else None,
+        unlabeled=({"method": "noisy-student self-training: soft targets of the shipped model (flip-averaged) on "
+                              "the unlabelled images, student initialised from it",
+                    "epochs": options.distill_epochs, "min_confidence": options.unlabeled_min_confidence,
+                    "fps": options.unlabeled_fps} if options.unlabeled_dir else None),
     )
 
 
@@ -117,6 +123,8 @@ def write_model_folder(stage: Path, run: FinishedRun) -> str:
     """The main process's part: the processor, reports and card (and ONNX) beside the weights in `stage`."""
     write_processor(stage, run.base.processor)
     summary = write_outputs(stage, run)
+    if run.distillation is not None and (stage / DATASET).is_dir():  # the dataset copy says what joined training
+        note_unlabeled(stage / DATASET, run.distillation.report, run.distillation.unlabeled_used)
     if run.config.run.export_onnx:
         onnx.export_onnx(stage)
     return summary
@@ -134,6 +142,8 @@ def write_outputs(out: Path, run: FinishedRun) -> str:
     test = classification_report(y_pred, y_true, labels)
     log_history = result.last.log_history  # the per-epoch story (of the last soup member)
     train_seconds, soup = result.train_seconds, result.soup
+    if run.distillation is not None:  # the student's training counts too
+        train_seconds += run.distillation.train_seconds
     val = result.validation or {k.removeprefix("eval_"): v for k, v in val_pred.metrics.items() if k.startswith("eval_")}
     calibration = calibrate(out, val_pred, logits, y_true)
     epochs_run = max((row.get("epoch", 0) for row in log_history), default=0)
@@ -156,6 +166,7 @@ def write_outputs(out: Path, run: FinishedRun) -> str:
         "best_validation_macro_f1": result.last.validation_macro_f1,
         RECORD_KEY: run.record.as_json(),  # the run's record, read back with RunRecord.read
         "calibration": calibration,  # temperature + unsure threshold from validation; ECE before/after on test
+        "semi_supervised": run.distillation.summary() if run.distillation is not None else None,  # --unlabeled-dir
         "soup": _relative_checkpoints(soup, model_dir),  # members (seed, time, validation macro-F1), the soup's validation macro-F1, what was shipped
         "log_history": log_history,  # of the last soup member
     }
@@ -182,6 +193,10 @@ def write_outputs(out: Path, run: FinishedRun) -> str:
 
     write_card(out, cards.render_model_card(metrics=metrics, config=config, out=model_dir))
     soup_text = f" x {len(soup['members'])} soup members (shipped: the {soup['shipped']})" if soup else ""
+    if run.distillation is not None:
+        d = run.distillation
+        soup_text += (f", then a student on {d.unlabeled_used} unlabelled images for {d.epochs:g} epochs "
+                      f"(shipped: the {d.shipped})")
     return (
         f"\n{format_report(test)}\n\n"
         f"test accuracy {test['accuracy']:.4f}, macro-F1 {test['macro_f1']:.4f} on {len(test_ds)} held-out images; "

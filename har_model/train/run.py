@@ -67,12 +67,14 @@ def _train_into(stage: Path, out: Path, config: TrainConfig, member_dirs: list[P
     """The run proper: the shipped files go to `stage`, the checkpoints to `out`/checkpoints."""
     # the heavy part (datasets, the Trainer, the models) is imported here: `--help` and bad options stay quick
     from har_model.data import dataset_from_args
-    from har_model.train import balancing, base_model, checkpoints, image_cache, reports, soup, trainer
+    from har_model.train import balancing, base_model, checkpoints, distill, image_cache, reports, soup, trainer
 
     recipe = config.run
     with procs.main_first():  # building the dataset, then reading it
         dsd = dataset_from_args(config.data, stage / DATASET, build=procs.is_main, shown_as=out / DATASET)
-        key = checkpoints.start_run(out, config, dsd, stage) if procs.is_main else ""
+        unlabeled = scan_unlabeled(config, dsd, procs.is_main)
+        key = (checkpoints.start_run(out, config, dsd, stage, unlabeled.fingerprint if unlabeled else None)
+               if procs.is_main else "")
     dsd = fewer_samples(dsd, recipe.max_train_samples, recipe.max_eval_samples, config.seed)
     labels = list(dsd["train"].features["label"].names)
     load_model = functools.partial(base_model.load_base_model, recipe.model, labels, image_size=recipe.image_size,
@@ -95,12 +97,25 @@ def _train_into(stage: Path, out: Path, config: TrainConfig, member_dirs: list[P
                                  new_model=lambda: load_model(report=False).model, resume=recipe.resume)
     evaluator = new_trainer(base.model, out / CHECKPOINTS, config.seed)  # the shipped model: evaluated, saved
     result = soup.cook_soup(evaluator, members)
+    distilled = None
+    if unlabeled is not None:  # the shipped model teaches a student (har_model.train.distill)
+        student_dir = out / CHECKPOINTS / "student"
+        distilled = distill.distill(
+            evaluator, unlabeled, labelled=images.train, train_prep=base.train_prep, eval_prep=base.eval_prep,
+            new_model=lambda: load_model(report=False).model,
+            new_trainer=lambda model, seed, data, epochs: new_trainer(model, student_dir, seed, balance=None,
+                                                                      train_dataset=data, epochs=epochs),
+            seed=config.seed + recipe.soup, epochs=recipe.distill_epochs, min_confidence=recipe.unlabeled_min_confidence,
+            num_workers=workers, resume_from=checkpoints.last_complete(student_dir) if recipe.resume and
+            student_dir.is_dir() else None)
+        if distilled.shipped == "student":
+            result.validation = None  # the soup's validation figures are not the shipped model's any more
     predictions = reports.predict_splits(evaluator, images.test)  # every process predicts its share
     evaluator.save_model(str(stage))  # the Trainer writes from the main process only
     finished = reports.FinishedRun(config=config, trainer=evaluator, base=base, result=result, predictions=predictions,
                                    images=images, test_split=dsd["test"], labels=labels,
                                    record=reports.run_record(config, base, precision_name(bf16, config), balance),
-                                   started=t_start, model_dir=out)
+                                   started=t_start, model_dir=out, distillation=distilled)
     summary = ""
     # the others wait here, so nobody still reads the staged dataset when the main process moves it into place
     with procs.main_first():
@@ -133,6 +148,22 @@ def check_output_dir(out: Path, config: TrainConfig, *, claim: bool = True) -> l
     elif ckpt_dir.is_dir() and any(ckpt_dir.rglob("checkpoint-*")) and not overwrite:
         raise HarError(f"{out} already holds checkpoints: continue with --resume, or start afresh with --overwrite")
     return member_dirs
+
+
+def scan_unlabeled(config: TrainConfig, dsd, is_main: bool):
+    """--unlabeled-dir's images and video frames, checked and de-duplicated against the labelled splits
+    (har_model.data.unlabeled); None without the option. Every process scans (the result is the same)."""
+    if not config.run.unlabeled_dir:
+        return None
+    from har_model.data.unlabeled import describe
+    from har_model.data.unlabeled import scan_unlabeled as scan
+
+    found = scan(config.run.unlabeled_dir, dsd, fps=config.run.unlabeled_fps, min_side=config.data.min_side,
+                 max_pixels=config.data.max_pixels, near_dup_threshold=config.data.near_dup_threshold,
+                 num_workers=config.data.num_workers, progress=is_main)
+    if is_main:
+        print(describe(found.report), flush=True)
+    return found
 
 
 def fewer_samples(dsd, max_train: int | None, max_eval: int | None, seed: int):

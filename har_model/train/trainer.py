@@ -130,7 +130,10 @@ class HarTrainer(Trainer):
         if self.channels_last:
             inputs["pixel_values"] = inputs["pixel_values"].contiguous(memory_format=torch.channels_last)
         labels = inputs.get("labels")
-        if model.training and self.mixup_alpha > 0 and labels is not None:
+        targets = inputs.pop("targets", None)  # soft targets of a student (har_model.train.distill)
+        if model.training and targets is not None:
+            loss, outputs = self._soft_target_loss(model, inputs, targets)
+        elif model.training and self.mixup_alpha > 0 and labels is not None:
             loss, outputs, labels = self._mixup_loss(model, inputs)  # train accuracy: the larger share's label
         elif model.training and self.loss_weights is not None and labels is not None:
             loss, outputs = self._weighted_loss(model, inputs)
@@ -140,8 +143,9 @@ class HarTrainer(Trainer):
         if model.training and labels is not None:
             with torch.no_grad():
                 logits = outputs["logits"] if isinstance(outputs, dict) else outputs[1]
-                self._train_correct += int((logits.argmax(-1) == labels).sum())
-                self._train_seen += int(labels.numel())
+                known = labels >= 0  # unlabelled images (a student's) have no answer to count
+                self._train_correct += int((logits.argmax(-1) == labels)[known].sum())
+                self._train_seen += int(known.sum())
         return (loss, outputs) if return_outputs else loss
 
     def _mixup_loss(self, model, inputs):
@@ -162,6 +166,18 @@ class HarTrainer(Trainer):
             return torch.nn.functional.cross_entropy(logits.float(), target, label_smoothing=eps)
 
         return lam * ce(labels) + (1 - lam) * ce(labels[perm]), outputs, labels if lam >= 0.5 else labels[perm]
+
+    def _soft_target_loss(self, model, inputs, targets):
+        """Cross-entropy against a distribution per image: the label-smoothed label where there is one, else
+        `targets` (a teacher's probabilities for an unlabelled image)."""
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        logits = (outputs["logits"] if isinstance(outputs, dict) else outputs[0]).float()
+        n_classes, eps = logits.shape[-1], self.args.label_smoothing_factor
+        known = labels >= 0
+        hard = torch.nn.functional.one_hot(labels.clamp(min=0), n_classes).float() * (1 - eps) + eps / n_classes
+        target = torch.where(known.unsqueeze(-1), hard, targets.float())
+        return -(target * torch.log_softmax(logits, -1)).sum(-1).mean(), outputs
 
     def _weighted_loss(self, model, inputs):
         """Training loss weighted ~ 1 / class count (--class-balance loss); validation keeps the plain loss, so its
@@ -254,12 +270,13 @@ def use_bf16(precision: str, device: torch.device | None = None) -> bool:
 
 
 def training_arguments(training: TrainingArguments, output_dir: Path, seed: int, *, bf16: bool,
-                       hub: dict | None = None) -> TrainingArguments:
+                       hub: dict | None = None, epochs: float | None = None) -> TrainingArguments:
     """`training` (the command line's, with our defaults) for one soup member: its checkpoint folder and seed,
     bf16 from --precision (unless fp16); `hub`: the Trainer's push_to_hub / hub_* arguments, for a Trainer that
     pushes while it trains. The device is the Trainer's choice (HarTrainingArguments)."""
+    more = {"num_train_epochs": epochs} if epochs is not None else {}
     return dataclasses.replace(training, output_dir=str(output_dir), seed=seed, data_seed=seed,
-                               bf16=bf16 and not training.fp16, **(hub or {}))
+                               bf16=bf16 and not training.fp16, **more, **(hub or {}))
 
 
 def hub_arguments(recipe) -> dict:
@@ -269,10 +286,12 @@ def hub_arguments(recipe) -> dict:
 
 
 def make_trainer(model, output_dir: Path, seed: int, *, config, images, labels: list[str], bf16: bool,
-                 balance: BalancePlan | None = None, hub: bool = False) -> HarTrainer:
+                 balance: BalancePlan | None = None, hub: bool = False, train_dataset=None,
+                 epochs: float | None = None) -> HarTrainer:
     """A HarTrainer for one soup member (or for evaluating the shipped model): `config` is the run's TrainConfig,
     `images` the cached splits, `balance` the run's class-imbalance compensation (har_model.train.balancing);
-    `hub`: it pushes to --push-to-hub's repo as it trains, by --hub-strategy."""
+    `hub`: it pushes to --push-to-hub's repo as it trains, by --hub-strategy. `train_dataset` / `epochs`: another
+    training set and length than the members' (a student's, har_model.train.distill)."""
     recipe = config.run
     callbacks = [TrainingClock()]
     if recipe.early_stopping_patience > 0:
@@ -280,8 +299,8 @@ def make_trainer(model, output_dir: Path, seed: int, *, config, images, labels: 
     return HarTrainer(
         model=model,
         args=training_arguments(config.training, output_dir, seed, bf16=bf16,
-                                hub=hub_arguments(recipe) if hub else None),
-        train_dataset=images.train,
+                                hub=hub_arguments(recipe) if hub else None, epochs=epochs),
+        train_dataset=images.train if train_dataset is None else train_dataset,
         eval_dataset=images.validation,
         compute_metrics=compute_metrics_fn(labels),
         callbacks=callbacks,

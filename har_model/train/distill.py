@@ -1,0 +1,139 @@
+"""Learning from unlabelled images (`--unlabeled-dir`): the trained model teaches a student on more pictures.
+
+After the soup (har_model.train.soup) the shipped model is the teacher. It labels every unlabelled image with soft
+targets: its probabilities on the clean evaluation view, averaged with the mirrored view (a steadier guess than
+either). Images where its top probability is below --unlabeled-min-confidence are left out. The student starts
+from the teacher's weights and trains --distill-epochs more epochs over the labelled images (their labels, label
+smoothed) and the unlabelled ones (the teacher's probabilities), both with the members' training augmentation: the
+student learns under noise what the teacher answered without it (Xie et al. 2020, "Noisy Student"; soft targets as
+in Hinton et al. 2015). The teacher's targets are computed once, not per augmented view: on 2 CPU cores a teacher
+pass per step would cost a third more time than the whole student phase.
+
+The student is shipped only when its validation macro-F1 is at least the teacher's (the soup's rule), so a folder
+of unhelpful pictures cannot make the model worse on validation. Unlabelled images never reach validation or test
+(har_model.data.unlabeled drops near-duplicates of those splits).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from transformers import Trainer
+
+from har_model.calibration import softmax
+from har_model.data.unlabeled import UnlabeledImages
+from har_model.train.augment import Augmenter
+from har_model.train.image_cache import CachedImages, decode_images
+from har_model.train.soup import train_member
+from har_model.train.trainer import TrainingClock
+
+IGNORE = -100  # the label of an unlabelled image: no hard target, not counted in the training accuracy
+
+
+@dataclass
+class Distillation:
+    """What the student phase did, for metrics.json ("semi_supervised"), the record and the card."""
+
+    unlabeled_found: int
+    unlabeled_used: int  # at or above the confidence threshold
+    min_confidence: float
+    epochs: float
+    teacher_validation_macro_f1: float
+    student_validation_macro_f1: float | None
+    shipped: str  # "student" or "teacher"
+    train_seconds: float
+    log_history: list[dict]
+    report: dict  # har_model.data.unlabeled's report (files, frames, what was left out)
+
+    def summary(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "log_history"}
+
+
+class SoftTargetImages(torch.utils.data.Dataset):
+    """Labelled and unlabelled cached images for the student: `labels` (IGNORE for unlabelled) and `targets`
+    (the teacher's probabilities; zeros for labelled images, whose target is their label)."""
+
+    def __init__(self, labelled: CachedImages, unlabeled_pixels: torch.Tensor, teacher_probs: np.ndarray, prep):
+        self.labelled, self.unlabeled = labelled, unlabeled_pixels
+        self.probs = torch.as_tensor(teacher_probs, dtype=torch.float32)
+        self.augmenter = Augmenter(prep)
+        self.labels = torch.cat([labelled.labels, torch.full((len(unlabeled_pixels),), IGNORE)])
+        self._zeros = torch.zeros(self.probs.shape[1])
+        self._n = len(labelled)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict:
+        if i < self._n:
+            return {**self.labelled[i], "targets": self._zeros}
+        j = i - self._n
+        return {"pixel_values": self.augmenter(self.unlabeled[j]), "labels": self.labels[i], "targets": self.probs[j]}
+
+
+def _values(images) -> list[dict]:
+    """Encoded images as the undecoded `datasets.Image` values decode_images reads."""
+    return [{"bytes": data, "path": None} for data in images]
+
+
+class _Views(torch.utils.data.Dataset):
+    """The evaluation view of cached images, mirrored or not, for the teacher's predictions."""
+
+    def __init__(self, images: CachedImages, flip: bool):
+        self.images, self.flip = images, flip
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> dict:
+        item = self.images[i]
+        return {**item, "pixel_values": item["pixel_values"].flip(-1)} if self.flip else item
+
+
+def teacher_probabilities(teacher: Trainer, images: CachedImages) -> np.ndarray:
+    """The teacher's probabilities, averaged over the image and its mirror (Trainer.predict: batched, bf16 as the
+    run, shared out under a launcher)."""
+    probs = []
+    for flip in (False, True):
+        out = teacher.predict(_Views(images, flip), metric_key_prefix="teacher")
+        logits = out.predictions[0] if isinstance(out.predictions, tuple) else out.predictions
+        probs.append(softmax(np.asarray(logits, dtype=np.float32)))
+    return (probs[0] + probs[1]) / 2
+
+
+def distill(teacher: Trainer, unlabeled: UnlabeledImages, *, labelled: CachedImages, train_prep, eval_prep,
+            new_model: Callable[[], object], new_trainer: Callable[..., Trainer], seed: int, epochs: float,
+            min_confidence: float, num_workers: int, resume_from: str | None = None) -> Distillation:
+    """Train the student and load the better of student and teacher (on validation) into `teacher.model`.
+    `new_trainer(model, seed, train_dataset, epochs)` makes the student's Trainer (its checkpoints, its schedule);
+    `resume_from`: the student's checkpoint to continue (--resume)."""
+    teacher_f1 = float(teacher.evaluate(metric_key_prefix="teacher")["teacher_macro_f1"])
+    clean = decode_images(_values(unlabeled.images), prep=eval_prep, train=False, num_workers=num_workers,
+                          desc="decoding unlabelled (teacher)")
+    probs = teacher_probabilities(teacher, CachedImages(clean, [0] * len(clean), eval_prep, augment=False))
+    del clean
+    keep = np.flatnonzero(probs.max(-1) >= min_confidence)
+    print(f"teacher (validation macro-F1 {teacher_f1:.4f}) labelled {len(probs)} unlabelled images; {len(keep)} at "
+          f"confidence >= {min_confidence:g} join the {len(labelled)} labelled ones for {epochs:g} student epochs",
+          flush=True)
+    pixels = decode_images(_values(unlabeled.images[i] for i in keep), prep=train_prep, train=True, num_workers=num_workers,
+                           desc="decoding unlabelled (student)")
+    student = new_model()
+    student.load_state_dict(teacher.model.state_dict())  # the student starts where the teacher is
+    trainer = new_trainer(student, seed, SoftTargetImages(labelled, pixels, probs[keep], train_prep), epochs)
+    member = train_member(trainer, seed, resume_from)
+    student_f1 = member.validation_macro_f1
+    shipped = "student" if student_f1 is not None and student_f1 >= teacher_f1 else "teacher"
+    if shipped == "student":
+        teacher.model.load_state_dict(member.state)
+    print(f"student: validation macro-F1 {student_f1:.4f} vs teacher {teacher_f1:.4f}; shipping the {shipped}",
+          flush=True)
+    return Distillation(
+        unlabeled_found=len(unlabeled), unlabeled_used=int(len(keep)), min_confidence=min_confidence, epochs=epochs,
+        teacher_validation_macro_f1=teacher_f1, student_validation_macro_f1=student_f1, shipped=shipped,
+        train_seconds=round(TrainingClock.of(trainer).seconds, 1), log_history=member.log_history,
+        report=unlabeled.report,
+    )

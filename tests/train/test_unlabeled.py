@@ -1,0 +1,131 @@
+"""--unlabeled-dir: unlabelled photos and video frames checked like the labelled data, kept out of every split,
+taught by the trained model to a student; recorded in metrics.json and both cards; --resume guards them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import helpers
+from har_model.data import prepare_dataset
+from har_model.data.unlabeled import scan_unlabeled
+
+ROOT = Path(__file__).resolve().parents[2]
+QUICK = ["--batch-size", "8", "--eval-batch-size", "16", "--val-fraction", "0.25", "--test-fraction", "0.25",
+         "--num-workers", "1", "--report-to", "none", "--learning-rate", "3e-3"]
+
+
+def run_train(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *map(str, args)], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT)
+
+
+def blocks(seed: int, size=(96, 72)) -> Image.Image:
+    """A picture of random coloured blocks: unlike the labelled shapes, never a near-duplicate of one by chance."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (size[1] // 12, size[0] // 12, 3), dtype=np.uint8)
+    return Image.fromarray(small).resize(size, Image.Resampling.NEAREST)
+
+
+def unlabelled_folder(root: Path, labelled: Path) -> Path:
+    """8 new photos (in a sub-folder too), a 3-second clip, one corrupt file, one text file, an exact copy of an
+    unlabelled photo, an exact copy of a labelled photo and a resized copy (a near-duplicate) of one of them."""
+    root.mkdir(parents=True)
+    (root / "more").mkdir()
+    for i in range(8):
+        blocks(50_000 + i).save(root / ("more" if i % 2 else ".") / f"u{i}.jpg", quality=92)
+    frames = [blocks(60_000 + i // 10) for i in range(30)]  # 3 shots of 1 s
+    helpers.write_mp4(root / "clip.mp4", frames, fps=10)
+    (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (root / "notes.txt").write_text("not an image")
+    shutil.copy(root / "u0.jpg", root / "u0_copy.jpg")
+    return root
+
+
+@pytest.fixture()
+def labelled(tmp_path):
+    folder = helpers.make_class_folder(tmp_path / "images", per_class=12)
+    dsd = prepare_dataset(folder, tmp_path / "dataset", seed=1, val_fraction=0.25, test_fraction=0.25,
+                          num_workers=1, progress=False, verbose=False)
+    return folder, dsd
+
+
+def test_scan_keeps_new_photos_and_frames_and_reports_the_rest(tmp_path, labelled):
+    folder, dsd = labelled
+    root = unlabelled_folder(tmp_path / "unlabelled", folder)
+    test_image = dsd["test"][0]["image"]
+    test_image.resize((test_image.width * 2, test_image.height * 2)).save(root / "test_resized.png")  # near-dup
+    shutil.copy(next((folder / "running").glob("*.jpg")), root / "labelled_copy.jpg")
+
+    found = scan_unlabeled(root, dsd, fps=1.0, num_workers=1, progress=False)
+    report = found.report
+    frames = [n for n in found.names if n.startswith("clip.mp4@")]
+    assert len(frames) == report["video_frames_sampled"] == 3  # 3 s at 1 frame/s
+    assert {"u0.jpg", "more/u1.jpg", "more/u7.jpg"} <= set(found.names)
+    assert "u0_copy.jpg" not in found.names and report["copies"] == 1
+    assert "labelled_copy.jpg" not in found.names and report["copies_of_labelled"] == 1
+    assert "test_resized.png" not in found.names and report["near_duplicates_of_evaluation"] == 1
+    assert report["dropped_examples"]["near_duplicates_of_evaluation"] == ["test_resized.png"]
+    kinds = {s["path"]: s["kind"] for s in report["skipped"]}
+    assert kinds == {"broken.jpg": "decode-error", "notes.txt": "not-image"}
+    assert len(found) == report["used"] == 8 + 3
+    # the fingerprint follows the images kept
+    (root / "u2.jpg").unlink()
+    assert scan_unlabeled(root, dsd, num_workers=1, progress=False).fingerprint != found.fingerprint
+
+
+def test_a_folder_with_nothing_usable_is_one_line(tmp_path, labelled):
+    from har_model.errors import HarError
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "bad.jpg").write_bytes(b"nope")
+    with pytest.raises(HarError, match="no usable image"):
+        scan_unlabeled(empty, labelled[1], num_workers=1, progress=False)
+    with pytest.raises(HarError, match="no such folder"):
+        scan_unlabeled(tmp_path / "missing", labelled[1], num_workers=1, progress=False)
+
+
+def test_training_with_unlabelled_images_records_it_and_keeps_them_out_of_the_splits(tmp_path, tiny_model_dir):
+    images = helpers.make_class_folder(tmp_path / "images", per_class=12)
+    unlabelled = unlabelled_folder(tmp_path / "unlabelled", images)
+    out = tmp_path / "model"
+    args = ["--data-dir", images, "--output-dir", out, "--model", tiny_model_dir, *QUICK, "--soup", "1",
+            "--epochs", "1", "--unlabeled-dir", unlabelled, "--distill-epochs", "1",
+            "--unlabeled-min-confidence", "0"]
+    proc = run_train(*args)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "unlabelled: 11 images used" in proc.stdout and "2 unusable files" in proc.stdout
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    semi = metrics["semi_supervised"]
+    assert semi["unlabeled_found"] == 11 and semi["unlabeled_used"] == 11 and semi["shipped"] in ("student", "teacher")
+    assert semi["report"]["video_frames_sampled"] == 3 and len(semi["report"]["skipped"]) == 2
+    assert metrics["recipe"]["unlabeled"]["epochs"] == 1 and metrics["recipe"]["unlabeled"]["fps"] == 1
+    card = (out / "README.md").read_text()
+    assert "11 of 11 usable" in card and f"shipped: the {semi['shipped']}" in card
+
+    # the unlabelled images are in no split: the dataset holds exactly the 36 labelled images
+    from datasets import load_dataset
+
+    dsd = load_dataset(str(out / "dataset"))
+    assert sum(len(dsd[s]) for s in dsd) == 36
+    assert metrics["num_train"] + metrics["num_validation"] + metrics["num_test"] == 36
+    report = json.loads((out / "dataset" / "data_report.json").read_text())
+    assert report["unlabeled"]["used_in_training"] == 11
+    assert "Unlabelled images used in training" in (out / "dataset" / "README.md").read_text()
+
+    # --resume with another unlabelled folder: one line, nothing changed
+    (unlabelled / "u2.jpg").unlink()
+    before = (out / "model.safetensors").read_bytes()
+    proc = run_train(*args, "--resume")
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1 and "unlabelled images" in errors[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and (out / "model.safetensors").read_bytes() == before
