@@ -112,3 +112,27 @@ def test_too_small_a_validation_split_is_not_calibrated():
         assert "calibration needs at least 50, and 3 of every class" in fitted.validation["skipped"]
     fitted = cal.fit(*split([17, 17, 17]))
     assert fitted.fitted_on == "validation" and "skipped" not in fitted.validation and fitted.temperature != 1.0
+
+
+def test_flip_averaging_is_chosen_only_when_it_scores_higher_on_validation():
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    right = np.eye(3)[labels] * 4
+    wrong = np.eye(3)[(labels + 1) % 3] * 4
+    half_right = np.where(np.arange(6)[:, None] < 3, right, wrong)
+    # the mirror fixes the single view's mistakes: chosen
+    assert cal.choose_views(half_right, right * 2, labels)["flip_average"]
+    # the same answers either way: a tie keeps the single view (half the model time)
+    tie = cal.choose_views(right, right, labels)
+    assert not tie["flip_average"] and tie["validation_macro_f1"]["single"] == tie["validation_macro_f1"]["flip"] == 1.0
+    # the mirror makes it worse: not chosen
+    assert not cal.choose_views(right, wrong * 3, labels)["flip_average"]
+    assert cal.macro_f1(right, labels) == 1.0 and cal.macro_f1(wrong, labels) == 0.0
+
+
+def test_a_calibration_file_says_whether_to_average_views(tmp_path):
+    saved = cal.fit(np.eye(3)[np.arange(60) % 3] * 3, np.arange(60) % 3, flip_average=True)
+    saved.save(tmp_path)
+    assert cal.Calibration.load(tmp_path).flip_average is True
+    (tmp_path / cal.FILENAME).write_text('{"temperature": 1.0, "flip_average": "yes"}')
+    with pytest.raises(HarError, match="flip_average must be true or false"):
+        cal.Calibration.load(tmp_path)

@@ -183,6 +183,7 @@ def render_model_card(*, metrics: dict, config, out: Path) -> str:
         recipe=metrics["recipe"],
         soup=metrics.get("soup"),
         semi=metrics.get("semi_supervised"),
+        views=metrics.get("views"),
         calibration=metrics.get("calibration"),
         epochs_run=round(metrics["epochs_run"], 2),
         train_seconds=metrics["train_seconds"],

@@ -217,10 +217,21 @@ class Classifier:
         return self.preprocessing.resize_crop(as_rgb_image(image, self.preprocessing.draft_size))
 
     def _logits(self, pixels: list[np.ndarray]) -> np.ndarray:
+        """The served logits: of the images, or the mean of each image's and its mirror's where the folder's
+        calibration chose flip averaging on validation (both views in one call)."""
         batch = self.preprocessing.normalize(np.stack(pixels))
         step = self._run.micro_batch
-        logits = [self._run(batch[i : i + step]) for i in range(0, len(batch), step)]
+        flip = self.calibration.flip_average
+        if flip:
+            step = max(1, step // 2)  # each call carries both views
+        logits = [self._views(batch[i : i + step], flip) for i in range(0, len(batch), step)]
         return np.concatenate(logits) if len(logits) > 1 else logits[0]
+
+    def _views(self, batch: np.ndarray, flip: bool) -> np.ndarray:
+        if not flip:
+            return self._run(batch)
+        both = self._run(np.ascontiguousarray(np.concatenate([batch, batch[..., ::-1]])))
+        return (both[: len(batch)] + both[len(batch) :]) / 2
 
     def _forward(self, pixels: list[np.ndarray]) -> np.ndarray:
         return self.calibration.probs(self._logits(pixels))

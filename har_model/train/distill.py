@@ -79,26 +79,12 @@ def _values(images) -> list[dict]:
     return [{"bytes": data, "path": None} for data in images]
 
 
-class _Views(torch.utils.data.Dataset):
-    """The evaluation view of cached images, mirrored or not, for the teacher's predictions."""
-
-    def __init__(self, images: CachedImages, flip: bool):
-        self.images, self.flip = images, flip
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> dict:
-        item = self.images[i]
-        return {**item, "pixel_values": item["pixel_values"].flip(-1)} if self.flip else item
-
-
 def teacher_probabilities(teacher: Trainer, images: CachedImages) -> np.ndarray:
     """The teacher's probabilities, averaged over the image and its mirror (Trainer.predict: batched, bf16 as the
     run, shared out under a launcher)."""
     probs = []
-    for flip in (False, True):
-        out = teacher.predict(_Views(images, flip), metric_key_prefix="teacher")
+    for view in (images, images.mirrored()):
+        out = teacher.predict(view, metric_key_prefix="teacher")
         logits = out.predictions[0] if isinstance(out.predictions, tuple) else out.predictions
         probs.append(softmax(np.asarray(logits, dtype=np.float32)))
     return (probs[0] + probs[1]) / 2

@@ -202,10 +202,15 @@ def _np_dtype(dtype: torch.dtype) -> np.dtype:
 class CachedImages(torch.utils.data.Dataset):
     """Pre-decoded images + labels; augments on the fly for training, normalises only for evaluation."""
 
-    def __init__(self, pixels: torch.Tensor, labels: Sequence[int], prep: Prep, augment: bool):
+    def __init__(self, pixels: torch.Tensor, labels: Sequence[int], prep: Prep, augment: bool, mirror: bool = False):
         self.pixels, self.labels = pixels, torch.as_tensor(list(labels), dtype=torch.long)
+        self.prep, self.mirror = prep, mirror
         self.augmenter = Augmenter(prep) if augment else None
         self.affine = None if pixels.is_floating_point() else affine_tensors(prep)
+
+    def mirrored(self) -> CachedImages:
+        """The same evaluation images, mirrored left to right (the second view of flip averaging)."""
+        return CachedImages(self.pixels, self.labels, self.prep, augment=False, mirror=not self.mirror)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -216,6 +221,7 @@ class CachedImages(torch.utils.data.Dataset):
             x = self.augmenter(img)
         else:  # float pixels: normalised by the stock processor already
             x = img if self.affine is None else normalize(img, *self.affine)
+            x = x.flip(-1) if self.mirror else x
         return {"pixel_values": x, "labels": self.labels[i]}
 
 

@@ -65,21 +65,31 @@ def _pick_grid(y_true: np.ndarray, y_pred: np.ndarray, n_labels: int, size: int,
 
 @dataclass
 class Predictions:
-    """The shipped model's predictions on the test and validation splits (`Trainer.predict` outputs)."""
+    """The shipped model's predictions on the test and validation splits (`Trainer.predict` outputs), of each image
+    and of its mirror (for the flip-averaging choice, har_model.calibration.choose_views)."""
 
     test: object
     validation: object
     test_seconds: float
+    test_mirrored: object = None
+    validation_mirrored: object = None
 
 
 def predict_splits(trainer, test_ds) -> Predictions:
-    """The shipped model (in `trainer`) on the test split and on validation. Under a launcher every process runs
-    this (each predicts its share, the Trainer gathers them); only the main one then writes the reports."""
+    """The shipped model (in `trainer`) on the test split and on validation, each view. Under a launcher every
+    process runs this (each predicts its share, the Trainer gathers them); only the main one writes the reports."""
     t0 = time.time()
     test = trainer.predict(test_ds, metric_key_prefix="test")
     seconds = time.time() - t0
     # validation metrics and logits of the model we ship (the best checkpoint, not necessarily the last epoch)
-    return Predictions(test, trainer.predict(trainer.eval_dataset, metric_key_prefix="eval"), seconds)
+    validation = trainer.predict(trainer.eval_dataset, metric_key_prefix="eval")
+    return Predictions(test, validation, seconds, trainer.predict(test_ds.mirrored(), metric_key_prefix="mirror"),
+                       trainer.predict(trainer.eval_dataset.mirrored(), metric_key_prefix="mirror"))
+
+
+def _logits(prediction) -> np.ndarray:
+    out = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+    return np.asarray(out, dtype=np.float32)
 
 
 @dataclass
@@ -136,16 +146,27 @@ def write_outputs(out: Path, run: FinishedRun) -> str:
     config, trainer, result, labels, model_dir = run.config, run.trainer, run.result, run.labels, run.model_dir
     test_ds = run.images.test
     pred, val_pred, eval_seconds = run.predictions.test, run.predictions.validation, run.predictions.test_seconds
-    logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
-    probs = torch.softmax(torch.as_tensor(np.asarray(logits, dtype=np.float32)), -1).numpy()
-    y_pred, y_true = probs.argmax(-1), np.asarray(pred.label_ids)
+    y_true, val_true = np.asarray(pred.label_ids), np.asarray(val_pred.label_ids)
+    # what serving will answer: the single view, or the mean of each image's and its mirror's logits where that
+    # scored higher on validation (har_model.calibration.choose_views); pipeline() always answers the single view
+    p = run.predictions
+    val_views, test_views = (_logits(val_pred), _logits(p.validation_mirrored)), (_logits(pred), _logits(p.test_mirrored))
+    views = cal.choose_views(*val_views, val_true)
+    flip = views["flip_average"]
+    logits, val_logits = (sum(test_views) / 2, sum(val_views) / 2) if flip else (test_views[0], val_views[0])
+    probs = torch.softmax(torch.as_tensor(logits), -1).numpy()
+    y_pred = probs.argmax(-1)
     test = classification_report(y_pred, y_true, labels)
+    single = classification_report(test_views[0].argmax(-1), y_true, labels)  # what pipeline() answers
+    views["test_macro_f1"] = {"single": round(single["macro_f1"], 5),
+                              "flip": round(cal.macro_f1(sum(test_views) / 2, y_true), 5)}
+    views["test_single_view"] = {"accuracy": single["accuracy"], "macro_f1": single["macro_f1"]}
     log_history = result.last.log_history  # the per-epoch story (of the last soup member)
     train_seconds, soup = result.train_seconds, result.soup
     if run.distillation is not None:  # the student's training counts too
         train_seconds += run.distillation.train_seconds
     val = result.validation or {k.removeprefix("eval_"): v for k, v in val_pred.metrics.items() if k.startswith("eval_")}
-    calibration = calibrate(out, val_pred, logits, y_true)
+    calibration = calibrate(out, val_logits, val_true, logits, y_true, flip)
     epochs_run = max((row.get("epoch", 0) for row in log_history), default=0)
     precision = run.record.precision
     metrics = {
@@ -166,6 +187,7 @@ def write_outputs(out: Path, run: FinishedRun) -> str:
         "best_validation_macro_f1": result.last.validation_macro_f1,
         RECORD_KEY: run.record.as_json(),  # the run's record, read back with RunRecord.read
         "calibration": calibration,  # temperature + unsure threshold from validation; ECE before/after on test
+        "views": views,  # flip averaging: validation and test macro-F1 of each choice, whether serving uses it
         "semi_supervised": run.distillation.summary() if run.distillation is not None else None,  # --unlabeled-dir
         "soup": _relative_checkpoints(soup, model_dir),  # members (seed, time, validation macro-F1), the soup's validation macro-F1, what was shipped
         "log_history": log_history,  # of the last soup member
@@ -197,6 +219,9 @@ def write_outputs(out: Path, run: FinishedRun) -> str:
         d = run.distillation
         soup_text += (f", then a student on {d.unlabeled_used} unlabelled images for {d.epochs:g} epochs "
                       f"(shipped: the {d.shipped})")
+    vf = views["validation_macro_f1"]
+    soup_text += (f"; served with flip averaging (validation macro-F1 {vf['single']:.4f} -> {vf['flip']:.4f}; pipeline() "
+                  f"single view: test macro-F1 {single['macro_f1']:.4f})" if flip else "")
     return (
         f"\n{format_report(test)}\n\n"
         f"test accuracy {test['accuracy']:.4f}, macro-F1 {test['macro_f1']:.4f} on {len(test_ds)} held-out images; "
@@ -255,11 +280,10 @@ def dataset_record(config) -> dict:
     return {"dataset": hub_id or folder.name, "dataset_hub_id": hub_id}
 
 
-def calibrate(out: Path, val_pred, test_logits, test_labels) -> dict:
-    """Fit the temperature and unsure threshold on the validation predictions (never on test), save them as
-    calibration.json and report ECE before / after on both splits."""
-    val_logits = val_pred.predictions[0] if isinstance(val_pred.predictions, tuple) else val_pred.predictions
-    fitted = cal.fit(np.asarray(val_logits, np.float32), np.asarray(val_pred.label_ids))
+def calibrate(out: Path, val_logits, val_labels, test_logits, test_labels, flip_average: bool = False) -> dict:
+    """Fit the temperature and unsure threshold on the served validation logits (never on test), save them with
+    the flip-averaging choice as calibration.json and report ECE before / after on both splits."""
+    fitted = cal.fit(np.asarray(val_logits, np.float32), np.asarray(val_labels), flip_average=flip_average)
     fitted.save(out)
     skipped = fitted.validation.get("skipped")
     if skipped:

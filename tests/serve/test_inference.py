@@ -405,3 +405,30 @@ def test_explain_chosen_class_any_backend(tiny_model_dir):
         assert image.shape == (256, 256, 3) and image.dtype == np.uint8
         assert k == int(np.argmax(clf.predict_proba([img])[0])) and probs.shape == (3,)
         assert clf.explain(img, class_index=2)[1] == 2
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_flip_averaging_serves_the_mean_of_both_views_and_changes_nothing_for_a_symmetric_image(model_dir, tmp_path,
+                                                                                                 backend):
+    from har_model.calibration import Calibration, softmax
+    from har_model.model_folder.onnx import export_onnx
+
+    single_dir, flip_dir = tmp_path / "single", tmp_path / "flip"
+    shutil.copytree(model_dir, single_dir)
+    if backend == "onnx":
+        export_onnx(single_dir)
+    shutil.copytree(single_dir, flip_dir)
+    Calibration(fitted_on="validation", flip_average=True).save(flip_dir)
+    single, flip = Classifier.load(single_dir, backend=backend), Classifier.load(flip_dir, backend=backend)
+    assert not single.calibration.flip_average and flip.calibration.flip_average
+
+    half = np.asarray(helpers.synthetic_image(1, 7, (48, 72)))
+    symmetric = Image.fromarray(np.concatenate([half, half[:, ::-1]], axis=1))
+    np.testing.assert_allclose(flip.predict_proba([symmetric]), single.predict_proba([symmetric]), atol=1e-5)
+
+    images = _images()[:5]
+    mirrored = [im.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for im in images]
+    one, other = single.predict_logits(images), single.predict_logits(mirrored)
+    assert np.abs(one - other).max() > 1e-3  # the test images are not symmetric: the two views differ
+    np.testing.assert_allclose(flip.predict_logits(images), (one + other) / 2, atol=1e-4)
+    np.testing.assert_allclose(flip.predict_proba(images), softmax((one + other) / 2), atol=1e-5)

@@ -143,7 +143,7 @@ def test_calibration_is_fitted_on_validation_saved_and_reported(trained, tmp_pat
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(3), 20)
     logits = 8 * np.eye(3)[labels] + rng.normal(0, 4, (60, 3))  # over-confident, often wrong
-    report = calibrate(tmp_path, SimpleNamespace(predictions=logits, label_ids=labels), logits[:30], labels[:30])
+    report = calibrate(tmp_path, logits, labels, logits[:30], labels[:30])
     saved = cal.Calibration.load(tmp_path)
     assert saved.fitted_on == "validation" and saved.validation["num_examples"] == 60 and report["skipped"] is None
     assert saved.validation["nll_after"] <= saved.validation["nll_before"] + 1e-6

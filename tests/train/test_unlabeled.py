@@ -109,7 +109,10 @@ def test_training_with_unlabelled_images_records_it_and_keeps_them_out_of_the_sp
     assert semi["unlabeled_found"] == 11 and semi["unlabeled_used"] == 11 and semi["shipped"] in ("student", "teacher")
     assert semi["report"]["video_frames_sampled"] == 3 and len(semi["report"]["skipped"]) == 2
     assert metrics["recipe"]["unlabeled"]["epochs"] == 1 and metrics["recipe"]["unlabeled"]["fps"] == 1
+    calibration = json.loads((out / "calibration.json").read_text())
+    assert calibration["flip_average"] == metrics["views"]["flip_average"]  # serving does what validation chose
     card = (out / "README.md").read_text()
+    assert ("Two views" if calibration["flip_average"] else "One view") in card
     assert "11 of 11 usable" in card and f"shipped: the {semi['shipped']}" in card
 
     # the unlabelled images are in no split: the dataset holds exactly the 36 labelled images
