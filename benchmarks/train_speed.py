@@ -1,4 +1,4 @@
-"""Training throughput: our recipe vs the plain recipe of the transformers image-classification guide, one run.
+"""Training throughput: our recipe vs the plain recipe of the transformers image-classification guide.
 
 Same model (efficientnet-lite0, ImageNet weights), same resolution (256 by default, the size
 our default recipe trains at), same batch size, same images, same
@@ -11,12 +11,18 @@ held-out images.
            frozen stem + early blocks) -- the one-time decode is counted in its time
 
     python benchmarks/train_speed.py [--data ../shared/data/har15] [--per-class 64] [--eval-per-class 20] [--image-size 256]
+                                     [--repeats 3]
+
+Each recipe runs --repeats times, alternating which goes first (ours, stock / stock, ours / ...), and the speed-up is
+the ratio of the median times: a single pair is at the mercy of order (the first run pays the page cache and the
+kernels' first-use costs) and of anything else the machine does. Run it on an otherwise idle machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -130,6 +136,7 @@ def main() -> int:
     p.add_argument("--eval-per-class", type=int, default=20, help="held-out images per class for accuracy")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--image-size", type=int, default=256, help="input size of both recipes")
+    p.add_argument("--repeats", type=int, default=3, help="runs of each recipe, alternating the order (median taken)")
     a = p.parse_args()
     if not a.data.is_dir():
         print(f"error: {a.data} is not a folder of class sub-folders", file=sys.stderr)
@@ -142,14 +149,27 @@ def main() -> int:
     n = len(train_rows)
     print(f"{len(classes)} classes, {n} training images (1 epoch, batch {a.batch_size}, {a.image_size}x{a.image_size}), "
           f"{len(held_rows)} held-out; "
-          f"torch threads {torch.get_num_threads()}, bf16 CPU: {cpu_has_bf16()}")
+          f"torch threads {torch.get_num_threads()}, CPU cores {os.cpu_count()}, bf16 CPU: {cpu_has_bf16()}")
+    recipes = {"ours": run_ours, "stock": run_stock}
+    times = {name: [] for name in recipes}
+    accs = {name: [] for name in recipes}
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp)
-        ours_s, ours_acc = run_ours(classes, train_rows, held_rows, a.batch_size, out, a.image_size)
-        print(f"ours : {ours_s:7.1f} s  {n / ours_s:6.1f} img/s (decode included)  held-out accuracy {ours_acc:.3f}", flush=True)
-        stock_s, stock_acc = run_stock(classes, train_rows, held_rows, a.batch_size, out, a.image_size)
-        print(f"stock: {stock_s:7.1f} s  {n / stock_s:6.1f} img/s                     held-out accuracy {stock_acc:.3f}")
-    print(f"speed-up: {stock_s / ours_s:.2f}x   accuracy difference (ours - stock): {ours_acc - stock_acc:+.3f}")
+        for r in range(a.repeats):
+            order = ["ours", "stock"] if r % 2 == 0 else ["stock", "ours"]
+            for name in order:
+                seconds, acc = recipes[name](classes, train_rows, held_rows, a.batch_size, Path(tmp) / f"{name}{r}",
+                                             a.image_size)
+                times[name].append(seconds)
+                accs[name].append(acc)
+                print(f"run {r + 1} {name:5s}: {seconds:7.1f} s  {n / seconds:6.1f} img/s"
+                      f"{' (decode included)' if name == 'ours' else ''}  held-out accuracy {acc:.3f}", flush=True)
+    med = {name: statistics.median(t) for name, t in times.items()}
+    acc = {name: statistics.median(v) for name, v in accs.items()}
+    for name in recipes:
+        print(f"{name:5s} median: {med[name]:7.1f} s  {n / med[name]:6.1f} img/s  (runs: "
+              f"{', '.join(f'{t:.1f}' for t in times[name])} s)  held-out accuracy {acc[name]:.3f}")
+    print(f"speed-up (ratio of medians, {a.repeats} alternated runs each): {med['stock'] / med['ours']:.2f}x   "
+          f"accuracy difference (ours - stock): {acc['ours'] - acc['stock']:+.3f}")
     return 0
 
 
