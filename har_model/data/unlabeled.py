@@ -93,7 +93,8 @@ def describe(report: dict) -> str:
     """One paragraph for the run's output: what was found, used and left out."""
     parts = [f"{report['image_files']} image files"]
     if report["video_files"]:
-        parts.append(f"{report['video_files']} videos ({report['video_frames_sampled']} frames at "
+        parts.append(f"{report['video_files']} video{'s' if report['video_files'] > 1 else ''} "
+                     f"({report['video_frames_sampled']} frames at "
                      f"{report['fps']:g}/s)")
     left = [f"{report[k]} {what}" for k, what in (("copies", "exact copies"),
                                                   ("copies_of_labelled", "copies of labelled images"),
