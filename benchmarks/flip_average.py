@@ -3,15 +3,16 @@
     python benchmarks/flip_average.py --model outputs/har15 [--backend onnx] [--threads 2]
 
 Scores a trained model folder on its own validation and test splits (``MODEL/dataset``, never seen in training),
-once with the single view (what ``pipeline()`` and our serving answer today) and once with the mean of the softmax
-of the view and its mirror, and prints macro-F1 and accuracy for both with the difference in points, and the model
+once with the single view (what ``pipeline()`` answers) and once with the mean of the logits of the view and its
+mirror (what our serving answers where the folder's calibration.json chose it), and prints macro-F1 and accuracy for both with the difference in points, and the model
 time of the two-view pass relative to the single view (both views in one batch).
-Decide on the validation row; the test row is the check.
+Decide on the validation row (as training does: har_model.calibration.choose_views); the test row is the check.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ from sklearn.metrics import f1_score
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from har_model.calibration import softmax  # noqa: E402
+from har_model.calibration import choose_views  # noqa: E402
 from har_model.data.load import image_bytes, load_dataset_folder  # noqa: E402
 from har_model.imaging import open_rgb  # noqa: E402
 from har_model.serve.inference import Classifier  # noqa: E402
@@ -34,14 +35,14 @@ def score(clf: Classifier, images: list, labels: np.ndarray, batch: int) -> dict
     for i in range(0, len(images), batch):
         views = images[i:i + batch]
         t0 = time.perf_counter()
-        single.append(softmax(clf.predict_logits(views, batch_size=batch)))
+        single.append(clf.predict_logits(views, batch_size=batch))
         t_single += time.perf_counter() - t0
         t0 = time.perf_counter()
-        both = softmax(clf.predict_logits(views + [ImageOps.mirror(im) for im in views], batch_size=2 * batch))
+        both = clf.predict_logits(views + [ImageOps.mirror(im) for im in views], batch_size=2 * batch)
         t_double += time.perf_counter() - t0
         double.append((both[:len(views)] + both[len(views):]) / 2)
     a, b = np.concatenate(single).argmax(1), np.concatenate(double).argmax(1)
-    return {"n": len(labels), "f1_single": f1_score(labels, a, average="macro"), "acc_single": (a == labels).mean(),
+    return {"single": np.concatenate(single), "flip": np.concatenate(double),"n": len(labels), "f1_single": f1_score(labels, a, average="macro"), "acc_single": (a == labels).mean(),
             "f1_flip": f1_score(labels, b, average="macro"), "acc_flip": (b == labels).mean(),
             "time_ratio": t_double / t_single}
 
@@ -57,6 +58,7 @@ def main() -> None:
     from datasets import Image as ImageFeature
 
     clf = Classifier.load(args.model, backend=args.backend, num_threads=args.threads)
+    clf.calibration = dataclasses.replace(clf.calibration, flip_average=False)  # the single view; mirrors added here
     splits = load_dataset_folder(Path(args.model) / "dataset")
     print(f"model {args.model} ({clf.backend}, {args.threads} threads)")
     print(f"{'split':<11} {'n':>5} {'macro-F1 single':>16} {'flip-avg':>9} {'diff':>7} {'acc single':>11} "
@@ -68,6 +70,11 @@ def main() -> None:
         print(f"{split:<11} {r['n']:>5} {r['f1_single']:>16.4f} {r['f1_flip']:>9.4f} "
               f"{100 * (r['f1_flip'] - r['f1_single']):>+6.2f}p {r['acc_single']:>11.4f} {r['acc_flip']:>9.4f} "
               f"{r['time_ratio']:>10.2f}x")
+        if split == "validation":
+            labels = np.asarray(ds["label"])
+            chosen = choose_views(r["single"], 2 * r["flip"] - r["single"], labels)  # mirrored = 2 * mean - single
+            print(f"{'':<11} training's rule (choose_views on validation): flip averaging "
+                  f"{'ON' if chosen['flip_average'] else 'off'}")
 
 
 if __name__ == "__main__":
