@@ -38,7 +38,8 @@ class RunRecord:
     train_crop_size: list[int]  # [height, width] of the training crops
     early_stopping_patience: int
     class_balance: dict | None = None  # {"method", "ratio", "chosen_by"} (har_model.train.balancing)
-    unlabeled: dict | None = None  # --unlabeled-dir: {"method", "epochs", "min_confidence", "fps"} (train.distill)
+    unlabeled: dict | None = None  # --unlabeled-dir: {"method", "epochs", "min_confidence", "learning_rate_scale",
+    #                                "fps"} (har_model.train.distill)
 
     def as_json(self) -> dict:
         return dataclasses.asdict(self)

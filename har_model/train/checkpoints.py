@@ -41,7 +41,7 @@ RESUME_FLAGS = {
     "precision": ("run", "precision"), "train_seed": ("run", "train_seed"), "seed": ("data", "seed"),
     "class_balance": ("run", "class_balance"), "max_train_samples": ("run", "max_train_samples"),
     "max_eval_samples": ("run", "max_eval_samples"), "unlabeled_fps": ("run", "unlabeled_fps"),
-    "unlabeled_min_confidence": ("run", "unlabeled_min_confidence"),
+    "unlabeled_min_confidence": ("run", "unlabeled_min_confidence"), "distill_lr_scale": ("run", "distill_lr_scale"),
 }
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 

@@ -178,6 +178,9 @@ class RunArguments:
                                            "left out", metavar="P")
     distill_epochs: float = _opt(2.0, "epochs of the student over the labelled + unlabelled images (--unlabeled-dir)",
                                  metavar="N")
+    distill_lr_scale: float = _opt(0.25, "the student's peak learning rates relative to the members' (it refines a "
+                                   "trained model: a full restart would knock it out of the soup's basin)",
+                                   metavar="X")
     early_stopping_patience: int = _opt(3, "stop after this many evaluations without a better validation macro-F1 "
                                         "(0: never)")
     precision: Literal["auto", "bf16", "fp16", "fp32"] = _opt(
@@ -324,6 +327,8 @@ class TrainConfig:
         if self.run.unlabeled_dir is not None and self.run.distill_epochs <= 0:
             raise HarError(f"--distill-epochs {self.run.distill_epochs}: give a positive number of epochs (or leave out "
                            "--unlabeled-dir)")
+        if self.run.distill_lr_scale <= 0:
+            raise HarError(f"--distill-lr-scale {self.run.distill_lr_scale}: give a positive factor, e.g. 0.25")
         if not 0 <= self.run.unlabeled_min_confidence < 1:
             raise HarError(f"--unlabeled-min-confidence {self.run.unlabeled_min_confidence}: give a probability from 0 "
                            "(keep every image) to below 1")

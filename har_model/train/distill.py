@@ -3,7 +3,8 @@
 After the soup (har_model.train.soup) the shipped model is the teacher. It labels every unlabelled image with soft
 targets: its probabilities on the clean evaluation view, averaged with the mirrored view (a steadier guess than
 either). Images where its top probability is below --unlabeled-min-confidence are left out. The student starts
-from the teacher's weights and trains --distill-epochs more epochs over the labelled images (their labels, label
+from the teacher's weights and trains --distill-epochs more epochs, at --distill-lr-scale times the members' peak
+learning rates (it refines a trained model rather than restarting it), over the labelled images (their labels, label
 smoothed) and the unlabelled ones (the teacher's probabilities), both with the members' training augmentation: the
 student learns under noise what the teacher answered without it (Xie et al. 2020, "Noisy Student"; soft targets as
 in Hinton et al. 2015). The teacher's targets are computed once, not per augmented view: on 2 CPU cores a teacher

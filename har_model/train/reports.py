@@ -125,6 +125,7 @@ def run_record(config: TrainConfig, base: BaseModel, precision: str, balance: Ba
         unlabeled=({"method": "noisy-student self-training: soft targets of the shipped model (flip-averaged) on "
                               "the unlabelled images, student initialised from it",
                     "epochs": options.distill_epochs, "min_confidence": options.unlabeled_min_confidence,
+                    "learning_rate_scale": options.distill_lr_scale,
                     "fps": options.unlabeled_fps} if options.unlabeled_dir else None),
     )
 

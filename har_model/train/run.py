@@ -103,8 +103,9 @@ def _train_into(stage: Path, out: Path, config: TrainConfig, member_dirs: list[P
         distilled = distill.distill(
             evaluator, unlabeled, labelled=images.train, train_prep=base.train_prep, eval_prep=base.eval_prep,
             new_model=lambda: load_model(report=False).model,
-            new_trainer=lambda model, seed, data, epochs: new_trainer(model, student_dir, seed, balance=None,
-                                                                      train_dataset=data, epochs=epochs),
+            new_trainer=lambda model, seed, data, epochs: new_trainer(
+                model, student_dir, seed, balance=None, train_dataset=data, epochs=epochs,
+                learning_rate=config.training.learning_rate * recipe.distill_lr_scale),
             seed=config.seed + recipe.soup, epochs=recipe.distill_epochs, min_confidence=recipe.unlabeled_min_confidence,
             num_workers=workers, resume_from=checkpoints.last_complete(student_dir) if recipe.resume and
             student_dir.is_dir() else None)

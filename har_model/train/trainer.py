@@ -270,11 +270,12 @@ def use_bf16(precision: str, device: torch.device | None = None) -> bool:
 
 
 def training_arguments(training: TrainingArguments, output_dir: Path, seed: int, *, bf16: bool,
-                       hub: dict | None = None, epochs: float | None = None) -> TrainingArguments:
+                       hub: dict | None = None, epochs: float | None = None,
+                       learning_rate: float | None = None) -> TrainingArguments:
     """`training` (the command line's, with our defaults) for one soup member: its checkpoint folder and seed,
     bf16 from --precision (unless fp16); `hub`: the Trainer's push_to_hub / hub_* arguments, for a Trainer that
     pushes while it trains. The device is the Trainer's choice (HarTrainingArguments)."""
-    more = {"num_train_epochs": epochs} if epochs is not None else {}
+    more = {k: v for k, v in (("num_train_epochs", epochs), ("learning_rate", learning_rate)) if v is not None}
     return dataclasses.replace(training, output_dir=str(output_dir), seed=seed, data_seed=seed,
                                bf16=bf16 and not training.fp16, **more, **(hub or {}))
 
@@ -287,11 +288,11 @@ def hub_arguments(recipe) -> dict:
 
 def make_trainer(model, output_dir: Path, seed: int, *, config, images, labels: list[str], bf16: bool,
                  balance: BalancePlan | None = None, hub: bool = False, train_dataset=None,
-                 epochs: float | None = None) -> HarTrainer:
+                 epochs: float | None = None, learning_rate: float | None = None) -> HarTrainer:
     """A HarTrainer for one soup member (or for evaluating the shipped model): `config` is the run's TrainConfig,
     `images` the cached splits, `balance` the run's class-imbalance compensation (har_model.train.balancing);
-    `hub`: it pushes to --push-to-hub's repo as it trains, by --hub-strategy. `train_dataset` / `epochs`: another
-    training set and length than the members' (a student's, har_model.train.distill)."""
+    `hub`: it pushes to --push-to-hub's repo as it trains, by --hub-strategy. `train_dataset` / `epochs` /
+    `learning_rate`: another training set, length and peak rate than the members' (a student's, train.distill)."""
     recipe = config.run
     callbacks = [TrainingClock()]
     if recipe.early_stopping_patience > 0:
@@ -299,7 +300,7 @@ def make_trainer(model, output_dir: Path, seed: int, *, config, images, labels: 
     return HarTrainer(
         model=model,
         args=training_arguments(config.training, output_dir, seed, bf16=bf16,
-                                hub=hub_arguments(recipe) if hub else None, epochs=epochs),
+                                hub=hub_arguments(recipe) if hub else None, epochs=epochs, learning_rate=learning_rate),
         train_dataset=images.train if train_dataset is None else train_dataset,
         eval_dataset=images.validation,
         compute_metrics=compute_metrics_fn(labels),
