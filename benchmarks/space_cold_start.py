@@ -92,8 +92,9 @@ def cold_start(python: Path, cwd: Path, image: Path, har_model: Path | None) -> 
             if time.perf_counter() - t0 > 300:
                 raise SystemExit("no answer within 300 s")
             try:
-                label, _ = Client(f"http://127.0.0.1:{port}/", verbose=False).predict(
-                    handle_file(str(image)), api_name="/classify_image")
+                # the first return value is the label; the endpoint returns more (headline, the decision as data)
+                label = Client(f"http://127.0.0.1:{port}/", verbose=False).predict(
+                    handle_file(str(image)), api_name="/classify_image")[0]
                 break
             except Exception:  # not up yet
                 time.sleep(0.05)
