@@ -249,17 +249,25 @@ def write_dataset_copy(model_dir: Path, per_split: dict, classes=CLASSES, size=(
     return data.parent
 
 
-def write_mp4(path: Path, frames: list, fps: int = 10, codec: str = "libx264") -> Path:
-    """RGB frames (equal even sizes) as a real H.264 clip, one frame every 1/fps seconds."""
+def write_mp4(path: Path, frames: list, fps: int = 10, codec: str = "libx264", times=None) -> Path:
+    """RGB frames (equal even sizes) as a real clip (H.264 by default), one frame every 1/fps seconds, or at
+    ``times`` (seconds, a variable frame rate)."""
+    from fractions import Fraction
+
     import av
 
     h, w = np.asarray(frames[0]).shape[:2]
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        if times is not None:
+            stream.codec_context.time_base = Fraction(1, 1000)
         for i, frame in enumerate(frames):
             video_frame = av.VideoFrame.from_ndarray(np.asarray(frame.convert("RGB")), format="rgb24")
-            video_frame.pts = i
+            if times is not None:
+                video_frame.pts, video_frame.time_base = int(times[i] * 1000), Fraction(1, 1000)
+            else:
+                video_frame.pts = i
             for packet in stream.encode(video_frame):
                 container.mux(packet)
         for packet in stream.encode():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -19,29 +18,15 @@ from har_model.serve.video import (
     segments_from_probs,
     smooth_probs,
 )
+import helpers
 from helpers import synthetic_image
 
 
 def make_clip(path: Path, seconds=(2, 2), fps: int = 10, size=(96, 72), codec: str = "libx264", times=None) -> Path:
     """A real video: ``seconds[i]`` seconds of class-i synthetic frames; ``times`` overrides frame timestamps (VFR)."""
-    path = Path(path)
     labels = [label for label, n in enumerate(seconds) for _ in range(int(n * fps))]
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec, rate=fps)
-        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
-        if times is not None:
-            stream.codec_context.time_base = Fraction(1, 1000)
-        for i, label in enumerate(labels):
-            frame = av.VideoFrame.from_ndarray(np.asarray(synthetic_image(label, i, size)), format="rgb24")
-            if times is not None:
-                frame.pts, frame.time_base = int(times[i] * 1000), Fraction(1, 1000)
-            else:
-                frame.pts = i
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    frames = [synthetic_image(label, i, size) for i, label in enumerate(labels)]
+    return helpers.write_mp4(Path(path), frames, fps=fps, codec=codec, times=times)
 
 
 class ColourClassifier:
