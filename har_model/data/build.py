@@ -30,7 +30,7 @@ import os
 import sys
 import tempfile
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,11 +45,10 @@ from har_model.data.balance import IMBALANCE_RATIO, class_balance
 from har_model.data.dedup import DEFAULT_NEAR_DUP_THRESHOLD, group_images
 from har_model.data.options import DataArguments, HelpFormatter, add_data_arguments, parse_data_arguments
 from har_model.data.load import features_for, image_bytes, load_dataset_any, load_dataset_folder
-from har_model.data.scan import (DEFAULT_MIN_SIDE, SERIAL_BELOW, Candidate, Skipped, analyse_file, check_data_dir,
+from har_model.data.scan import (DEFAULT_MIN_SIDE, Candidate, Skipped, analyse_files, check_data_dir,
                                  list_candidates)
 from har_model.data.splits import SPLITS, check_fractions, grouped_stratified_split
 from har_model.errors import HarError
-from har_model.hardware import process_pool
 from har_model.hub import push_folder
 from har_model.imaging import DEFAULT_MAX_PIXELS
 from har_model.outputs import Publication, claim_output_dir
@@ -256,16 +255,10 @@ def _analyse_all(listing: Listing, options: BuildOptions, spool) -> tuple[list[d
     """Decode + hash every candidate (process pool); payloads go to ``spool``, metadata is returned."""
     candidates, progress = listing.candidates, options.progress
     tasks = [(str(listing.root / c.path), options.min_side, options.max_pixels) for c in candidates]
-    workers = options.num_workers if options.num_workers is not None else (os.cpu_count() or 1)
     images: list[dict] = []
     skipped: list[Skipped] = []
     bar = tqdm(total=len(tasks), desc="decode + hash", unit="img", disable=not progress, file=sys.stderr)
-    if workers <= 1 or len(tasks) < SERIAL_BELOW:
-        results: Iterable[dict] = map(analyse_file, tasks)
-        pool = None
-    else:
-        pool = process_pool(workers)
-        results = pool.imap(analyse_file, tasks, chunksize=max(1, min(64, len(tasks) // (workers * 8))))
+    results = analyse_files(tasks, options.num_workers)
     try:
         for cand, res in zip(candidates, results):
             bar.update()
@@ -278,8 +271,7 @@ def _analyse_all(listing: Listing, options: BuildOptions, spool) -> tuple[list[d
             images.append(res)
     finally:
         bar.close()
-        if pool is not None:
-            pool.terminate()
+        results.close()  # stops the pool
     return images, skipped
 
 

@@ -13,6 +13,7 @@ import errno
 import hashlib
 import io
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from har_model.errors import HarError
+from har_model.hardware import process_pool
 from har_model.imaging import DEFAULT_MAX_PIXELS, is_image_path, open_rgb
 
 DEFAULT_MIN_SIDE = 32
@@ -182,6 +184,20 @@ def analyse_file(task: tuple[str, int, int]) -> dict:
     if not data:
         return {"ok": False, "reason": "empty file (0 bytes)", "kind": "empty-file"}
     return analyse_bytes(data, min_side=min_side, max_pixels=max_pixels)
+
+
+def analyse_files(tasks: list[tuple[str, int, int]], num_workers: int | None) -> Iterator[dict]:
+    """``analyse_file`` of each task, in order: in a process pool of ``num_workers`` (default: every core), or in
+    this process for fewer than SERIAL_BELOW files. Closing the generator stops the pool."""
+    workers = num_workers if num_workers is not None else (os.cpu_count() or 1)
+    if workers <= 1 or len(tasks) < SERIAL_BELOW:
+        yield from map(analyse_file, tasks)
+        return
+    pool = process_pool(workers)
+    try:
+        yield from pool.imap(analyse_file, tasks, chunksize=max(1, min(64, len(tasks) // (workers * 8))))
+    finally:
+        pool.terminate()
 
 
 def analyse_bytes(data: bytes, *, min_side: int = DEFAULT_MIN_SIDE, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict:

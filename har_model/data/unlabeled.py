@@ -29,9 +29,8 @@ from tqdm.auto import tqdm
 
 from har_model.data.dedup import DEFAULT_NEAR_DUP_THRESHOLD, group_images
 from har_model.data.load import hash_images, image_bytes
-from har_model.data.scan import SERIAL_BELOW, Skipped, analyse_bytes, analyse_file, content_hash
+from har_model.data.scan import Skipped, analyse_bytes, analyse_files, content_hash
 from har_model.errors import HarError
-from har_model.hardware import process_pool
 from har_model.imaging import DEFAULT_MAX_PIXELS, is_image_path, is_video_path
 
 DEFAULT_FPS = 1.0  # video frames sampled per second: successive frames a second apart still differ in pose
@@ -129,10 +128,7 @@ def _list(root: Path) -> tuple[list[str], list[str], list[Skipped]]:
 
 def _analyse_images(root: Path, rels: list[str], skipped: list[Skipped], min_side: int, max_pixels: int,
                     num_workers: int | None, progress: bool) -> list[dict]:
-    tasks = [(str(root / rel), min_side, max_pixels) for rel in rels]
-    workers = num_workers if num_workers is not None else (os.cpu_count() or 1)
-    pool = process_pool(workers) if workers > 1 and len(tasks) >= SERIAL_BELOW else None
-    results = pool.imap(analyse_file, tasks, chunksize=16) if pool is not None else map(analyse_file, tasks)
+    results = analyse_files([(str(root / rel), min_side, max_pixels) for rel in rels], num_workers)
     found = []
     try:
         for rel, res in tqdm(zip(rels, results), total=len(rels), desc="unlabelled images", unit="img",
@@ -142,8 +138,7 @@ def _analyse_images(root: Path, rels: list[str], skipped: list[Skipped], min_sid
             else:
                 skipped.append(Skipped(rel, res["reason"], res["kind"]))
     finally:
-        if pool is not None:
-            pool.terminate()
+        results.close()  # stops the pool
     return found
 
 

@@ -27,6 +27,7 @@ from transformers import Trainer
 from har_model.calibration import softmax
 from har_model.data.unlabeled import UnlabeledImages
 from har_model.train.augment import Augmenter
+from har_model.train.evaluation import prediction_logits
 from har_model.train.image_cache import CachedImages, decode_images
 from har_model.train.soup import train_member
 from har_model.train.trainer import TrainingClock
@@ -85,9 +86,7 @@ def teacher_probabilities(teacher: Trainer, images: CachedImages) -> np.ndarray:
     run, shared out under a launcher)."""
     probs = []
     for view in (images, images.mirrored()):
-        out = teacher.predict(view, metric_key_prefix="teacher")
-        logits = out.predictions[0] if isinstance(out.predictions, tuple) else out.predictions
-        probs.append(softmax(np.asarray(logits, dtype=np.float32)))
+        probs.append(softmax(prediction_logits(teacher.predict(view, metric_key_prefix="teacher"))))
     return (probs[0] + probs[1]) / 2
 
 

@@ -61,14 +61,17 @@ def classification_report(predictions, references, labels: Sequence[str] | None 
     return _METRIC.compute(predictions=list(map(int, predictions)), references=list(map(int, references)), labels=labels)
 
 
+def prediction_logits(prediction) -> np.ndarray:
+    """The logits of a `Trainer.predict` / `EvalPrediction` result as float32 (the first output when it is a tuple)."""
+    out = prediction.predictions
+    return np.asarray(out[0] if isinstance(out, tuple) else out, dtype=np.float32)
+
+
 def compute_metrics_fn(labels: Sequence[str]):
     """A `Trainer(compute_metrics=...)` function: accuracy and macro-F1 (+ precision/recall) from logits."""
 
     def compute_metrics(eval_pred) -> dict:
-        logits, refs = eval_pred.predictions, eval_pred.label_ids
-        if isinstance(logits, tuple):
-            logits = logits[0]
-        report = classification_report(np.asarray(logits).argmax(-1), refs, labels)
+        report = classification_report(prediction_logits(eval_pred).argmax(-1), eval_pred.label_ids, labels)
         return {k: report[k] for k in ("accuracy", "macro_f1", "macro_precision", "macro_recall")}
 
     return compute_metrics

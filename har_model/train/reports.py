@@ -40,7 +40,7 @@ from har_model.train.backbones import builtin_source
 from har_model.train.balancing import BalancePlan
 from har_model.train.base_model import BaseModel
 from har_model.train.config import TrainConfig
-from har_model.train.evaluation import classification_report, format_report
+from har_model.train.evaluation import classification_report, format_report, prediction_logits
 from har_model.train.image_cache import CachedSplits
 from har_model.train.soup import SoupResult
 
@@ -86,10 +86,6 @@ def predict_splits(trainer, test_ds) -> Predictions:
     return Predictions(test, validation, seconds, trainer.predict(test_ds.mirrored(), metric_key_prefix="mirror"),
                        trainer.predict(trainer.eval_dataset.mirrored(), metric_key_prefix="mirror"))
 
-
-def _logits(prediction) -> np.ndarray:
-    out = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
-    return np.asarray(out, dtype=np.float32)
 
 
 @dataclass
@@ -151,14 +147,15 @@ def write_outputs(out: Path, run: FinishedRun) -> str:
     # what serving will answer: the single view, or the mean of each image's and its mirror's logits where that
     # scored higher on validation (har_model.calibration.choose_views); pipeline() always answers the single view
     p = run.predictions
-    val_views, test_views = (_logits(val_pred), _logits(p.validation_mirrored)), (_logits(pred), _logits(p.test_mirrored))
+    val_views = (prediction_logits(val_pred), prediction_logits(p.validation_mirrored))
+    test_views = (prediction_logits(pred), prediction_logits(p.test_mirrored))
     views = cal.choose_views(*val_views, val_true)
     flip = views["flip_average"]
     logits, val_logits = (sum(test_views) / 2, sum(val_views) / 2) if flip else (test_views[0], val_views[0])
     probs = torch.softmax(torch.as_tensor(logits), -1).numpy()
     y_pred = probs.argmax(-1)
     test = classification_report(y_pred, y_true, labels)
-    single = classification_report(test_views[0].argmax(-1), y_true, labels)  # what pipeline() answers
+    single = classification_report(test_views[0].argmax(-1), y_true, labels) if flip else test  # pipeline()'s
     views["test_macro_f1"] = {"single": round(single["macro_f1"], 5),
                               "flip": round(cal.macro_f1(sum(test_views) / 2, y_true), 5)}
     views["test_single_view"] = {"accuracy": single["accuracy"], "macro_f1": single["macro_f1"]}

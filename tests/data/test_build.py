@@ -283,7 +283,7 @@ def test_near_duplicates_can_be_disabled(dup_folder, tmp_path):
 
 
 def test_pool_gives_the_same_result_as_serial(dup_folder, tmp_path, monkeypatch):
-    monkeypatch.setattr(build, "SERIAL_BELOW", 0)
+    monkeypatch.setattr(scan, "SERIAL_BELOW", 0)  # the pool of scan.analyse_files, which build uses
     serial = _split_paths(_prepare(dup_folder, tmp_path / "a", num_workers=1))
     pooled = _split_paths(_prepare(dup_folder, tmp_path / "b", num_workers=2))
     assert serial == pooled
