@@ -182,6 +182,7 @@ def render_model_card(*, metrics: dict, config, out: Path) -> str:
         num_test=metrics["num_test"],
         recipe=metrics["recipe"],
         soup=metrics.get("soup"),
+        weight_average=[w for w in metrics.get("weight_average") or [] if w],
         semi=metrics.get("semi_supervised"),
         views=metrics.get("views"),
         calibration=metrics.get("calibration"),

@@ -164,6 +164,10 @@ class RunArguments:
                               "first half; 0: none)")
     mixup: float = _opt(0.0, "mixup strength: blend pairs of training images and their labels with a "
                         "Beta(ALPHA, ALPHA) weight (0 = off)", metavar="ALPHA")
+    ema_decay: str = _opt("auto", "weight averaging along each member's run: an exponential moving average of its "
+                          "weights after every step (Polyak/EMA), shipped instead of the member's best checkpoint only "
+                          "where it scores higher on validation; a decay below 1 such as 0.998, auto (the average "
+                          "spans about the last fifth of the member's steps) or 0 (off)", metavar="DECAY")
     class_balance: Literal["auto", "sampling", "loss", "none"] = _opt(
         "auto", f"compensate for class imbalance: balanced sampling (each class drawn about equally often) or a "
         f"class-weighted loss; auto: when the largest training class is more than {IMBALANCE_RATIO:g}x the smallest, "
@@ -322,6 +326,10 @@ class TrainConfig:
             raise HarError("give the images with --data-dir FOLDER (one sub-folder per class) or --dataset HUB_ID_OR_FOLDER")
         if self.run.mixup < 0:
             raise HarError(f"--mixup {self.run.mixup}: give 0 (off) or a positive Beta alpha such as 0.2")
+        if self.run.ema_decay != "auto":
+            from har_model.train.ema import parse_decay  # with the run's heavy imports: --help stays quick
+
+            parse_decay(self.run.ema_decay)
         if self.run.cache_memory is not None and self.run.cache_memory < 0:
             raise HarError(f"--cache-memory {self.run.cache_memory}: give a number of GB (0: keep the cache on disk)")
         if self.run.unlabeled_dir is not None and self.run.distill_epochs <= 0:

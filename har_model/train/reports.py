@@ -114,6 +114,7 @@ def run_record(config: TrainConfig, base: BaseModel, precision: str, balance: Ba
         learning_rate=training.learning_rate, backbone_lr_scale=options.backbone_lr_scale,
         frozen_blocks=base.frozen_blocks, weight_decay=training.weight_decay,
         label_smoothing=training.label_smoothing_factor, mixup_alpha=options.mixup, soup=options.soup,
+        ema_decay=options.ema_decay,
         warmup_ratio=training.warmup_steps, precision=precision, seed=config.data.seed,
         input_size=list(base.eval_prep.output_hw), train_crop_size=list(base.train_prep.output_hw),
         early_stopping_patience=options.early_stopping_patience,
@@ -187,6 +188,9 @@ def write_outputs(out: Path, run: FinishedRun) -> str:
         "calibration": calibration,  # temperature + unsure threshold from validation; ECE before/after on test
         "views": views,  # flip averaging: validation and test macro-F1 of each choice, whether serving uses it
         "semi_supervised": run.distillation.summary() if run.distillation is not None else None,  # --unlabeled-dir
+        # --ema-decay: each member's moving average of its weights, its validation macro-F1 and whether it was kept
+        "weight_average": [m.weight_average for m in result.members] if any(m.weight_average for m in result.members)
+        else None,
         "soup": _relative_checkpoints(soup, model_dir),  # members (seed, time, validation macro-F1), the soup's validation macro-F1, what was shipped
         "log_history": log_history,  # of the last soup member
     }

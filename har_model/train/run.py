@@ -92,7 +92,7 @@ def _train_into(stage: Path, out: Path, config: TrainConfig, member_dirs: list[P
     new_trainer = functools.partial(trainer.make_trainer, config=config, images=images, labels=labels, bf16=bf16,
                                     balance=balance)
     # --hub-strategy other than `end`: the members' Trainers push while they train (the evaluator never pushes)
-    member_trainer = functools.partial(new_trainer, hub=config.run.hub_strategy != "end")
+    member_trainer = functools.partial(new_trainer, hub=config.run.hub_strategy != "end", weight_average=True)
     members = soup.train_members(member_dirs, config.seed, first_model=base.model, new_trainer=member_trainer,
                                  new_model=lambda: load_model(report=False).model, resume=recipe.resume)
     evaluator = new_trainer(base.model, out / CHECKPOINTS, config.seed)  # the shipped model: evaluated, saved

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from transformers import Trainer, set_seed
 
+from har_model.train import ema
 from har_model.train.checkpoints import last_complete
 from har_model.train.trainer import TrainingClock
 
@@ -28,11 +29,13 @@ class Member:
     validation_macro_f1: float | None
     best_checkpoint: str | None
     log_history: list[dict]
-    state: dict  # the weights of its best checkpoint
+    state: dict  # the weights of its best checkpoint, or of its weight average where that scored higher
+    weight_average: dict | None = None  # the EMA's decay, validation macro-F1 and whether it was kept (train.ema)
 
     def summary(self) -> dict:
         return {"seed": self.seed, "train_seconds": self.train_seconds,
-                "validation_macro_f1": self.validation_macro_f1, "best_checkpoint": self.best_checkpoint}
+                "validation_macro_f1": self.validation_macro_f1, "best_checkpoint": self.best_checkpoint,
+                "weight_average": self.weight_average}
 
 
 @dataclass
@@ -54,14 +57,19 @@ class SoupResult:
 
 
 def train_member(trainer: Trainer, seed: int, resume_from: str | None) -> Member:
+    """Train (or finish) one member; its Trainer loads the best checkpoint at the end, and the weight average
+    (har_model.train.ema, where the Trainer keeps one) replaces it if it scores higher on validation."""
     trainer.train(resume_from_checkpoint=resume_from)
+    best_f1 = trainer.state.best_metric
+    average = ema.choose(trainer, best_f1, resume_from)
     return Member(
         seed=seed,
         train_seconds=round(TrainingClock.of(trainer).seconds, 1),
-        validation_macro_f1=trainer.state.best_metric,
+        validation_macro_f1=average["validation_macro_f1"] if average and average["shipped"] == "average" else best_f1,
         best_checkpoint=trainer.state.best_model_checkpoint,
         log_history=list(trainer.state.log_history),
-        state={k: v.detach().clone() for k, v in trainer.model.state_dict().items()},  # the best checkpoint
+        state={k: v.detach().clone() for k, v in trainer.model.state_dict().items()},
+        weight_average=average,
     )
 
 

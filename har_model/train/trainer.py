@@ -23,6 +23,7 @@ from transformers.trainer_callback import ExportableState
 from transformers.trainer_optimizer import is_optimizer_factory
 
 from har_model.hardware import cpu_has_bf16
+from har_model.train import ema
 from har_model.train.balancing import BalancedSampler, BalancePlan, class_weights, weighted_cross_entropy
 from har_model.train.evaluation import compute_metrics_fn
 
@@ -288,13 +289,15 @@ def hub_arguments(recipe) -> dict:
 
 def make_trainer(model, output_dir: Path, seed: int, *, config, images, labels: list[str], bf16: bool,
                  balance: BalancePlan | None = None, hub: bool = False, train_dataset=None,
-                 epochs: float | None = None, learning_rate: float | None = None) -> HarTrainer:
+                 epochs: float | None = None, learning_rate: float | None = None,
+                 weight_average: bool = False) -> HarTrainer:
     """A HarTrainer for one soup member (or for evaluating the shipped model): `config` is the run's TrainConfig,
     `images` the cached splits, `balance` the run's class-imbalance compensation (har_model.train.balancing);
     `hub`: it pushes to --push-to-hub's repo as it trains, by --hub-strategy. `train_dataset` / `epochs` /
-    `learning_rate`: another training set, length and peak rate than the members' (a student's, train.distill)."""
+    `learning_rate`: another training set, length and peak rate than the members' (a student's, train.distill).
+    `weight_average`: keep the moving average of the weights (--ema-decay, har_model.train.ema): a member's Trainer."""
     recipe = config.run
-    callbacks = [TrainingClock()]
+    callbacks = [TrainingClock(), *(ema.callbacks(recipe.ema_decay) if weight_average else [])]
     if recipe.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(recipe.early_stopping_patience))
     return HarTrainer(
