@@ -250,8 +250,9 @@ def test_default_ships_a_model_soup(trained):
     soup = json.loads((out / "metrics.json").read_text())["soup"]
     assert [m["seed"] for m in soup["members"]] == [42, 43]
     shipped = load_file(out / "model.safetensors")
-    # checkpoint paths are recorded relative to the model folder (metrics.json is published)
-    members = [load_file(out / m["best_checkpoint"] / "model.safetensors") for m in soup["members"]]
+    # checkpoint paths are recorded relative to the model folder (metrics.json is published); a member is its best
+    # checkpoint, or its weight average (saved with its last checkpoint) where that scored higher on validation
+    members = [member_weights(out / m["best_checkpoint"], m["weight_average"]) for m in soup["members"]]
     f1s = [m["validation_macro_f1"] for m in soup["members"]]
     if soup["shipped"] == "soup":
         assert soup["soup_validation_macro_f1"] >= max(f1s)
@@ -264,6 +265,34 @@ def test_default_ships_a_model_soup(trained):
             torch.testing.assert_close(v.float(), expected[k], rtol=0, atol=1e-6, msg=k)
     assert any(not torch.equal(members[0][k], members[1][k]) for k in shipped)  # two different models
     assert "soup" in proc.stdout and "| model soup |" in (out / "README.md").read_text()
+
+
+def member_weights(best_checkpoint: Path, weight_average: dict | None) -> dict:
+    """The weights a member contributed: its best checkpoint's, or its moving average's where that was kept."""
+    from safetensors.torch import load_file
+
+    weights = load_file(best_checkpoint / "model.safetensors")
+    if weight_average and weight_average["shipped"] == "average":
+        last = max(best_checkpoint.parent.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+        averaged = load_file(last / "ema.safetensors")
+        weights = {k: averaged.get(k, v) for k, v in weights.items()}
+    return weights
+
+
+def test_each_member_keeps_a_weight_average_and_the_card_says_which_was_shipped(trained):
+    """--ema-decay auto (the default): each member's moving average is saved beside its checkpoints, scored on
+    validation and recorded; the card has its row."""
+    out, proc = trained
+    metrics = json.loads((out / "metrics.json").read_text())
+    averages = metrics["weight_average"]
+    assert len(averages) == 2 and metrics["recipe"]["ema_decay"] == "auto"
+    for member, average in zip(metrics["soup"]["members"], averages):
+        assert member["weight_average"] == average and 0 < average["decay"] < 1 and average["steps"] > 0
+        assert average["shipped"] in ("average", "best checkpoint")
+        assert (average["shipped"] == "average") == (average["validation_macro_f1"] > average["best_checkpoint_macro_f1"])
+        assert any((out / member["best_checkpoint"]).parent.glob("checkpoint-*/ema.safetensors"))
+    assert proc.stdout.count("weight average (EMA") == 2
+    assert "| weight averaging along each run (EMA) | decay" in (out / "README.md").read_text()
 
 
 def test_pretrained_backbone_learns_the_task(tmp_path):
@@ -318,6 +347,9 @@ def test_resume_continues_from_checkpoint(tmp_path, tiny_model_dir, soup):
     assert max(row["step"] for row in metrics["log_history"]) == 2 * first_step
     # the reported training time covers both sessions of every member, not just the resumed ones
     assert metrics["train_seconds"] > sum(saved)
+    # the weight average of each member went on from the first session's (saved beside its checkpoint)
+    assert [w["steps"] for w in metrics["weight_average"]] == [2 * first_step] * soup
+    assert all((c / "ema.safetensors").is_file() for c in last)
     if soup > 1:
         assert [m["seed"] for m in metrics["soup"]["members"]] == [42, 43]
         for d in member_dirs:  # every member went on to epoch 2
@@ -326,7 +358,7 @@ def test_resume_continues_from_checkpoint(tmp_path, tiny_model_dir, soup):
 
 @pytest.mark.parametrize(
     "case",
-    ["missing_folder", "unknown_model", "output_is_file", "no_input", "negative_mixup", "empty_soup"],
+    ["missing_folder", "unknown_model", "output_is_file", "no_input", "negative_mixup", "empty_soup", "bad_ema"],
 )
 def test_bad_arguments_give_one_clear_line(case, tmp_path, class_folder):
     args = {
@@ -336,6 +368,7 @@ def test_bad_arguments_give_one_clear_line(case, tmp_path, class_folder):
         "no_input": ["--output-dir", tmp_path / "out"],
         "negative_mixup": ["--data-dir", class_folder, "--output-dir", tmp_path / "out", "--mixup", "-1"],
         "empty_soup": ["--data-dir", class_folder, "--output-dir", tmp_path / "out", "--soup", "0"],
+        "bad_ema": ["--data-dir", class_folder, "--output-dir", tmp_path / "out", "--ema-decay", "1.5"],
     }[case]
     (tmp_path / "file.txt").write_text("not a folder")
     proc = run_train(*args, *QUICK)
@@ -345,7 +378,7 @@ def test_bad_arguments_give_one_clear_line(case, tmp_path, class_folder):
     assert len(lines) == 1, proc.stderr[-2000:]
     expected = {"missing_folder": "nope", "unknown_model": "no-such-model-xyz", "output_is_file": "file.txt",
                 "no_input": "--data-dir", "negative_mixup": "--mixup",
-                "empty_soup": "--soup"}[case]
+                "empty_soup": "--soup", "bad_ema": "--ema-decay"}[case]
     assert expected in lines[0]
 
 

@@ -1,0 +1,145 @@
+"""Weight averaging along each run (--ema-decay) against the members' best checkpoints, on validation and test.
+
+    python benchmarks/weight_average.py RUN [RUN ...]      # model folders written by train.py (EMA on, the default)
+
+For every folder it rebuilds, from the checkpoints the run kept, the model made of each member's best checkpoint
+(averaged over the soup's members where there are several) and the one made of each member's moving average (saved
+beside its last checkpoint as ema.safetensors), and scores both on the folder's own validation and test splits
+(``RUN/dataset``; neither was trained on), single view and flip-averaged (mean logits of the image and its mirror),
+evaluated as the Trainer does (the saved processor's resize, bf16 autocast where the CPU has it). It also checks
+that it rebuilds what the run shipped: model.safetensors must equal the members as chosen on validation (averaged
+when the soup was shipped). Then, over the runs: the mean and spread of each figure and of the paired difference.
+Training chose on validation; read the test columns as the check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+SPLITS = ("validation", "test")
+
+
+def member_states(run: Path, metrics: dict) -> list[dict]:
+    """[{'best': state, 'average': state or None, 'kept': 'average' | 'best checkpoint'}] for each member."""
+    from safetensors.torch import load_file
+
+    soup = metrics.get("soup")
+    members = soup["members"] if soup else [{"best_checkpoint": metrics["best_checkpoint"],
+                                              "weight_average": (metrics.get("weight_average") or [None])[0]}]
+    states = []
+    for m in members:
+        best_dir = run / m["best_checkpoint"]
+        best = load_file(best_dir / "model.safetensors")
+        last = max(best_dir.parent.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+        average = None
+        if (last / "ema.safetensors").is_file():
+            saved = load_file(last / "ema.safetensors")
+            average = {k: saved.get(k, v).to(v.dtype) for k, v in best.items()}
+        kept = (m.get("weight_average") or {}).get("shipped", "best checkpoint")
+        states.append({"best": best, "average": average, "kept": kept})
+    return states
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("runs", nargs="+", type=Path, help="model folders written by train.py")
+    p.add_argument("--batch-size", type=int, default=64)
+    args = p.parse_args()
+
+    import numpy as np
+    import torch
+    from datasets import Image as ImageFeature
+    from transformers import AutoModelForImageClassification
+
+    from har_model.calibration import macro_f1
+    from har_model.data import load_dataset_folder
+    from har_model.hardware import cpu_has_bf16
+    from har_model.preprocessing import load_preprocessing
+    from har_model.train.image_cache import CachedImages, decode_images
+    from har_model.train.soup import average_state_dicts
+
+    bf16 = cpu_has_bf16()
+    table = {}  # (variant, split, view) -> [macro-F1 of each run]
+    for run in args.runs:
+        metrics = json.loads((run / "metrics.json").read_text())
+        prep = load_preprocessing(run)
+        dsd = load_dataset_folder(run / "dataset")
+        states = member_states(run, metrics)
+        if any(s["average"] is None for s in states):
+            print(f"{run}: no ema.safetensors beside a member's last checkpoint (trained with --ema-decay 0 or before "
+                  "it existed); skipped")
+            continue
+        variants = {"best checkpoints": average_state_dicts([s["best"] for s in states]),
+                    "weight averages (EMA)": average_state_dicts([s["average"] for s in states])}
+        chosen = [s["average"] if s["kept"] == "average" else s["best"] for s in states]
+        shipped_how = (metrics.get("soup") or {}).get("shipped", "member 1")
+        expected = average_state_dicts(chosen) if shipped_how == "soup" else chosen[int(shipped_how.split()[-1]) - 1]
+        from safetensors.torch import load_file
+
+        shipped = load_file(run / "model.safetensors")
+        student = (metrics.get("semi_supervised") or {}).get("shipped") == "student"
+        same = all(torch.allclose(v.float(), expected[k].float(), atol=1e-6) for k, v in shipped.items()
+                   if v.is_floating_point())
+        print(f"{run}: members kept {[s['kept'] for s in states]}, shipped the {shipped_how}; rebuilt = shipped: "
+              f"{'yes' if same else 'NO' if not student else 'n/a (a student was shipped)'}")
+        if not same and not student:
+            raise SystemExit(f"error: {run}: the rebuilt model is not the shipped one; this script reads the wrong files")
+        views_record = (metrics.get("views") or {}).get("test_macro_f1")
+        if views_record:  # the check: the variant equal to the shipped model must score what the run measured
+            print(f"  the run measured the shipped model at test macro-F1 {views_record['single']:.4f} single view, "
+                  f"{views_record['flip']:.4f} flip-averaged")
+        model = AutoModelForImageClassification.from_pretrained(run).eval().to(memory_format=torch.channels_last)
+        for split in SPLITS:
+            ds = dsd[split].cast_column("image", ImageFeature(decode=False))
+            pixels = decode_images(ds["image"], prep=prep, train=False, num_workers=os.cpu_count() or 1)
+            views = CachedImages(pixels, ds["label"], prep, augment=False)
+            labels = np.asarray(ds["label"])
+            for name, state in variants.items():
+                model.load_state_dict(state)
+                logits = [logits_of(model, v, args.batch_size, bf16) for v in (views, views.mirrored())]
+                for view, z in (("single", logits[0]), ("flip", (logits[0] + logits[1]) / 2)):
+                    f1 = macro_f1(z, labels)
+                    table.setdefault((name, split, view), []).append(f1)
+                    print(f"  {split:<10} {name:<22} {view:<6} macro-F1 {f1:.4f}", flush=True)
+    if not table:
+        return 1
+    n = len(next(iter(table.values())))
+    print(f"\nover {n} run(s): mean macro-F1 (standard deviation), and the weight average minus the best checkpoints "
+          "(paired, in points)")
+    print(f"{'split':<10} {'view':<6} {'best checkpoints':>18} {'weight averages':>18} {'difference':>16}")
+    for split in SPLITS:
+        for view in ("single", "flip"):
+            a, b = table[("best checkpoints", split, view)], table[("weight averages (EMA)", split, view)]
+            d = [100 * (y - x) for x, y in zip(a, b)]
+            print(f"{split:<10} {view:<6} {fmt(a):>18} {fmt(b):>18} {fmt(d, points=True):>16}")
+    return 0
+
+
+def logits_of(model, images, batch_size: int, bf16: bool):
+    import numpy as np
+    import torch
+
+    out = []
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        for i in range(0, len(images), batch_size):
+            x = torch.stack([images[j]["pixel_values"] for j in range(i, min(i + batch_size, len(images)))])
+            out.append(model(pixel_values=x.contiguous(memory_format=torch.channels_last)).logits.float())
+    return np.concatenate([t.numpy() for t in out])
+
+
+def fmt(values: list[float], points: bool = False) -> str:
+    mean = statistics.fmean(values)
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{mean:+.2f} ({spread:.2f})" if points else f"{mean:.4f} ({spread:.4f})"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
