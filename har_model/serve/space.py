@@ -134,10 +134,10 @@ def _metrics(model_dir: Path | None) -> dict:
 
 
 def _labels(model_dir: Path | None) -> list[str]:
+    """The class names where the folder has a readable config.json (else none: the card just says less)."""
     try:
-        id2label = files.read_optional(model_dir, files.CONFIG).get("id2label") or {} if model_dir else {}
-        return [str(id2label[k]) for k in sorted(id2label, key=int)]
-    except (ValueError, TypeError, AttributeError):
+        return files.read_labels(model_dir) if model_dir else []
+    except (HarError, OSError):
         return []
 
 
