@@ -136,7 +136,8 @@ def choose(trainer: Trainer, best_f1: float | None, checkpoint: str | None) -> d
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     model.load_state_dict(ema.averaged_state(model))
     ema_f1 = float(trainer.evaluate(metric_key_prefix="ema")["ema_macro_f1"])
-    shipped = "average" if best_f1 is None or ema_f1 > best_f1 else "best checkpoint"
+    # no validation score for the trained weights (evaluation switched off): nothing shows the average is better
+    shipped = "average" if best_f1 is not None and ema_f1 > best_f1 else "best checkpoint"
     if shipped != "average":
         model.load_state_dict(best_state)
     best_text = f"{best_f1:.4f}" if best_f1 is not None else "-"
