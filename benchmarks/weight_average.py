@@ -36,16 +36,34 @@ def member_states(run: Path, metrics: dict) -> list[dict]:
                                               "weight_average": (metrics.get("weight_average") or [None])[0]}]
     states = []
     for m in members:
+        if not m.get("best_checkpoint"):
+            raise SystemExit(f"error: {run}: metrics.json names no best checkpoint (trained without evaluation?)")
         best_dir = run / m["best_checkpoint"]
         best = load_file(best_dir / "model.safetensors")
-        last = max(best_dir.parent.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-        average = None
-        if (last / "ema.safetensors").is_file():
-            saved = load_file(last / "ema.safetensors")
-            average = {k: saved.get(k, v).to(v.dtype) for k, v in best.items()}
+        average, saved = None, final_average(best_dir.parent)
+        if saved is not None:
+            if set(saved) - {"_updates"} != {k for k, v in best.items() if v.is_floating_point()}:
+                raise SystemExit(f"error: {best_dir.parent}: the average's tensors are not the model's")
+            average = {k: saved[k].to(v.dtype) if v.is_floating_point() else v for k, v in best.items()}
         kept = (m.get("weight_average") or {}).get("shipped", "best checkpoint")
         states.append({"best": best, "average": average, "kept": kept})
     return states
+
+
+def final_average(member_dir: Path) -> dict | None:
+    """The member's average at the end of its run: member_dir/ema.safetensors, else (runs made before that file was
+    written) the last checkpoint's, if that checkpoint is the run's final step."""
+    from safetensors.torch import load_file
+
+    if (member_dir / "ema.safetensors").is_file():
+        return load_file(member_dir / "ema.safetensors")
+    last = max(member_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]), default=None)
+    if last is None or not (last / "ema.safetensors").is_file():
+        return None
+    state = json.loads((last / "trainer_state.json").read_text())
+    if state["global_step"] != state["max_steps"]:
+        raise SystemExit(f"error: {last} is not the final step of its run (early-stopped?): its average is not the final one")
+    return load_file(last / "ema.safetensors")
 
 
 def main() -> int:

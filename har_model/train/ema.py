@@ -5,7 +5,7 @@ optimizer step the average moves a little towards the new weights (``avg += (1 -
 statistics included. The average is scored on validation once the member has finished and replaces the member's
 best checkpoint only where it scores higher, so it can only be shipped where it helped on validation.
 
-    WeightEma      -- the Trainer callback keeping the average (saved beside each checkpoint for --resume)
+    WeightEma      -- the Trainer callback keeping the average (saved in each checkpoint for --resume, and at the end)
     resolve_decay  -- --ema-decay ("auto", a number, 0) -> the decay for a member of so many steps
     choose         -- score the average on validation and keep the better of it and the best checkpoint
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save
-from transformers import Trainer, TrainerCallback
+from transformers import EarlyStoppingCallback, Trainer, TrainerCallback
 
 from har_model.errors import HarError
 from har_model.outputs import atomic_write_bytes
@@ -72,12 +72,18 @@ class WeightEma(TrainerCallback):
         decay = min(self.decay, (1 + n) / (10 + n))
         torch._foreach_lerp_(self._avg, [t.float() for t in self._live], 1.0 - decay)
 
-    def on_save(self, args, state, control, **kw):
+    def on_train_end(self, args, state, control, **kw):
+        # the final average, beside the member's checkpoints: the last checkpoint holds it only where the last step
+        # was saved and kept (not so with --save-strategy best or --save-total-limit 1)
         if self._avg is not None and args.should_save:
-            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            if folder.is_dir():
-                tensors = {**self.state_dict(), "_updates": torch.tensor(self.updates)}
-                atomic_write_bytes(folder / EMA_FILE, _serialise(tensors))
+            self.save(Path(args.output_dir))
+
+    def save(self, folder: Path) -> None:
+        """Write the average (and how many steps it holds) as folder/ema.safetensors; HarTrainer calls this for
+        each checkpoint before the Trainer writes the checkpoint's trainer_state.json."""
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = {**self.state_dict(), "_updates": torch.tensor(self.updates)}
+        atomic_write_bytes(folder / EMA_FILE, _serialise(tensors))
 
     def start(self, model, checkpoint: Path | None) -> None:
         """Begin from the model's weights, or continue the average saved in `checkpoint` (--resume)."""
@@ -87,7 +93,7 @@ class WeightEma(TrainerCallback):
         saved = checkpoint / EMA_FILE if checkpoint is not None else None
         if saved is not None and saved.is_file():
             tensors = load_file(str(saved))
-            self._avg = [tensors[k].float().clone() for k in self._names]
+            self._avg = [tensors[k].to(live.device, torch.float32) for k, live in zip(self._names, self._live)]
             self.updates = int(tensors["_updates"])
         else:
             if saved is not None:
@@ -104,6 +110,17 @@ class WeightEma(TrainerCallback):
         for k, v in zip(self._names, self._avg):
             state[k] = v.to(state[k].dtype)
         return state
+
+
+def evaluate_quietly(trainer: Trainer, prefix: str) -> float:
+    """Validation macro-F1 of the model as it is, without early stopping looking on (it wants eval_macro_f1 and
+    would warn that it is missing)."""
+    stopper = trainer.pop_callback(EarlyStoppingCallback)
+    try:
+        return float(trainer.evaluate(metric_key_prefix=prefix)[f"{prefix}_macro_f1"])
+    finally:
+        if stopper is not None:
+            trainer.add_callback(stopper)
 
 
 def _serialise(tensors: dict) -> bytes:
@@ -135,7 +152,7 @@ def choose(trainer: Trainer, best_f1: float | None, checkpoint: str | None) -> d
     model = trainer.model
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     model.load_state_dict(ema.averaged_state(model))
-    ema_f1 = float(trainer.evaluate(metric_key_prefix="ema")["ema_macro_f1"])
+    ema_f1 = evaluate_quietly(trainer, "ema")
     # no validation score for the trained weights (evaluation switched off): nothing shows the average is better
     shipped = "average" if best_f1 is not None and ema_f1 > best_f1 else "best checkpoint"
     if shipped != "average":

@@ -67,6 +67,8 @@ def _train_into(stage: Path, out: Path, config: TrainConfig, member_dirs: list[P
     """The run proper: the shipped files go to `stage`, the checkpoints to `out`/checkpoints."""
     # the heavy part (datasets, the Trainer, the models) is imported here: `--help` and bad options stay quick
     from har_model.data import dataset_from_args
+    from transformers import EarlyStoppingCallback
+
     from har_model.train import balancing, base_model, checkpoints, distill, image_cache, reports, soup, trainer
 
     recipe = config.run
@@ -96,6 +98,8 @@ def _train_into(stage: Path, out: Path, config: TrainConfig, member_dirs: list[P
     members = soup.train_members(member_dirs, config.seed, first_model=base.model, new_trainer=member_trainer,
                                  new_model=lambda: load_model(report=False).model, resume=recipe.resume)
     evaluator = new_trainer(base.model, out / CHECKPOINTS, config.seed)  # the shipped model: evaluated, saved
+    # it never trains: early stopping would only warn that the soup's and the teacher's scores are not eval_macro_f1
+    evaluator.pop_callback(EarlyStoppingCallback)
     result = soup.cook_soup(evaluator, members)
     distilled = None
     if unlabeled is not None:  # the shipped model teaches a student (har_model.train.distill)

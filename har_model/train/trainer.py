@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import ExportableState
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.trainer_optimizer import is_optimizer_factory
 
 from har_model.hardware import cpu_has_bf16
@@ -208,6 +209,14 @@ class HarTrainer(Trainer):
         if self.balanced_sampler is not None and batch_sampler is not None and not hasattr(batch_sampler, "set_epoch"):
             batch_sampler.set_epoch = self.balanced_sampler.set_epoch
         return resumed
+
+    def _save_checkpoint(self, model, trial):
+        """The weight average (har_model.train.ema) goes into the checkpoint folder first: the Trainer writes
+        trainer_state.json last, so a checkpoint that --resume takes as complete holds it too."""
+        average = ema.find(self)
+        if average is not None and average.started and self.args.should_save:
+            average.save(Path(self.args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        super()._save_checkpoint(model, trial)
 
     def log(self, logs, start_time=None):
         if "loss" in logs and self._train_seen:

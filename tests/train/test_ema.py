@@ -61,11 +61,15 @@ class StubTrainer:
     """What ema.choose uses of a Trainer: its callbacks, model, state and a validation score per weights."""
 
     def __init__(self, model, average, score):
-        self.model, self.score = model, score
+        self.model, self.score, self.evaluated = model, score, None
         self.callback_handler = SimpleNamespace(callbacks=[average])
         self.state = SimpleNamespace(max_steps=10)
 
+    def pop_callback(self, kind):
+        return None
+
     def evaluate(self, metric_key_prefix="eval"):
+        self.evaluated = {k: v.clone() for k, v in self.model.state_dict().items()}  # the weights scored
         return {f"{metric_key_prefix}_macro_f1": self.score}
 
 
@@ -80,7 +84,9 @@ def test_the_average_is_kept_only_where_it_scores_higher_on_validation(score, ke
             p.add_(1.0)  # training moved on: the best checkpoint differs from the average
     best = {k: v.clone() for k, v in model.state_dict().items()}
     averaged = average.averaged_state(model)
-    record = ema.choose(StubTrainer(model, average, score), best_f1=0.8, checkpoint=None)
+    trainer = StubTrainer(model, average, score)
+    record = ema.choose(trainer, best_f1=0.8, checkpoint=None)
+    assert all(torch.equal(trainer.evaluated[k], v) for k, v in averaged.items())  # the average was scored
     assert record["shipped"] == kept and record["validation_macro_f1"] == score
     assert record["best_checkpoint_macro_f1"] == 0.8
     want = averaged if kept == "average" else best

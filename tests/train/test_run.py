@@ -273,9 +273,8 @@ def member_weights(best_checkpoint: Path, weight_average: dict | None) -> dict:
 
     weights = load_file(best_checkpoint / "model.safetensors")
     if weight_average and weight_average["shipped"] == "average":
-        last = max(best_checkpoint.parent.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-        averaged = load_file(last / "ema.safetensors")
-        weights = {k: averaged.get(k, v) for k, v in weights.items()}
+        averaged = load_file(best_checkpoint.parent / "ema.safetensors")  # the final one, beside the checkpoints
+        weights = {k: averaged[k].to(v.dtype) if v.is_floating_point() else v for k, v in weights.items()}
     return weights
 
 
@@ -290,7 +289,8 @@ def test_each_member_keeps_a_weight_average_and_the_card_says_which_was_shipped(
         assert member["weight_average"] == average and 0 < average["decay"] < 1 and average["steps"] > 0
         assert average["shipped"] in ("average", "best checkpoint")
         assert (average["shipped"] == "average") == (average["validation_macro_f1"] > average["best_checkpoint_macro_f1"])
-        assert any((out / member["best_checkpoint"]).parent.glob("checkpoint-*/ema.safetensors"))
+        member_dir = (out / member["best_checkpoint"]).parent
+        assert (member_dir / "ema.safetensors").is_file() and any(member_dir.glob("checkpoint-*/ema.safetensors"))
     assert proc.stdout.count("weight average (EMA") == 2
     assert "| weight averaging along each run (EMA) | decay" in (out / "README.md").read_text()
 
