@@ -22,7 +22,7 @@ from transformers import EarlyStoppingCallback, Trainer, TrainerCallback
 from har_model.errors import HarError
 from har_model.outputs import atomic_write_bytes
 
-EMA_FILE = "ema.safetensors"  # in each checkpoint folder
+EMA_FILE = "ema.safetensors"  # in each checkpoint folder, and the final average beside them
 # "auto": the average spans about the last fifth of the member's steps (one epoch of the default 5), where the
 # cosine schedule has slowed down: early weights, far from the end point, would only blur it
 AUTO_SPAN = 0.2

@@ -66,9 +66,9 @@ def _train_into(stage: Path, out: Path, config: TrainConfig, member_dirs: list[P
                 procs: Processes) -> str:
     """The run proper: the shipped files go to `stage`, the checkpoints to `out`/checkpoints."""
     # the heavy part (datasets, the Trainer, the models) is imported here: `--help` and bad options stay quick
-    from har_model.data import dataset_from_args
     from transformers import EarlyStoppingCallback
 
+    from har_model.data import dataset_from_args
     from har_model.train import balancing, base_model, checkpoints, distill, image_cache, reports, soup, trainer
 
     recipe = config.run
