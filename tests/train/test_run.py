@@ -34,7 +34,7 @@ def trained(tmp_path_factory, tiny_model_dir):
     out = root / "model"
     # The Hub is unreachable (tests run with HF_HUB_OFFLINE=1): the push must fail last, cleanly, keeping the files.
     proc = run_train("--data-dir", images, "--output-dir", out, "--model", tiny_model_dir, *QUICK, "--export-onnx",
-                     "--push-to-hub", "someone/har-test")
+                     "--ema-decay", "auto", "--push-to-hub", "someone/har-test")
     assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out, proc
 
@@ -279,7 +279,7 @@ def member_weights(best_checkpoint: Path, weight_average: dict | None) -> dict:
 
 
 def test_each_member_keeps_a_weight_average_and_the_card_says_which_was_shipped(trained):
-    """--ema-decay auto (the default): each member's moving average is saved beside its checkpoints, scored on
+    """--ema-decay auto: each member's moving average is saved beside its checkpoints, scored on
     validation and recorded; the card has its row."""
     out, proc = trained
     metrics = json.loads((out / "metrics.json").read_text())
@@ -323,7 +323,8 @@ def test_resume_continues_from_checkpoint(tmp_path, tiny_model_dir, soup):
 
     images = helpers.make_class_folder(tmp_path / "images", per_class=8)
     out = tmp_path / "model"
-    base = ["--data-dir", images, "--output-dir", out, "--model", tiny_model_dir, *QUICK, "--soup", str(soup)]
+    base = ["--data-dir", images, "--output-dir", out, "--model", tiny_model_dir, *QUICK, "--soup", str(soup),
+            "--ema-decay", "auto"]
     first = run_train(*base, "--epochs", "1")
     assert first.returncode == 0, first.stderr[-3000:]
     member_dirs = [out / "checkpoints"] if soup == 1 else [out / "checkpoints" / f"member-{i}" for i in range(soup)]
