@@ -75,6 +75,7 @@ def main() -> int:
     import numpy as np
     import torch
     from datasets import Image as ImageFeature
+    from safetensors.torch import load_file
     from transformers import AutoModelForImageClassification
 
     from har_model.calibration import macro_f1
@@ -100,8 +101,6 @@ def main() -> int:
         chosen = [s["average"] if s["kept"] == "average" else s["best"] for s in states]
         shipped_how = (metrics.get("soup") or {}).get("shipped", "member 1")
         expected = average_state_dicts(chosen) if shipped_how == "soup" else chosen[int(shipped_how.split()[-1]) - 1]
-        from safetensors.torch import load_file
-
         shipped = load_file(run / "model.safetensors")
         student = (metrics.get("semi_supervised") or {}).get("shipped") == "student"
         same = all(torch.allclose(v.float(), expected[k].float(), atol=1e-6) for k, v in shipped.items()
