@@ -1,10 +1,11 @@
 """Weight averaging along each run (--ema-decay) against the members' best checkpoints, on validation and test.
 
-    python benchmarks/weight_average.py RUN [RUN ...]      # model folders written by train.py (EMA on, the default)
+    python benchmarks/weight_average.py RUN [RUN ...]      # model folders written by train.py --ema-decay auto
 
 For every folder it rebuilds, from the checkpoints the run kept, the model made of each member's best checkpoint
-(averaged over the soup's members where there are several) and the one made of each member's moving average (saved
-beside its last checkpoint as ema.safetensors), and scores both on the folder's own validation and test splits
+(averaged over the soup's members where there are several) and the one made of each member's final moving average
+(ema.safetensors beside its checkpoints; for runs older than that file, the last checkpoint's if it is the final
+step), and scores both on the folder's own validation and test splits
 (``RUN/dataset``; neither was trained on), single view and flip-averaged (mean logits of the image and its mirror),
 evaluated as the Trainer does (the saved processor's resize, bf16 autocast where the CPU has it). It also checks
 that it rebuilds what the run shipped: model.safetensors must equal the members as chosen on validation (averaged
@@ -93,7 +94,7 @@ def main() -> int:
         dsd = load_dataset_folder(run / "dataset")
         states = member_states(run, metrics)
         if any(s["average"] is None for s in states):
-            print(f"{run}: no ema.safetensors beside a member's last checkpoint (trained with --ema-decay 0 or before "
+            print(f"{run}: no weight average saved for a member (trained with --ema-decay 0, the default, or before "
                   "it existed); skipped")
             continue
         variants = {"best checkpoints": average_state_dicts([s["best"] for s in states]),

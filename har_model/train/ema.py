@@ -62,9 +62,8 @@ class WeightEma(TrainerCallback):
 
     def on_step_begin(self, args, state, control, model=None, **kw):
         if self._avg is None:  # the first step: the model holds its starting (or resumed) weights by now
-            self.decay = resolve_decay(self.spec, state.max_steps)
             resumed = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            self.start(model, resumed if state.global_step else None)
+            self.start(model, resumed if state.global_step else None, state.max_steps)
 
     def on_step_end(self, args, state, control, **kw):
         # timm's warm-up: while few steps are averaged, weigh the new ones more (the first weights hold a random head)
@@ -85,8 +84,10 @@ class WeightEma(TrainerCallback):
         tensors = {**self.state_dict(), "_updates": torch.tensor(self.updates)}
         atomic_write_bytes(folder / EMA_FILE, _serialise(tensors))
 
-    def start(self, model, checkpoint: Path | None) -> None:
-        """Begin from the model's weights, or continue the average saved in `checkpoint` (--resume)."""
+    def start(self, model, checkpoint: Path | None, total_steps: int) -> None:
+        """Begin from the model's weights, or continue the average saved in `checkpoint` (--resume), for a member
+        of `total_steps` optimizer steps (what --ema-decay auto scales with)."""
+        self.decay = resolve_decay(self.spec, total_steps)
         state = model.state_dict()
         self._names = [k for k, v in state.items() if v.is_floating_point()]
         self._live = [state[k] for k in self._names]
@@ -147,8 +148,7 @@ def choose(trainer: Trainer, best_f1: float | None, checkpoint: str | None) -> d
     if not ema.started:
         if checkpoint is None or not (Path(checkpoint) / EMA_FILE).is_file():
             return None
-        ema.decay = resolve_decay(ema.spec, trainer.state.max_steps)
-        ema.start(trainer.model, Path(checkpoint))
+        ema.start(trainer.model, Path(checkpoint), trainer.state.max_steps)
     model = trainer.model
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     model.load_state_dict(ema.averaged_state(model))

@@ -27,8 +27,8 @@ def small_model() -> nn.Module:
 def test_the_average_follows_its_formula_batch_norm_statistics_included():
     model = small_model()
     avg = ema.WeightEma("0.9")
-    avg.decay = 0.9
-    avg.start(model, None)
+    avg.start(model, None, total_steps=5)
+    assert avg.decay == 0.9
     expected = {k: v.clone().float() for k, v in model.state_dict().items() if v.is_floating_point()}
     for n in range(1, 6):
         with torch.no_grad():
@@ -77,8 +77,7 @@ class StubTrainer:
 def test_the_average_is_kept_only_where_it_scores_higher_on_validation(score, kept):
     model = small_model()
     average = ema.WeightEma("0.5")
-    average.decay = 0.5
-    average.start(model, None)
+    average.start(model, None, total_steps=10)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(1.0)  # training moved on: the best checkpoint differs from the average
