@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from har_model.errors import HarError
+from har_model.errors import HarError, command
 from har_model.outputs import USER_ERRNOS
 
 COMMANDS = {
@@ -27,9 +27,12 @@ COMMANDS = {
     "publish-space": ("har_model.serve.space", "publish the app and a model as a Hugging Face Space"),
 }
 
-USAGE = "usage: python train.py [{}] ...\n\ncommands:\n{}\n\nRun `python train.py COMMAND --help` for the options of one command.".format(
-    "|".join(COMMANDS), "\n".join(f"  {name:<14} {help_}" for name, (_, help_) in COMMANDS.items())
-)
+
+def usage() -> str:
+    """The command list `--help` prints first, naming the program as it was started (har-model or python train.py)."""
+    commands = "\n".join(f"  {name:<14} {help_}" for name, (_, help_) in COMMANDS.items())
+    return (f"usage: {command()} [{'|'.join(COMMANDS)}] ...\n\ncommands:\n{commands}\n\n"
+            f"Run `{command('COMMAND')} --help` for the options of one command.")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in COMMANDS:
         command, argv = argv[0], argv[1:]
     elif argv and argv[0] in ("-h", "--help") and len(argv) == 1:
-        print(USAGE)
+        print(usage())
         print("\nOptions of the default `train` command follow.\n")
         command = "train"
     else:

@@ -7,3 +7,14 @@ that names the file or argument and the problem. The CLI prints it as one line a
 
 class HarError(Exception):
     """An error caused by the user's input, reported as one clear line without a traceback."""
+
+
+def command(name: str = "") -> str:
+    """A command line as the user started this process, for usage lines and the fixes an error suggests:
+    ``har-model NAME`` through the installed console script, else ``python train.py NAME``."""
+    import os
+    import sys
+
+    program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    base = "har-model" if program in ("har-model", "har-model.exe") else "python train.py"
+    return f"{base} {name}".rstrip()

@@ -60,6 +60,7 @@ def test_wheel_declares_serving_dependencies_a_train_extra_and_the_har_model_com
     out = subprocess.run([str(site / "bin" / "har-model"), "predict", "--help"], cwd=tmp_path, capture_output=True,
                          text=True, env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0 and "--model" in out.stdout, out.stderr[-2000:]
+    assert out.stdout.startswith("usage: har-model predict "), out.stdout[:200]  # the name the user typed
 
 
 def test_readme_test_command_is_what_ci_runs():

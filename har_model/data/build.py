@@ -48,7 +48,7 @@ from har_model.data.load import features_for, image_bytes, load_dataset_any, loa
 from har_model.data.scan import (DEFAULT_MIN_SIDE, Candidate, Skipped, analyse_files, check_data_dir,
                                  list_candidates)
 from har_model.data.splits import SPLITS, check_fractions, grouped_stratified_split
-from har_model.errors import HarError
+from har_model.errors import HarError, command
 from har_model.hub import push_folder
 from har_model.imaging import DEFAULT_MAX_PIXELS
 from har_model.outputs import Publication, claim_output_dir
@@ -96,7 +96,7 @@ def dataset_from_args(args: DataArguments, dataset_dir: Path, *, overwrite: bool
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python train.py prepare",
+        prog=command("prepare"),
         formatter_class=HelpFormatter,
         allow_abbrev=False,  # an option is never matched by a prefix of its name
         description="Validate, de-duplicate and split an image folder (or re-publish a dataset) as a Hugging Face dataset repository folder.",

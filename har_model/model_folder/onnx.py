@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from har_model.calibration import Calibration
-from har_model.errors import HarError
+from har_model.errors import HarError, command
 from har_model.model_folder.files import CARD, ONNX_DIR, ONNX_FP32, ONNX_INFO, ONNX_INT8, read_labels, require_config
 from har_model.model_folder.int8 import Gate, build_int8, not_made
 from har_model.model_folder.resolve import copy_model_files, is_hub_id, resolve_model_dir
@@ -170,7 +170,7 @@ def _check_against_torch(path: Path, x, ref: np.ndarray, tol: float = 1e-3) -> N
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python train.py export-onnx", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog=command("export-onnx"), description=__doc__.split("\n\n")[0],
                                 allow_abbrev=False)
     p.add_argument("--model", required=True, help="model folder written by `python train.py`, or a Hub model id")
     p.add_argument("--output-dir", type=Path, default=None,

@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image
 
 from har_model.calibration import Calibration, answer, decide
-from har_model.errors import HarError
+from har_model.errors import HarError, command
 from har_model.explain import GradCam, overlay, torch_available
 from har_model.imaging import is_image_path, open_rgb, to_rgb
 from har_model.model_folder.files import CONFIG, ONNX_DIR, ONNX_FP32, ONNX_INT8, choose_onnx_file, read_labels
@@ -187,7 +187,7 @@ class Classifier:
         onnx_file = FORCED_ONNX.get(backend, onnx_file)
         onnx_path = choose_onnx_file(model_dir) if onnx_file is None else model_dir / ONNX_DIR / onnx_file
         if onnx_path is not None and not onnx_path.is_file():
-            hint = (f" (backend {backend}; `python train.py export-onnx --model {model_dir}` writes it from a model "
+            hint = (f" (backend {backend}; `{command('export-onnx')} --model {model_dir}` writes it from a model "
                     "folder with its dataset/)" if backend in FORCED_ONNX else "")
             raise HarError(f"{onnx_path}: no such ONNX file{hint}")
         backend = "onnx" if backend in FORCED_ONNX else backend
@@ -202,7 +202,7 @@ class Classifier:
                     pass
         if backend == "onnx":
             if onnx_path is None:
-                raise HarError(f"{model_dir}: no ONNX model in {ONNX_DIR}/ (run `python train.py export-onnx --model {model_dir}`)")
+                raise HarError(f"{model_dir}: no ONNX model in {ONNX_DIR}/ (run `{command('export-onnx')} --model {model_dir}`)")
             runner = _OnnxRunner(onnx_path, num_threads)
             backend = f"onnx:{onnx_path.name}"
         else:
@@ -350,7 +350,7 @@ listed, the failed ones with their error); 2 a usage or model error (one line on
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python train.py predict", description="Classify images with a trained model.",
+    p = argparse.ArgumentParser(prog=command("predict"), description="Classify images with a trained model.",
                                 epilog=EXIT_CODES, allow_abbrev=False)
     p.add_argument("paths", nargs="+", help="image files, folders (searched recursively) or glob patterns")
     p.add_argument("--model", required=True, help="model folder (as written by `python train.py`) or a Hub model id")

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from huggingface_hub import SpaceCard, SpaceCardData, metadata_load
 
-from har_model.errors import HarError
+from har_model.errors import HarError, command
 from har_model.hub import push_folder, retry_command
 from har_model.model_folder import files
 from har_model.model_folder.onnx import export_onnx
@@ -329,7 +329,7 @@ def publish_space(model: str, space_id: str, *, private: bool = False, folder: P
 def command_line(model: str, space_id: str, *, private: bool = False, folder: Path | None = None,
                  model_ids: list[str] | None = None) -> str:
     """The publish-space command with every flag given (less --dry-run), quoted for a shell: to retry, or to push."""
-    words = ["python", "train.py", "publish-space", "--model", str(model), "--space", space_id]
+    words = [*command("publish-space").split(), "--model", str(model), "--space", space_id]
     words += ["--private"] * private + (["--dir", str(folder)] if folder is not None else [])
     for model_id in model_ids or []:
         words += ["--model-id", model_id]
@@ -337,7 +337,7 @@ def command_line(model: str, space_id: str, *, private: bool = False, folder: Pa
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python train.py publish-space", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog=command("publish-space"), description=__doc__.split("\n\n")[0],
                                 allow_abbrev=False)
     p.add_argument("--model", required=True,
                    help="model folder written by train.py (bundled into the Space) or a Hub model id (loaded at start)")

@@ -34,12 +34,12 @@ from transformers.trainer_utils import IntervalStrategy, SaveStrategy, Scheduler
 
 from har_model.data.balance import IMBALANCE_RATIO
 from har_model.data.options import DataArguments, HelpFormatter
-from har_model.errors import HarError
+from har_model.errors import HarError, command
 from har_model.hardware import has_accelerator
 
 DEFAULT_MODEL = "efficientnet-lite0"
 
-USAGE = "python train.py [--data-dir FOLDER | --dataset ID_OR_FOLDER] [--output-dir OUT] [--model MODEL] [OPTION ...]"
+USAGE = "%(prog)s [--data-dir FOLDER | --dataset ID_OR_FOLDER] [--output-dir OUT] [--model MODEL] [OPTION ...]"
 DESCRIPTION = (
     "Fine-tune a pretrained image classifier on a folder of action images (one sub-folder per class) or a published "
     "dataset, evaluate it on a held-out test split and write a model folder that pipeline('image-classification') "
@@ -351,7 +351,7 @@ class TrainConfig:
                 raise HarError(f"--{name} {getattr(self.run, name)}: give a number of images (1 or more)")
         if (self.run.do_eval or self.run.do_predict) and not self.run.do_train:
             raise HarError("--do_eval / --do_predict without --do_train: this command always trains; to evaluate a "
-                           "trained model use `python train.py predict --model MODEL FOLDER`")
+                           f"trained model use `{command('predict')} --model MODEL FOLDER`")
         self._precision_from_switches()
         self._hub_repo_from_flags()
         return self
@@ -441,7 +441,7 @@ class ConfigParser(HfArgumentParser):
     dataclass_types = (DataArguments, RunArguments, HarTrainingArguments)
 
     def __init__(self, every_option: bool = False):
-        argparse.ArgumentParser.__init__(self, prog="python train.py", usage=USAGE, description=DESCRIPTION,
+        argparse.ArgumentParser.__init__(self, prog=command(), usage=USAGE, description=DESCRIPTION,
                                          formatter_class=HelpFormatter, allow_abbrev=False)
         self.add_argument("--help-all", action=_HelpAll, help="show this help with every Trainer option and exit")
         self.epilog = EXAMPLE_TEXT

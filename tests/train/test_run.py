@@ -389,6 +389,9 @@ def test_help_reads_well():
     for option in ("--data-dir", "--dataset", "--output-dir", "--model", "--epochs", "--resume", "--push-to-hub",
                    "--export-onnx", "--soup", "efficientnet-lite0"):
         assert option in proc.stdout, option
+    # named as started (the installed `har-model` says its own name: tests/test_packaging.py)
+    assert proc.stdout.startswith("usage: python train.py [train|prepare|predict|export-onnx|publish-space] ...")
+    assert "\nusage: python train.py [--data-dir FOLDER" in proc.stdout
 
 
 def _tiny_vit(out_dir: Path) -> Path:
