@@ -1,6 +1,7 @@
 """Our Trainer: transformers' Trainer plus the fast-CPU recipe, and what it needs around it.
 
-    HarTrainer           -- frozen batch norms kept in eval mode, channels-last inputs, mixup, train accuracy in the
+    HarTrainer           -- frozen batch norms kept in eval mode, the frozen blocks run as an inference network
+                            (har_model.train.frozen_prefix), channels-last inputs, mixup, train accuracy in the
                             logs, a lower learning rate for the backbone than for the new head, class-imbalance
                             compensation (balanced sampling or a class-weighted loss: har_model.train.balancing)
     training_arguments   -- our TrainingArguments (evaluation each epoch, best checkpoint on macro-F1, cosine...)
@@ -12,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from pathlib import Path
@@ -27,6 +29,7 @@ from har_model.hardware import cpu_has_bf16
 from har_model.train import ema
 from har_model.train.balancing import BalancedSampler, BalancePlan, class_weights, weighted_cross_entropy
 from har_model.train.evaluation import compute_metrics_fn
+from har_model.train.frozen_prefix import FrozenPrefix
 
 
 def main_block_list(model) -> nn.ModuleList | None:
@@ -107,8 +110,8 @@ class TrainingClock(TrainerCallback, ExportableState):
 
 
 class HarTrainer(Trainer):
-    """Trainer + frozen BN kept in eval mode, channels-last inputs, train accuracy, head/backbone learning rates,
-    class-imbalance compensation."""
+    """Trainer + frozen BN kept in eval mode, a fast frozen prefix, channels-last inputs, train accuracy,
+    head/backbone learning rates, class-imbalance compensation."""
 
     def __init__(self, *a, frozen_norms=None, channels_last=True, backbone_lr_scale=1.0, head_prefixes=None,
                  mixup_alpha=0.0, class_balance: BalancePlan | None = None, **kw):
@@ -125,6 +128,7 @@ class HarTrainer(Trainer):
         self.head_prefixes = tuple(find_head_prefixes(self.model) if head_prefixes is None else head_prefixes)
         self._train_correct = 0
         self._train_seen = 0
+        self.frozen_prefix: FrozenPrefix | None | bool = False  # built at the first training step (False: not yet)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         for m in self.frozen_norms:
@@ -133,15 +137,19 @@ class HarTrainer(Trainer):
             inputs["pixel_values"] = inputs["pixel_values"].contiguous(memory_format=torch.channels_last)
         labels = inputs.get("labels")
         targets = inputs.pop("targets", None)  # soft targets of a student (har_model.train.distill)
-        if model.training and targets is not None:
-            loss, outputs = self._soft_target_loss(model, inputs, targets)
-        elif model.training and self.mixup_alpha > 0 and labels is not None:
-            loss, outputs, labels = self._mixup_loss(model, inputs)  # train accuracy: the larger share's label
-        elif model.training and self.loss_weights is not None and labels is not None:
-            loss, outputs = self._weighted_loss(model, inputs)
-        else:
-            loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
-                                                 num_items_in_batch=num_items_in_batch)
+        if model.training and self.frozen_prefix is False:
+            self.frozen_prefix = FrozenPrefix.build(self.model, torch.bfloat16 if self.args.bf16 else torch.float32)
+        with (self.frozen_prefix.replacing(train=True) if model.training and self.frozen_prefix
+              else contextlib.nullcontext()):
+            if model.training and targets is not None:
+                loss, outputs = self._soft_target_loss(model, inputs, targets)
+            elif model.training and self.mixup_alpha > 0 and labels is not None:
+                loss, outputs, labels = self._mixup_loss(model, inputs)  # train accuracy: the larger share's label
+            elif model.training and self.loss_weights is not None and labels is not None:
+                loss, outputs = self._weighted_loss(model, inputs)
+            else:
+                loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
+                                                     num_items_in_batch=num_items_in_batch)
         if model.training and labels is not None:
             with torch.no_grad():
                 logits = outputs["logits"] if isinstance(outputs, dict) else outputs[1]

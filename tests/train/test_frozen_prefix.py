@@ -1,0 +1,130 @@
+"""The frozen stem and early blocks as an inference network during training (har_model.train.frozen_prefix): the
+same function as the stock layers, the stock layers untouched and back after each step, and no fast path for a
+model it cannot reproduce."""
+
+import copy
+
+import pytest
+import torch
+from transformers import AutoModelForImageClassification
+
+import helpers
+from har_model.train.frozen_prefix import FrozenPrefix
+from har_model.train.trainer import freeze_early_layers
+
+
+def tiny(tmp_path, lite_se: bool = False, frozen: int = 1):
+    """The tiny EfficientNet with non-trivial batch-norm statistics (so folding is tested), its first `frozen`
+    blocks frozen; `lite_se`: squeeze-and-excitation layers set as the Lite conversion sets them (a pass-through)."""
+    model = AutoModelForImageClassification.from_pretrained(helpers.make_tiny_model(tmp_path / "m"))
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.3)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+        if lite_se:
+            for block in model.efficientnet.encoder.blocks:
+                block.squeeze_excite.expand.weight.zero_()
+                block.squeeze_excite.expand.bias.fill_(30.0)
+    freeze_early_layers(model, frozen)
+    return model
+
+
+def pixels(n=4, size=32, seed=0):
+    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("lite_se", [False, True])
+def test_the_prefix_computes_what_the_stock_layers_compute(tmp_path, lite_se):
+    model = tiny(tmp_path, lite_se=lite_se).eval()
+    prefix = FrozenPrefix.build(model)
+    assert prefix is not None and len(prefix.blocks) == 1
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in prefix.fast.modules())  # folded away
+    skipped = [type(b.squeeze_excite).__name__ for b in prefix.fast[1:]]
+    assert skipped == (["_Skip"] if lite_se else ["EfficientNetSqueezeExciteLayer"])  # only a true pass-through
+    x = pixels()
+    with torch.no_grad():
+        want = model(pixel_values=x).logits
+        with prefix.replacing(train=False):
+            got = model(pixel_values=x).logits
+    assert torch.allclose(got, want, atol=1e-5, rtol=1e-4), (got - want).abs().max()
+
+
+def test_within_the_context_the_copy_runs_and_after_it_the_stock_layers_again(tmp_path):
+    model = tiny(tmp_path).eval()
+    prefix = FrozenPrefix.build(model)
+    x = pixels()
+    with torch.no_grad():
+        want = model(pixel_values=x).logits.clone()
+        model.efficientnet.encoder.blocks[0].projection.project_conv.weight.mul_(-3)  # the stock block changes
+        with prefix.replacing(train=False):
+            inside = model(pixel_values=x).logits
+        after = model(pixel_values=x).logits
+    assert torch.allclose(inside, want, atol=1e-5)  # the copy made at build time ran, not the changed block
+    assert not torch.allclose(after, want, atol=1e-3)  # the changed stock block runs again
+    assert "forward" not in vars(model.efficientnet.embeddings)  # nothing of the swap left on the model
+    assert "forward" not in vars(model.efficientnet.encoder.blocks[0])
+
+
+def test_a_training_step_gets_the_stock_gradients_and_leaves_the_frozen_weights(tmp_path):
+    """Dropout off (so both steps see one function): the trainable weights' gradients are the stock ones."""
+    stock = tiny(tmp_path)
+    for m in stock.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    fast_model = copy.deepcopy(stock)
+    prefix = FrozenPrefix.build(fast_model)
+    frozen_before = {k: v.clone() for k, v in fast_model.state_dict().items() if "blocks.0." in k or "embeddings" in k}
+    x, y = pixels(8), torch.randint(0, 3, (8,), generator=torch.Generator().manual_seed(2))
+    grads = []
+    for model, ctx in ((stock, None), (fast_model, prefix)):
+        model.train()
+        for m in model.modules():  # the trainer keeps frozen batch norms in eval mode
+            if isinstance(m, torch.nn.BatchNorm2d) and not m.weight.requires_grad:
+                m.eval()
+        if ctx is None:
+            loss = torch.nn.functional.cross_entropy(model(pixel_values=x).logits, y)
+        else:
+            with ctx.replacing(train=True):
+                loss = torch.nn.functional.cross_entropy(model(pixel_values=x).logits, y)
+        loss.backward()
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.requires_grad})
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for name in grads[0]:
+        assert torch.allclose(grads[1][name], grads[0][name], atol=1e-5, rtol=1e-4), name
+    assert all(p.grad is None for n, p in fast_model.named_parameters() if not p.requires_grad)
+    assert all(torch.equal(fast_model.state_dict()[k], v) for k, v in frozen_before.items())
+    assert fast_model.state_dict().keys() == stock.state_dict().keys()
+
+
+def test_bf16_prefix_stays_as_close_to_float32_as_autocast(tmp_path):
+    model = tiny(tmp_path, lite_se=True).eval()
+    prefix = FrozenPrefix.build(model, torch.bfloat16)
+    assert prefix.fast[0].convolution.weight.dtype == torch.bfloat16
+    x = pixels()
+    with torch.no_grad():
+        exact = model(pixel_values=x).logits
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            stock = model(pixel_values=x).logits.float()
+            with prefix.replacing(train=False):
+                fast = model(pixel_values=x).logits.float()
+    assert (fast - exact).abs().max() <= 2 * (stock - exact).abs().max() + 1e-2
+
+
+def test_no_prefix_where_it_cannot_be_reproduced(tmp_path, monkeypatch):
+    assert FrozenPrefix.build(tiny(tmp_path / "a", frozen=0)) is None  # nothing frozen
+    other = tiny(tmp_path / "v")
+    other.backbone = other.efficientnet
+    del other.efficientnet  # not transformers' EfficientNet layout
+    assert FrozenPrefix.build(other) is None
+    model = tiny(tmp_path / "b")
+    model.efficientnet.embeddings.convolution.weight.requires_grad_(True)  # a trainable stem: not a frozen prefix
+    assert FrozenPrefix.build(model) is None
+    from har_model.train import frozen_prefix
+
+    monkeypatch.setattr(frozen_prefix, "_fold", lambda m: m.modules().__next__().apply(  # a copy that disagrees
+        lambda c: c.weight.data.mul_(1.5) if isinstance(c, torch.nn.Conv2d) else None))
+    assert FrozenPrefix.build(tiny(tmp_path / "c")) is None
