@@ -41,7 +41,7 @@ def strip_noop_squeeze_excite(model) -> int:
     import torch  # optional: only torch models have layers to strip
     from transformers.models.efficientnet.modeling_efficientnet import EfficientNetSqueezeExciteLayer  # as torch
 
-    blocks = getattr(getattr(getattr(model, "efficientnet", None), "encoder", None), "blocks", None) or []
+    blocks = [m for m in model.modules() if hasattr(m, "squeeze_excite")]  # EfficientNet blocks, wherever they sit
     stripped = 0
     for block in blocks:
         se = getattr(block, "squeeze_excite", None)

@@ -3,12 +3,11 @@
 Why: with the first half of the blocks frozen (the default), their forward pass is about 40% of a training step on a
 CPU (Lite0, 256 crops, batch 32, bf16: 606 of 1,482 ms) although nothing in them changes. Most of that time is not
 convolution but passes over large early activations: batch norm in float32 between bf16 convolutions (with the
-casts both ways), and the squeeze-and-excitation layers that the Lite conversion keeps as exact pass-throughs
-(Lite has none: their expanding weights are 0 and their bias 30, so the scale is sigmoid(30) = 1.0 in float32 and
-bf16). Their batch-norm statistics are frozen too (eval mode every step), so the same function is computed by a copy
-with each batch norm folded into the convolution before it, the pass-through layers left out, weights in the
-autocast dtype, and no autograd. Dropout stays on in training, as in the stock blocks (transformers' EfficientNet
-applies element-wise dropout in every block with a residual connection).
+casts both ways) and the squeeze-excite layers the Lite conversion keeps as exact no-ops. The frozen batch norms
+keep their statistics (eval mode every step), so a copy computes the same function with each batch norm folded into
+the convolution before it, the no-op layers left out (har_model.model_folder.torch_model), weights in the autocast
+dtype, in-place activations and no autograd. Dropout stays on in training, as in the stock blocks (transformers'
+EfficientNet applies element-wise dropout in every block with a residual connection).
 
 The model itself is untouched (its state dict, what is saved, evaluation and export are the stock ones): during a
 training forward pass the stem computes the whole prefix and the frozen blocks pass their input through.
@@ -25,35 +24,22 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from har_model.model_folder.torch_model import strip_noop_squeeze_excite
+
 # (convolution, the batch norm right after it) in transformers' EfficientNet modules
 _CONV_BN = (("convolution", "batchnorm"), ("expand_conv", "expand_bn"), ("depthwise_conv", "depthwise_norm"),
             ("project_conv", "project_bn"))
 
 
-class _Skip(nn.Module):
-    """Stands in for a pass-through squeeze-and-excitation layer."""
-
-    def forward(self, hidden_states):
-        return hidden_states
-
-
 def _fold(module: nn.Module) -> None:
+    """Each batch norm (eval mode) folded into the convolution before it, in place (on a copy)."""
     for child in module.children():
         _fold(child)
     for conv, bn in _CONV_BN:
-        c, b = module._modules.get(conv), module._modules.get(bn)  # noqa: SLF001 - swapping children in a copy
+        c, b = getattr(module, conv, None), getattr(module, bn, None)
         if isinstance(c, nn.Conv2d) and isinstance(b, nn.BatchNorm2d):
-            module._modules[conv] = fuse_conv_bn_eval(c, b)  # noqa: SLF001
-            module._modules[bn] = nn.Identity()  # noqa: SLF001
-
-
-def _is_pass_through(se: nn.Module) -> bool:
-    """A squeeze-and-excitation layer whose scale is exactly 1 in float32 and bf16 for every input."""
-    expand = getattr(se, "expand", None)
-    if not isinstance(expand, nn.Conv2d) or expand.bias is None or not isinstance(se.act_expand, nn.Sigmoid):
-        return False
-    with torch.no_grad():
-        return bool((expand.weight == 0).all()) and bool((torch.sigmoid(expand.bias.float()) == 1).all())
+            setattr(module, conv, fuse_conv_bn_eval(c, b))
+            setattr(module, bn, nn.Identity())
 
 
 class FrozenPrefix:
@@ -64,9 +50,7 @@ class FrozenPrefix:
         self.blocks = list(model.efficientnet.encoder.blocks)[:n_blocks]
         fast = copy.deepcopy(nn.Sequential(self.stem, *self.blocks)).eval()  # folding asks for eval mode
         _fold(fast)
-        for block in fast[1:]:
-            if _is_pass_through(block.squeeze_excite):
-                block.squeeze_excite = _Skip()
+        strip_noop_squeeze_excite(fast)
         for m in fast.modules():  # no autograd here: activations and dropout may overwrite their input
             if isinstance(m, (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.SiLU, nn.Dropout)):
                 m.inplace = True

@@ -44,7 +44,7 @@ def test_the_prefix_computes_what_the_stock_layers_compute(tmp_path, lite_se):
     assert prefix is not None and len(prefix.blocks) == 1
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in prefix.fast.modules())  # folded away
     skipped = [type(b.squeeze_excite).__name__ for b in prefix.fast[1:]]
-    assert skipped == (["_Skip"] if lite_se else ["EfficientNetSqueezeExciteLayer"])  # only a true pass-through
+    assert skipped == (["Identity"] if lite_se else ["EfficientNetSqueezeExciteLayer"])  # only a true pass-through
     x = pixels()
     with torch.no_grad():
         want = model(pixel_values=x).logits
