@@ -9,6 +9,7 @@
     augment      -- training augmentation on the cached images with torch ops (no torchvision)
     balancing    -- class-imbalance compensation: balanced sampling or a class-weighted loss
     trainer      -- our Trainer: frozen batch norms, channels-last, mixup, head/backbone learning rates
+    frozen_prefix -- the frozen stem and early blocks run as one folded inference network (a faster step)
     ema          -- each member's weights averaged along its run (EMA), kept where it scores higher on validation
     soup         -- several members trained and averaged into one model (a model soup)
     distill      -- --unlabeled-dir: the shipped model teaches a student on labelled + unlabelled images

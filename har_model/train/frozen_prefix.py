@@ -95,7 +95,9 @@ class FrozenPrefix:
 
         def stem_forward(pixel_values):
             with torch.no_grad():
-                return self.fast(pixel_values.to(self.dtype))
+                out = self.fast(pixel_values.to(self.dtype))
+            # outside autocast the next (stock) block computes in the input's dtype
+            return out if torch.is_autocast_enabled(out.device.type) else out.to(pixel_values.dtype)
 
         self.stem.forward = stem_forward
         for block in self.blocks:

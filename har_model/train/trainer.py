@@ -128,7 +128,8 @@ class HarTrainer(Trainer):
         self.head_prefixes = tuple(find_head_prefixes(self.model) if head_prefixes is None else head_prefixes)
         self._train_correct = 0
         self._train_seen = 0
-        self.frozen_prefix: FrozenPrefix | None | bool = False  # built at the first training step (False: not yet)
+        self.fast_frozen_blocks = True  # run the frozen blocks as a FrozenPrefix where the model allows it
+        self.frozen_prefix: FrozenPrefix | None | bool = False  # False: not built for the weights as they are now
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         for m in self.frozen_norms:
@@ -137,10 +138,7 @@ class HarTrainer(Trainer):
             inputs["pixel_values"] = inputs["pixel_values"].contiguous(memory_format=torch.channels_last)
         labels = inputs.get("labels")
         targets = inputs.pop("targets", None)  # soft targets of a student (har_model.train.distill)
-        if model.training and self.frozen_prefix is False:
-            self.frozen_prefix = FrozenPrefix.build(self.model, torch.bfloat16 if self.args.bf16 else torch.float32)
-        with (self.frozen_prefix.replacing(train=True) if model.training and self.frozen_prefix
-              else contextlib.nullcontext()):
+        with self._frozen_blocks_fast(train=True) if model.training else contextlib.nullcontext():
             if model.training and targets is not None:
                 loss, outputs = self._soft_target_loss(model, inputs, targets)
             elif model.training and self.mixup_alpha > 0 and labels is not None:
@@ -157,6 +155,32 @@ class HarTrainer(Trainer):
                 self._train_correct += int((logits.argmax(-1) == labels)[known].sum())
                 self._train_seen += int(known.sum())
         return (loss, outputs) if return_outputs else loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        with self._frozen_blocks_fast(train=False):
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+
+    # The prefix copies the frozen weights: made anew for each call, after the Trainer has loaded what it loads
+    # (a --resume checkpoint, the best checkpoint, a weight average being scored).
+    def train(self, *args, **kwargs):
+        self.frozen_prefix = False
+        return super().train(*args, **kwargs)
+
+    def evaluate(self, *args, **kwargs):
+        self.frozen_prefix = False
+        return super().evaluate(*args, **kwargs)
+
+    def predict(self, *args, **kwargs):
+        self.frozen_prefix = False
+        return super().predict(*args, **kwargs)
+
+    def _frozen_blocks_fast(self, train: bool):
+        """Within: the stem and frozen blocks run as one inference network (har_model.train.frozen_prefix), where
+        this model allows it; `train`: with dropout."""
+        if self.frozen_prefix is False:
+            self.frozen_prefix = FrozenPrefix.build(self.model, torch.bfloat16 if self.args.bf16 else torch.float32) \
+                if self.fast_frozen_blocks else None
+        return self.frozen_prefix.replacing(train) if self.frozen_prefix else contextlib.nullcontext()
 
     def _mixup_loss(self, model, inputs):
         """mixup (Zhang et al., 2018): train on convex blends of two images with the same blend of their

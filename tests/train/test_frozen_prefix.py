@@ -128,3 +128,63 @@ def test_no_prefix_where_it_cannot_be_reproduced(tmp_path, monkeypatch):
     monkeypatch.setattr(frozen_prefix, "_fold", lambda m: m.modules().__next__().apply(  # a copy that disagrees
         lambda c: c.weight.data.mul_(1.5) if isinstance(c, torch.nn.Conv2d) else None))
     assert FrozenPrefix.build(tiny(tmp_path / "c")) is None
+
+
+def _trainer(tmp_path, model, bf16: bool = False):
+    from transformers import TrainingArguments
+
+    from har_model.train.trainer import HarTrainer
+    from har_model.train.evaluation import compute_metrics_fn
+
+    class Data(torch.utils.data.Dataset):
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, i):
+            return {"pixel_values": pixels(1, seed=i)[0], "labels": torch.tensor(i % 3)}
+
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), per_device_train_batch_size=4,
+                             per_device_eval_batch_size=4, report_to="none", use_cpu=True, bf16=bf16,
+                             num_train_epochs=1, save_strategy="no")
+    return HarTrainer(model=model, args=args, train_dataset=Data(), eval_dataset=Data(),
+                      compute_metrics=compute_metrics_fn(list(helpers.CLASSES)))
+
+
+def test_the_trainer_evaluates_and_trains_through_the_prefix_made_for_the_weights_of_each_call(tmp_path):
+    """Evaluation gives the stock predictions; a prefix is made anew for each call (a checkpoint loaded between
+    two calls is what the next one computes); fast_frozen_blocks False: the stock layers."""
+    model = tiny(tmp_path)
+    trainer = _trainer(tmp_path, model)
+    ran = []
+    stock = trainer.predict(trainer.eval_dataset).predictions
+    prefix = trainer.frozen_prefix
+    assert isinstance(prefix, FrozenPrefix)
+    prefix.fast.register_forward_hook(lambda *a: ran.append(1))
+    assert stock.shape == (8, 3)
+    trainer.fast_frozen_blocks = False
+    reference = trainer.predict(trainer.eval_dataset).predictions
+    assert trainer.frozen_prefix is None and not ran
+    assert torch.allclose(torch.as_tensor(stock), torch.as_tensor(reference), atol=1e-5)
+    trainer.fast_frozen_blocks = True
+    with torch.no_grad():  # as if a checkpoint with other frozen weights were loaded
+        model.efficientnet.embeddings.convolution.weight.mul_(0.5)
+    changed = trainer.predict(trainer.eval_dataset).predictions
+    assert trainer.frozen_prefix is not prefix and not ran  # a new copy, made from the loaded weights
+    trainer.fast_frozen_blocks = False
+    assert torch.allclose(torch.as_tensor(changed), torch.as_tensor(trainer.predict(trainer.eval_dataset).predictions),
+                          atol=1e-5)
+    trainer.fast_frozen_blocks = True
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer.train()
+    assert isinstance(trainer.frozen_prefix, FrozenPrefix)
+    after = model.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items() if k.startswith("efficientnet.embeddings"))
+    assert not torch.equal(after["classifier.weight"], before["classifier.weight"])  # the rest trained
+
+
+def test_a_bf16_prefix_hands_float32_on_outside_autocast(tmp_path):
+    model = tiny(tmp_path).eval()
+    prefix = FrozenPrefix.build(model, torch.bfloat16)
+    with torch.no_grad(), prefix.replacing(train=False):
+        logits = model(pixel_values=pixels()).logits
+    assert logits.dtype == torch.float32
