@@ -33,7 +33,7 @@ import sys
 from fnmatch import fnmatch
 from pathlib import Path
 
-from har_model.errors import HarError
+from har_model.errors import HarError, command
 from har_model.model_folder import files
 
 MARKER = ".har_model.json"
@@ -606,7 +606,7 @@ def files_to_push(folder: str | os.PathLike, kind: str) -> list[str]:
     marker = read_marker(folder)
     if marker is None or marker["kind"] != kind:
         raise HarError(f"{folder}: not a {kind} folder written by har_model (no {MARKER} for a {kind}); only "
-                       "folders written by `python train.py` / `prepare` are pushed")
+                       f"folders written by `{command()}` / `{command('prepare')}` are pushed")
     require_complete(folder)
     return [rel for rel in marker["files"]
             if any(fnmatch(rel, pattern) for pattern in PUSHED[kind]) and (folder / rel).is_file()]

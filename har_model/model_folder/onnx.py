@@ -172,7 +172,7 @@ def _check_against_torch(path: Path, x, ref: np.ndarray, tol: float = 1e-3) -> N
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog=command("export-onnx"), description=__doc__.split("\n\n")[0],
                                 allow_abbrev=False)
-    p.add_argument("--model", required=True, help="model folder written by `python train.py`, or a Hub model id")
+    p.add_argument("--model", required=True, help=f"model folder written by `{command()}`, or a Hub model id")
     p.add_argument("--output-dir", type=Path, default=None,
                    help="write a copy of the model with its onnx/ here (default: into the model folder itself; "
                         "for a Hub model id outputs/<name>, since the download cache is not written to)")

@@ -353,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=command("predict"), description="Classify images with a trained model.",
                                 epilog=EXIT_CODES, allow_abbrev=False)
     p.add_argument("paths", nargs="+", help="image files, folders (searched recursively) or glob patterns")
-    p.add_argument("--model", required=True, help="model folder (as written by `python train.py`) or a Hub model id")
+    p.add_argument("--model", required=True, help=f"model folder (as written by `{command()}`) or a Hub model id")
     p.add_argument("--top-k", type=int, default=1, help="how many classes to show per image (default 1)")
     p.add_argument("--csv", help="write the results to this CSV file instead of printing a table")
     p.add_argument("--overwrite", action="store_true", help="with --csv: replace an existing file")

@@ -225,7 +225,7 @@ class RunArguments:
     bf16: bool = _opt(False, "= --precision bf16", EXAMPLE)
     fp16: bool = _opt(False, "= --precision fp16", EXAMPLE)
     do_train: bool = _opt(False, "accepted: this command always trains, then evaluates on validation and test (to "
-                          "evaluate a trained model only, use `python train.py predict`)", EXAMPLE)
+                          f"evaluate a trained model only, use `{command('predict')}`)", EXAMPLE)
     do_eval: bool = _opt(False, "accepted (see --do-train)", EXAMPLE)
     do_predict: bool = _opt(False, "accepted (see --do-train)", EXAMPLE)
     ignore_mismatched_sizes: bool = _opt(False, "accepted: the classification head is always replaced by a new one "

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import sys
 
 import torch
 from torch import nn
@@ -29,6 +30,7 @@ from har_model.model_folder.torch_model import strip_noop_squeeze_excite
 # (convolution, the batch norm right after it) in transformers' EfficientNet modules
 _CONV_BN = (("convolution", "batchnorm"), ("expand_conv", "expand_bn"), ("depthwise_conv", "depthwise_norm"),
             ("project_conv", "project_bn"))
+_WARNED: set[str] = set()
 
 
 def _fold(module: nn.Module) -> None:
@@ -48,58 +50,68 @@ class FrozenPrefix:
     def __init__(self, model: nn.Module, n_blocks: int, dtype: torch.dtype):
         self.stem = model.efficientnet.embeddings
         self.blocks = list(model.efficientnet.encoder.blocks)[:n_blocks]
-        fast = copy.deepcopy(nn.Sequential(self.stem, *self.blocks)).eval()  # folding asks for eval mode
+        # folded in float32 (and eval mode, which folding asks for), cast to `dtype` once checked (build)
+        fast = copy.deepcopy(nn.Sequential(self.stem, *self.blocks)).float().eval()
         _fold(fast)
         strip_noop_squeeze_excite(fast)
         for m in fast.modules():  # no autograd here: activations and dropout may overwrite their input
             if isinstance(m, (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.SiLU, nn.Dropout)):
                 m.inplace = True
         self.dtype = dtype
-        self.fast = fast.requires_grad_(False)  # float32 until checked (agrees), then `dtype`
+        self.fast = fast.requires_grad_(False)
+        self.dropouts = [m for m in fast.modules() if isinstance(m, nn.Dropout)]
 
     @classmethod
     def build(cls, model: nn.Module, dtype: torch.dtype = torch.float32) -> FrozenPrefix | None:
         """The prefix of the stem and the leading frozen blocks, or None where there is none or this model is not
-        one it reproduces exactly (then the stock path trains)."""
+        one it reproduces exactly (then the stock path runs)."""
         try:
             stem, blocks = model.efficientnet.embeddings, list(model.efficientnet.encoder.blocks)
         except AttributeError:
-            return None
+            return None  # not transformers' EfficientNet
         frozen = lambda m: not any(p.requires_grad for p in m.parameters())  # noqa: E731
         n_blocks = next((i for i, b in enumerate(blocks) if not frozen(b)), len(blocks))
         if n_blocks == 0 or not frozen(stem):
             return None
-        prefix = cls(model, n_blocks, dtype)
-        if not prefix.agrees():
+        if any(p.dtype != torch.float32 for p in model.parameters()):
+            return None  # cast for evaluation (--bf16_full_eval / --fp16_full_eval): the stock layers as cast
+        try:
+            prefix = cls(model, n_blocks, dtype)
+            problem = prefix.problem()
+        except Exception as exc:  # noqa: BLE001 - a speed-up must never stop a run: the stock layers run instead
+            problem = f"{type(exc).__name__}: {exc}"
+        if problem:
+            if problem not in _WARNED:  # once a process: the prefix is made anew for each train/evaluate call
+                _WARNED.add(problem)
+                print(f"warning: the frozen blocks run through the stock layers, more slowly ({problem})",
+                      file=sys.stderr, flush=True)
             return None
         prefix.fast.to(dtype)
         if stem.convolution.weight.is_contiguous(memory_format=torch.channels_last):
             prefix.fast.to(memory_format=torch.channels_last)  # the folded weights are new tensors
         return prefix
 
-    def agrees(self) -> bool:
-        """The float32 copy computes what the stock layers compute (eval mode: no dropout) on a test input."""
+    def problem(self) -> str | None:
+        """Why the float32 copy is not the stock layers' function (eval mode: no dropout), or None: a batch norm
+        left unfolded (it would compute batch statistics in training), or outputs apart on a test input."""
+        if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.fast.modules()):
+            return "a batch norm without a convolution to fold it into"
         ref = copy.deepcopy(nn.Sequential(self.stem, *self.blocks)).float().eval()
-        fast = self.fast.eval()
-        channels = self.stem.convolution.in_channels
-        x = torch.randn(2, channels, 64, 64, generator=torch.Generator().manual_seed(0),
-                        device=next(ref.parameters()).device)
+        device = next(ref.parameters()).device
+        x = torch.randn(2, self.stem.convolution.in_channels, 64, 64, generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
-            want, got = ref(x), fast(x)
-        return want.shape == got.shape and torch.allclose(got, want, rtol=1e-3, atol=1e-3 * float(want.abs().max()))
+            want, got = ref(x.to(device)), self.fast.eval()(x.to(device))
+        if want.shape != got.shape or not torch.allclose(got, want, rtol=1e-3, atol=1e-3 * float(want.abs().max())):
+            return "the folded copy disagrees with them on a test input"
+        return None
 
     @contextlib.contextmanager
     def replacing(self, train: bool):
-        """Within: the stem returns the prefix's output and the frozen blocks pass it through. `train`: dropout on."""
-        self.fast.train(train)
-
-        def stem_forward(pixel_values):
-            with torch.no_grad():
-                out = self.fast(pixel_values.to(self.dtype))
-            # outside autocast the next (stock) block computes in the input's dtype
-            return out if torch.is_autocast_enabled(out.device.type) else out.to(pixel_values.dtype)
-
-        self.stem.forward = stem_forward
+        """Within: the stem returns the prefix's output and the frozen blocks pass it through. `train`: dropout on
+        (nothing else in the copy depends on the mode: no batch norm is left)."""
+        for m in self.dropouts:
+            m.train(train)
+        self.stem.forward = self._stem_forward
         for block in self.blocks:
             block.forward = _identity
         try:
@@ -107,6 +119,12 @@ class FrozenPrefix:
         finally:
             for m in (self.stem, *self.blocks):
                 del m.forward  # the class's forward again
+
+    def _stem_forward(self, pixel_values):
+        with torch.no_grad():
+            out = self.fast(pixel_values.to(self.dtype))
+        # outside autocast the next (stock) block computes in the input's dtype
+        return out if torch.is_autocast_enabled(out.device.type) else out.to(pixel_values.dtype)
 
 
 def _identity(hidden_states):

@@ -178,8 +178,11 @@ class HarTrainer(Trainer):
         """Within: the stem and frozen blocks run as one inference network (har_model.train.frozen_prefix), where
         this model allows it; `train`: with dropout."""
         if self.frozen_prefix is False:
-            self.frozen_prefix = FrozenPrefix.build(self.model, torch.bfloat16 if self.args.bf16 else torch.float32) \
-                if self.fast_frozen_blocks else None
+            # not under torch.compile (it traces the stock graph) nor sharded parameters (FSDP, DeepSpeed)
+            usable = self.fast_frozen_blocks and not (self.args.torch_compile or self.is_fsdp_enabled
+                                                      or self.is_deepspeed_enabled)
+            self.frozen_prefix = FrozenPrefix.build(
+                self.model, torch.bfloat16 if self.args.bf16 else torch.float32) if usable else None
         return self.frozen_prefix.replacing(train) if self.frozen_prefix else contextlib.nullcontext()
 
     def _mixup_loss(self, model, inputs):

@@ -2,6 +2,7 @@
 same function as the stock layers, the stock layers untouched and back after each step, and no fast path for a
 model it cannot reproduce."""
 
+import contextlib
 import copy
 
 import pytest
@@ -29,6 +30,31 @@ def tiny(tmp_path, lite_se: bool = False, frozen: int = 1):
             for block in model.efficientnet.encoder.blocks:
                 block.squeeze_excite.expand.weight.zero_()
                 block.squeeze_excite.expand.bias.fill_(30.0)
+    freeze_early_layers(model, frozen)
+    return model
+
+
+def deeper(frozen: int = 4):
+    """An EfficientNet whose frozen prefix has what the tiny one lacks: expansion layers, a stride-2 block (its zero
+    padding), repeated blocks with residual connections and dropout (rate growing with depth), random statistics."""
+    from transformers import EfficientNetConfig, EfficientNetForImageClassification
+
+    torch.manual_seed(0)
+    config = EfficientNetConfig(image_size=64, width_coefficient=0.25, depth_coefficient=1.0, hidden_dim=320,
+                                kernel_sizes=[3, 3, 5], in_channels=[32, 16, 24], out_channels=[16, 24, 40],
+                                strides=[1, 2, 2], num_block_repeats=[1, 2, 2], expand_ratios=[1, 6, 6],
+                                depthwise_padding=[], drop_connect_rate=0.4, hidden_act="relu6", num_labels=3)
+    model = EfficientNetForImageClassification(config)
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.3)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
     freeze_early_layers(model, frozen)
     return model
 
@@ -114,7 +140,7 @@ def test_bf16_prefix_stays_as_close_to_float32_as_autocast(tmp_path):
     assert (fast - exact).abs().max() <= 2 * (stock - exact).abs().max() + 1e-2
 
 
-def test_no_prefix_where_it_cannot_be_reproduced(tmp_path, monkeypatch):
+def test_no_prefix_where_it_cannot_be_reproduced(tmp_path, monkeypatch, capsys):
     assert FrozenPrefix.build(tiny(tmp_path / "a", frozen=0)) is None  # nothing frozen
     other = tiny(tmp_path / "v")
     other.backbone = other.efficientnet
@@ -125,9 +151,20 @@ def test_no_prefix_where_it_cannot_be_reproduced(tmp_path, monkeypatch):
     assert FrozenPrefix.build(model) is None
     from har_model.train import frozen_prefix
 
-    monkeypatch.setattr(frozen_prefix, "_fold", lambda m: m.modules().__next__().apply(  # a copy that disagrees
-        lambda c: c.weight.data.mul_(1.5) if isinstance(c, torch.nn.Conv2d) else None))
+    fold = frozen_prefix._fold
+
+    def bad_fold(module):  # a copy that disagrees
+        fold(module)
+        module.apply(lambda c: c.weight.data.mul_(1.5) if isinstance(c, torch.nn.Conv2d) else None)
+
+    monkeypatch.setattr(frozen_prefix, "_fold", bad_fold)
+    monkeypatch.setattr(frozen_prefix, "_WARNED", set())
+    capsys.readouterr()
     assert FrozenPrefix.build(tiny(tmp_path / "c")) is None
+    assert "(the folded copy disagrees with them on a test input)" in capsys.readouterr().err
+    model = tiny(tmp_path / "d")
+    capsys.readouterr()
+    assert FrozenPrefix.build(model) is None and "stock layers" not in capsys.readouterr().err  # said once
 
 
 def _trainer(tmp_path, model, bf16: bool = False):
@@ -188,3 +225,54 @@ def test_a_bf16_prefix_hands_float32_on_outside_autocast(tmp_path):
     with torch.no_grad(), prefix.replacing(train=False):
         logits = model(pixel_values=pixels()).logits
     assert logits.dtype == torch.float32
+
+
+def test_in_training_the_prefix_draws_the_same_dropout_and_gives_the_stock_output():
+    """Train mode, float32, one seed for both: the prefix (expansions, stride-2 padding, residual blocks with
+    dropout, all folded) gives the stock output and the stock dropout masks; in eval mode no dropout at all."""
+    model = deeper()
+    blocks = model.efficientnet.encoder.blocks
+    assert len(blocks) == 5 and any(b.projection.apply_dropout and b.projection.dropout.p > 0 for b in blocks[:4])
+    model.train()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d) and not m.weight.requires_grad:
+            m.eval()  # as the trainer keeps them
+    prefix = FrozenPrefix.build(model)
+    assert prefix is not None and len(prefix.blocks) == 4 and prefix.dropouts
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in prefix.fast.modules())
+    x = pixels(4, 64)
+    outs = []
+    for fast in (False, True, False):
+        torch.manual_seed(7)
+        with torch.no_grad(), prefix.replacing(train=True) if fast else contextlib.nullcontext():
+            outs.append(model(pixel_values=x).logits)
+    assert not torch.allclose(outs[0], model.eval()(pixel_values=x).logits, atol=1e-4)  # dropout did act
+    assert torch.allclose(outs[1], outs[0], atol=1e-4, rtol=1e-4) and torch.equal(outs[2], outs[0])
+    with torch.no_grad(), prefix.replacing(train=False):
+        assert torch.allclose(model(pixel_values=x).logits, model.eval()(pixel_values=x).logits, atol=1e-4)
+    assert all(not m.training for m in model.modules())  # replacing() left the model's modes alone
+
+
+def test_a_batch_norm_that_cannot_be_folded_leaves_the_stock_layers(monkeypatch, capsys):
+    from har_model.train import frozen_prefix
+
+    monkeypatch.setattr(frozen_prefix, "_CONV_BN", frozen_prefix._CONV_BN[:-1])  # project_bn stays a batch norm
+    monkeypatch.setattr(frozen_prefix, "_WARNED", set())
+    assert FrozenPrefix.build(deeper()) is None
+    assert "the frozen blocks run through the stock layers" in capsys.readouterr().err
+
+
+def test_no_prefix_for_a_model_cast_for_evaluation():
+    assert FrozenPrefix.build(deeper().to(torch.bfloat16)) is None  # --bf16_full_eval casts the model itself
+
+
+def test_with_bf16_autocast_the_trainer_uses_a_bf16_prefix_close_to_the_stock_layers(tmp_path):
+    trainer = _trainer(tmp_path, tiny(tmp_path, lite_se=True), bf16=True)
+    fast = torch.as_tensor(trainer.predict(trainer.eval_dataset).predictions).float()
+    assert trainer.frozen_prefix.fast[0].convolution.weight.dtype == torch.bfloat16
+    trainer.fast_frozen_blocks = False
+    stock = torch.as_tensor(trainer.predict(trainer.eval_dataset).predictions).float()
+    assert torch.allclose(fast, stock, atol=0.05 * float(stock.abs().max()))
+    trainer.fast_frozen_blocks = True
+    trainer.train()  # a bf16 training step through the prefix
+    assert isinstance(trainer.frozen_prefix, FrozenPrefix)
