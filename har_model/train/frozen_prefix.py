@@ -9,10 +9,11 @@ the convolution before it, the no-op layers left out (har_model.model_folder.tor
 dtype, in-place activations and no autograd. Dropout stays on in training, as in the stock blocks (transformers'
 EfficientNet applies element-wise dropout in every block with a residual connection).
 
-The model itself is untouched (its state dict, what is saved, evaluation and export are the stock ones): during a
-training forward pass the stem computes the whole prefix and the frozen blocks pass their input through.
-`FrozenPrefix.build` returns None for any model it cannot reproduce exactly (not transformers' EfficientNet, or a
-copy that disagrees with the stock layers on a test input), which then trains the stock way.
+The model itself is untouched (its state dict, what is saved and exported are the stock ones): during a forward
+pass of the Trainer (training, evaluation, prediction) the stem computes the whole prefix and the frozen blocks pass
+their input through. `FrozenPrefix.build` returns None for any model it cannot reproduce exactly (not transformers'
+EfficientNet, a batch norm it cannot fold, a copy that disagrees with the stock layers on a test input, a model cast
+for full-bf16/fp16 evaluation), which then runs the stock way.
 """
 
 from __future__ import annotations
