@@ -38,7 +38,6 @@ class RunRecord:
     train_crop_size: list[int]  # [height, width] of the training crops
     early_stopping_patience: int
     ema_decay: str | None = None  # --ema-decay as given: "auto", a decay, or "0" (off); None: before it existed
-    progressive_resize: list[int] | None = None  # --progressive-resize: each member's training crop side per epoch
     class_balance: dict | None = None  # {"method", "ratio", "chosen_by"} (har_model.train.balancing)
     unlabeled: dict | None = None  # --unlabeled-dir: {"method", "epochs", "min_confidence", "learning_rate_scale",
     #                                "fps"} (har_model.train.distill)

@@ -56,22 +56,6 @@ class Augmenter:
         return normalize(x, *self.affine)
 
 
-def crop_size_schedule(start: int, full: int, epochs: int, multiple: int = 32) -> list[int]:
-    """Progressive resizing: the training crop side for each epoch, growing linearly from `start` to `full` over the
-    first half of the epochs (rounded to `multiple`, the network's stride) and `full` for the rest. Small early crops
-    cost a fraction of a full step (the cost grows with the pixels) while the model learns the coarse features;
-    the last epochs train at full size, so the model ends adapted to the resolution it is evaluated near (as in
-    fast.ai's and FFCV's ImageNet recipes)."""
-    if start <= 0 or start >= full or epochs <= 1:
-        return [full] * max(epochs, 1)
-    ramp = math.ceil(epochs / 2)
-    sizes = []
-    for e in range(epochs):
-        side = start + (full - start) * min(e, ramp) / ramp
-        sizes.append(min(full, max(multiple, int(round(side / multiple)) * multiple)))
-    return sizes
-
-
 def affine_tensors(prep: Prep) -> tuple[torch.Tensor, torch.Tensor]:
     """The processor's rescale and normalisation as per-channel (scale, offset) tensors of shape [3, 1, 1]."""
     if prep.scale is None:

@@ -45,7 +45,7 @@ def _parse_eval_size(spec, train_size: int, model_type: str | None) -> int:
     return _check_size("--eval-size", size)
 
 
-def train_eval_preprocessing(model, processor, image_size: int | None, eval_size, progressive_resize: int = 0):
+def train_eval_preprocessing(model, processor, image_size: int | None, eval_size):
     """(training, evaluation) preprocessing (har_model.preprocessing, as serving does it); the processor (saved with the model) is set to the evaluation size.
 
     Random-resized-crop training shows objects larger than a plain resize of the whole photo does; evaluating a
@@ -60,9 +60,6 @@ def train_eval_preprocessing(model, processor, image_size: int | None, eval_size
     if image_size is not None and image_size != base_size and model_type not in _CONV_MODEL_TYPES:
         raise HarError(f"--image-size {image_size}: {model_type or 'this'} models take only {base_size} pixels "
                        "(position embeddings); leave --image-size out")
-    if 0 < progressive_resize < train_size and model_type not in _CONV_MODEL_TYPES:
-        raise HarError(f"--progressive-resize {progressive_resize}: {model_type or 'this'} models take only their "
-                       "training size; leave --progressive-resize out")
     if test_size != train_size and model_type not in _CONV_MODEL_TYPES:
         raise HarError(f"--eval-size {test_size}: {model_type or 'this'} models take only their training size; "
                        "use --eval-size same")
@@ -100,11 +97,10 @@ class BaseModel:
 
 
 def load_base_model(name: str, labels: list[str], *, image_size: int | None, eval_size, freeze_layers,
-                    channels_last: bool, report: bool = True, progressive_resize: int = 0) -> BaseModel:
+                    channels_last: bool, report: bool = True) -> BaseModel:
     """`name` with a new head for `labels` (random: draws from torch's generator), sized, frozen, channels-last.
     `report`: say what happened to the head (once a run: every soup member gets the same)."""
     model, processor = backbones.load_backbone(name, labels, report=report)
-    train_prep, eval_prep = train_eval_preprocessing(model, processor, image_size or default_image_size(name), eval_size,
-                                                     progressive_resize)
+    train_prep, eval_prep = train_eval_preprocessing(model, processor, image_size or default_image_size(name), eval_size)
     model, frozen_blocks = prepare_model(model, freeze_layers, channels_last)
     return BaseModel(model, processor, train_prep, eval_prep, frozen_blocks)

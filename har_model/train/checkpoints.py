@@ -37,15 +37,12 @@ RESUME_FLAGS = {
     "learning_rate": ("training", "learning_rate"), "backbone_lr_scale": ("run", "backbone_lr_scale"),
     "freeze_layers": ("run", "freeze_layers"), "weight_decay": ("training", "weight_decay"),
     "warmup_ratio": ("training", "warmup_steps"), "label_smoothing": ("training", "label_smoothing_factor"),
-    "mixup": ("run", "mixup"), "progressive_resize": ("run", "progressive_resize"),
-    "image_size": ("run", "image_size"), "eval_size": ("run", "eval_size"),
+    "mixup": ("run", "mixup"), "image_size": ("run", "image_size"), "eval_size": ("run", "eval_size"),
     "precision": ("run", "precision"), "train_seed": ("run", "train_seed"), "seed": ("data", "seed"),
     "class_balance": ("run", "class_balance"), "max_train_samples": ("run", "max_train_samples"),
     "max_eval_samples": ("run", "max_eval_samples"), "unlabeled_fps": ("run", "unlabeled_fps"),
     "unlabeled_min_confidence": ("run", "unlabeled_min_confidence"), "distill_lr_scale": ("run", "distill_lr_scale"),
 }
-# Flags added after runs were recorded without them, and the value those runs had
-ADDED_FLAGS = {"progressive_resize": 0}
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -119,7 +116,7 @@ def check_resume(ckpt_dir: Path, fingerprint: dict) -> None:
         differences.append("the class names")
     flags = recorded.get("flags", {})
     for name, value in fingerprint["flags"].items():
-        if flags.get(name, ADDED_FLAGS.get(name)) != value:
+        if flags.get(name) != value:
             differences.append(f"--{name.replace('_', '-')} {flags.get(name)} -> {value}")
     if differences:
         raise HarError(f"--resume: the checkpoints in {ckpt_dir} belong to a different run ({'; '.join(differences)}); "

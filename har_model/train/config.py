@@ -164,9 +164,6 @@ class RunArguments:
                               "first half; 0: none)")
     mixup: float = _opt(0.0, "mixup strength: blend pairs of training images and their labels with a "
                         "Beta(ALPHA, ALPHA) weight (0 = off)", metavar="ALPHA")
-    progressive_resize: int = _opt(0, "progressive resizing: each member's first epochs train on smaller crops, "
-                                   "from this many pixels growing to --image-size by the middle of its run, which "
-                                   "makes them cheaper (0: off)", metavar="PIXELS")
     ema_decay: str = _opt("0", "weight averaging along each member's run: an exponential moving average of its "
                           "weights after every step (Polyak/EMA), shipped instead of the member's best checkpoint only "
                           "where it scores higher on validation; a decay below 1 such as 0.998, auto (the average "
@@ -335,8 +332,6 @@ class TrainConfig:
             from har_model.train.ema import parse_decay  # with the run's heavy imports: --help stays quick
 
             parse_decay(self.run.ema_decay)
-        if self.run.progressive_resize < 0:
-            raise HarError(f"--progressive-resize {self.run.progressive_resize}: give a crop size in pixels (0: off)")
         if self.run.cache_memory is not None and self.run.cache_memory < 0:
             raise HarError(f"--cache-memory {self.run.cache_memory}: give a number of GB (0: keep the cache on disk)")
         if self.run.unlabeled_dir is not None and self.run.distill_epochs <= 0:

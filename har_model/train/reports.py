@@ -15,7 +15,6 @@ Files written into the model folder:
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -37,7 +36,6 @@ from har_model.model_folder.files import CONFUSION_MATRIX, DATASET, PREDICTIONS,
 from har_model.model_folder.record import RECORD_KEY, RunRecord
 from har_model.model_folder.write import write_card, write_examples, write_metrics, write_processor
 from har_model.outputs import pushed_to
-from har_model.train.augment import crop_size_schedule
 from har_model.train.backbones import builtin_source
 from har_model.train.balancing import BalancePlan
 from har_model.train.base_model import BaseModel
@@ -120,9 +118,6 @@ def run_record(config: TrainConfig, base: BaseModel, precision: str, balance: Ba
         warmup_ratio=training.warmup_steps, precision=precision, seed=config.data.seed,
         input_size=list(base.eval_prep.output_hw), train_crop_size=list(base.train_prep.output_hw),
         early_stopping_patience=options.early_stopping_patience,
-        progressive_resize=(crop_size_schedule(options.progressive_resize, min(base.train_prep.output_hw),
-                                               max(1, math.ceil(training.num_train_epochs)))
-                            if options.progressive_resize > 0 else None),
         class_balance=balance.as_recipe() if balance is not None else None,
         unlabeled=({"method": "noisy-student self-training: soft targets of the shipped model (flip-averaged) on "
                               "the unlabelled images, student initialised from it",

@@ -81,8 +81,7 @@ def _train_into(stage: Path, out: Path, config: TrainConfig, member_dirs: list[P
     labels = list(dsd["train"].features["label"].names)
     load_model = functools.partial(base_model.load_base_model, recipe.model, labels, image_size=recipe.image_size,
                                    eval_size=recipe.eval_size, freeze_layers=recipe.freeze_layers,
-                                   channels_last=not recipe.no_channels_last,
-                                   progressive_resize=recipe.progressive_resize)
+                                   channels_last=not recipe.no_channels_last)
     base = load_model(report=procs.index == 0)
     with procs.main_first():  # decoding the images, then mapping them
         store = image_cache.run_store(out, recipe, key, build=procs.is_main, shared=procs.count > 1)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 import time
 from pathlib import Path
 
@@ -28,7 +27,6 @@ from transformers.trainer_optimizer import is_optimizer_factory
 
 from har_model.hardware import cpu_has_bf16
 from har_model.train import ema
-from har_model.train.augment import crop_size_schedule
 from har_model.train.balancing import BalancedSampler, BalancePlan, class_weights, weighted_cross_entropy
 from har_model.train.evaluation import compute_metrics_fn
 from har_model.train.frozen_prefix import FrozenPrefix
@@ -109,26 +107,6 @@ class TrainingClock(TrainerCallback, ExportableState):
     def of(cls, trainer: Trainer) -> "TrainingClock":
         """The clock in the trainer's handler: on --resume the Trainer swaps in the one restored from the checkpoint."""
         return next(c for c in trainer.callback_handler.callbacks if isinstance(c, cls))
-
-
-class ProgressiveResize(TrainerCallback):
-    """--progressive-resize: sets the training crop size at the start of each epoch (augment.crop_size_schedule,
-    from `start` to the training set's own crop size), back to that size when training ends. Epoch by epoch, so a
-    run continued with --resume picks up the size of its epoch."""
-
-    def __init__(self, start: int, augmenter):
-        self.start, self.augmenter = int(start), augmenter
-        self.full = augmenter.out_hw
-
-    def on_epoch_begin(self, args, state, control, **kw):
-        epochs = max(1, math.ceil(state.num_train_epochs))
-        sizes = crop_size_schedule(self.start, min(self.full), epochs)
-        side = sizes[min(int(state.epoch or 0), epochs - 1)]
-        h, w = self.full
-        self.augmenter.out_hw = (h, w) if side >= min(h, w) else (round(h * side / min(h, w)), round(w * side / min(h, w)))
-
-    def on_train_end(self, args, state, control, **kw):
-        self.augmenter.out_hw = self.full
 
 
 class HarTrainer(Trainer):
@@ -364,9 +342,6 @@ def make_trainer(model, output_dir: Path, seed: int, *, config, images, labels: 
     `weight_average`: keep the moving average of the weights (--ema-decay, har_model.train.ema): a member's Trainer."""
     recipe = config.run
     callbacks = [TrainingClock(), *(ema.callbacks(recipe.ema_decay) if weight_average else [])]
-    augmenter = getattr(images.train if train_dataset is None else train_dataset, "augmenter", None)
-    if weight_average and recipe.progressive_resize > 0 and augmenter is not None:  # a member's Trainer
-        callbacks.append(ProgressiveResize(recipe.progressive_resize, augmenter))
     if recipe.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(recipe.early_stopping_patience))
     return HarTrainer(

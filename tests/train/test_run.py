@@ -433,9 +433,6 @@ def test_eval_size_follows_the_training_size(tmp_path):
         model, processor = backbones.load_backbone(str(vit), labels)
         with pytest.raises(HarError, match="--(image|eval)-size"):
             train_eval_preprocessing(model, processor, image_size, eval_size)
-    model, processor = backbones.load_backbone(str(vit), labels)
-    with pytest.raises(HarError, match="--progressive-resize 16: vit models take only their training size"):
-        train_eval_preprocessing(model, processor, None, "auto", progressive_resize=16)
     model, processor = backbones.load_backbone(str(conv), labels)
     with pytest.raises(HarError, match="--eval-size 'big'"):
         train_eval_preprocessing(model, processor, None, "big")
@@ -456,7 +453,7 @@ def test_fine_tuning_a_trained_folder_keeps_its_sizes(tmp_path, tiny_model_dir):
     from har_model.train.base_model import default_image_size
 
     images = helpers.make_class_folder(tmp_path / "images", per_class=8)
-    runs = [(tmp_path / "first", tiny_model_dir, ["--image-size", "48", "--mixup", "0.4", "--progressive-resize", "32"]),
+    runs = [(tmp_path / "first", tiny_model_dir, ["--image-size", "48", "--mixup", "0.4"]),
             (tmp_path / "again", tmp_path / "first", [])]
     for out, model, extra in runs:
         proc = run_train("--data-dir", images, "--output-dir", out, "--model", model, *QUICK, "--max-steps", "2",
@@ -465,9 +462,7 @@ def test_fine_tuning_a_trained_folder_keeps_its_sizes(tmp_path, tiny_model_dir):
     first, second = (json.loads((out / "metrics.json").read_text())["recipe"] for out, _, _ in runs)
     assert (first["train_crop_size"], first["input_size"]) == ([48, 48], [64, 64])
     assert (first["mixup_alpha"], second["mixup_alpha"]) == (0.4, 0.0)  # the first run also went through mixup
-    assert (first["progressive_resize"], second["progressive_resize"]) == ([32, 48], None)
-    assert ("colour jitter, mixup (alpha 0.4); progressive resizing: crops of 32, 48 pixels in epochs 1-2 |"
-            in (tmp_path / "first" / "README.md").read_text())
+    assert "colour jitter, mixup (alpha 0.4) |" in (tmp_path / "first" / "README.md").read_text()
     assert (second["train_crop_size"], second["input_size"]) == ([48, 48], [64, 64])
     assert default_image_size(str(tmp_path / "first")) == 48
     assert default_image_size("efficientnet-lite0") == 256
