@@ -42,7 +42,10 @@ RESUME_FLAGS = {
     "class_balance": ("run", "class_balance"), "max_train_samples": ("run", "max_train_samples"),
     "max_eval_samples": ("run", "max_eval_samples"), "unlabeled_fps": ("run", "unlabeled_fps"),
     "unlabeled_min_confidence": ("run", "unlabeled_min_confidence"), "distill_lr_scale": ("run", "distill_lr_scale"),
+    "distill_targets": ("run", "distill_targets"),
 }
+# A flag added after runs were recorded without it: such a run used this value
+_ADDED_FLAGS = {"distill_targets": "clean"}
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -116,8 +119,9 @@ def check_resume(ckpt_dir: Path, fingerprint: dict) -> None:
         differences.append("the class names")
     flags = recorded.get("flags", {})
     for name, value in fingerprint["flags"].items():
-        if flags.get(name) != value:
-            differences.append(f"--{name.replace('_', '-')} {flags.get(name)} -> {value}")
+        was = flags.get(name, _ADDED_FLAGS.get(name))
+        if was != value:
+            differences.append(f"--{name.replace('_', '-')} {was} -> {value}")
     if differences:
         raise HarError(f"--resume: the checkpoints in {ckpt_dir} belong to a different run ({'; '.join(differences)}); "
                        "resume with the same data and flags, or start afresh with --overwrite")

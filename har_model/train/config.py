@@ -184,6 +184,10 @@ class RunArguments:
                                            "left out", metavar="P")
     distill_epochs: float = _opt(2.0, "epochs of the student over the labelled + unlabelled images (--unlabeled-dir)",
                                  metavar="N")
+    distill_targets: Literal["clean", "augmented"] = _opt(
+        "clean", "what the teacher answers for an unlabelled image: clean (once, on the image and its mirror, before "
+        "the student trains) or augmented (every step, on the very crop the student sees: consistent teaching, "
+        "Beyer et al. 2022; the teacher's forward pass on those images costs student time)")
     distill_lr_scale: float = _opt(0.25, "the student's peak learning rates relative to the members' (it refines a "
                                    "trained model: a full restart would knock it out of the soup's basin)",
                                    metavar="X")

@@ -7,8 +7,11 @@ from the teacher's weights and trains --distill-epochs more epochs, at --distill
 learning rates (it refines a trained model rather than restarting it), over the labelled images (their labels, label
 smoothed) and the unlabelled ones (the teacher's probabilities), both with the members' training augmentation: the
 student learns under noise what the teacher answered without it (Xie et al. 2020, "Noisy Student"; soft targets as
-in Hinton et al. 2015). The teacher's targets are computed once, not per augmented view: on 2 CPU cores a teacher
-pass per step would cost a third more time than the whole student phase.
+in Hinton et al. 2015). By default the teacher's targets are computed once, on the clean views. With
+--distill-targets augmented the teacher answers again at every step, on the very crop the student sees ("a good
+teacher is patient and consistent", Beyer et al. 2022): the clean answers then only choose which images take part.
+That teacher is a frozen copy of the soup run as one folded inference network (har_model.train.frozen_prefix: all
+its blocks are frozen), on the unlabelled images of each batch only.
 
 The student is shipped only when its validation macro-F1 is at least the teacher's (the soup's rule), so a folder
 of unhelpful pictures cannot make the model worse on validation. Unlabelled images never reach validation or test
@@ -20,6 +23,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import contextlib
+import copy
+
 import numpy as np
 import torch
 from transformers import Trainer
@@ -28,6 +34,7 @@ from har_model.calibration import softmax
 from har_model.data.unlabeled import UnlabeledImages
 from har_model.train.augment import Augmenter
 from har_model.train.evaluation import prediction_logits
+from har_model.train.frozen_prefix import FrozenPrefix
 from har_model.train.image_cache import CachedImages, decode_images
 from har_model.train.soup import train_member
 from har_model.train.trainer import TrainingClock
@@ -42,6 +49,7 @@ class Distillation:
     unlabeled_found: int
     unlabeled_used: int  # at or above the confidence threshold
     min_confidence: float
+    targets: str  # "clean" (computed once) or "augmented" (the teacher on each training crop)
     epochs: float
     teacher_validation_macro_f1: float
     student_validation_macro_f1: float | None
@@ -76,6 +84,24 @@ class SoftTargetImages(torch.utils.data.Dataset):
         return {"pixel_values": self.augmenter(self.unlabeled[j]), "labels": self.labels[i], "targets": self.probs[j]}
 
 
+class CropTeacher:
+    """The teacher's probabilities for training crops, computed as the student trains (--distill-targets augmented):
+    a frozen copy of the model in evaluation mode, its stem and blocks folded into one inference network, under the
+    run's autocast."""
+
+    def __init__(self, model: torch.nn.Module, bf16: bool):
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.bf16 = bf16
+        self.prefix = FrozenPrefix.build(self.model, torch.bfloat16 if bf16 else torch.float32)
+
+    @torch.no_grad()
+    def __call__(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        fast = self.prefix.replacing(train=False) if self.prefix else contextlib.nullcontext()
+        with fast, torch.autocast(pixel_values.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            logits = self.model(pixel_values=pixel_values).logits
+        return torch.softmax(logits.float(), -1)
+
+
 def _values(images) -> list[dict]:
     """Encoded images as the undecoded `datasets.Image` values decode_images reads."""
     return [{"bytes": data, "path": None} for data in images]
@@ -92,10 +118,12 @@ def teacher_probabilities(teacher: Trainer, images: CachedImages) -> np.ndarray:
 
 def distill(teacher: Trainer, unlabeled: UnlabeledImages, *, labelled: CachedImages, train_prep, eval_prep,
             new_model: Callable[[], object], new_trainer: Callable[..., Trainer], seed: int, epochs: float,
-            min_confidence: float, num_workers: int, resume_from: str | None = None) -> Distillation:
+            min_confidence: float, num_workers: int, targets: str = "clean",
+            resume_from: str | None = None) -> Distillation:
     """Train the student and load the better of student and teacher (on validation) into `teacher.model`.
     `new_trainer(model, seed, train_dataset, epochs)` makes the student's Trainer (its checkpoints, its schedule);
-    `resume_from`: the student's checkpoint to continue (--resume)."""
+    `targets`: "clean" or "augmented" (--distill-targets); `resume_from`: the student's checkpoint to continue
+    (--resume)."""
     teacher_f1 = float(teacher.evaluate(metric_key_prefix="teacher")["teacher_macro_f1"])
     clean = decode_images(_values(unlabeled.images), prep=eval_prep, train=False, num_workers=num_workers,
                           desc="decoding unlabelled (teacher)")
@@ -103,13 +131,15 @@ def distill(teacher: Trainer, unlabeled: UnlabeledImages, *, labelled: CachedIma
     del clean
     keep = np.flatnonzero(probs.max(-1) >= min_confidence)
     print(f"teacher (validation macro-F1 {teacher_f1:.4f}) labelled {len(probs)} unlabelled images; {len(keep)} at "
-          f"confidence >= {min_confidence:g} join the {len(labelled)} labelled ones for {epochs:g} student epochs",
-          flush=True)
+          f"confidence >= {min_confidence:g} join the {len(labelled)} labelled ones for {epochs:g} student epochs"
+          + ("; it answers again on each of their training crops" if targets == "augmented" else ""), flush=True)
     pixels = decode_images(_values(unlabeled.images[i] for i in keep), prep=train_prep, train=True, num_workers=num_workers,
                            desc="decoding unlabelled (student)")
     student = new_model()
     student.load_state_dict(teacher.model.state_dict())  # the student starts where the teacher is
     trainer = new_trainer(student, seed, SoftTargetImages(labelled, pixels, probs[keep], train_prep), epochs)
+    if targets == "augmented":
+        trainer.teacher_on_crops = CropTeacher(teacher.model, bf16=trainer.args.bf16)
     member = train_member(trainer, seed, resume_from)
     student_f1 = member.validation_macro_f1
     shipped = "student" if student_f1 is not None and student_f1 >= teacher_f1 else "teacher"
@@ -118,7 +148,8 @@ def distill(teacher: Trainer, unlabeled: UnlabeledImages, *, labelled: CachedIma
     print(f"student: validation macro-F1 {student_f1:.4f} vs teacher {teacher_f1:.4f}; shipping the {shipped}",
           flush=True)
     return Distillation(
-        unlabeled_found=len(unlabeled), unlabeled_used=int(len(keep)), min_confidence=min_confidence, epochs=epochs,
+        unlabeled_found=len(unlabeled), unlabeled_used=int(len(keep)), min_confidence=min_confidence, targets=targets,
+        epochs=epochs,
         teacher_validation_macro_f1=teacher_f1, student_validation_macro_f1=student_f1, shipped=shipped,
         train_seconds=round(TrainingClock.of(trainer).seconds, 1), log_history=member.log_history,
         report=unlabeled.report,

@@ -119,8 +119,10 @@ def run_record(config: TrainConfig, base: BaseModel, precision: str, balance: Ba
         input_size=list(base.eval_prep.output_hw), train_crop_size=list(base.train_prep.output_hw),
         early_stopping_patience=options.early_stopping_patience,
         class_balance=balance.as_recipe() if balance is not None else None,
-        unlabeled=({"method": "noisy-student self-training: soft targets of the shipped model (flip-averaged) on "
-                              "the unlabelled images, student initialised from it",
+        unlabeled=({"method": "noisy-student self-training: soft targets of the shipped model ("
+                              + ("on each augmented training crop, every step" if options.distill_targets == "augmented"
+                                 else "flip-averaged, on the clean images") + "), student initialised from it",
+                    "targets": options.distill_targets,
                     "epochs": options.distill_epochs, "min_confidence": options.unlabeled_min_confidence,
                     "learning_rate_scale": options.distill_lr_scale,
                     "fps": options.unlabeled_fps} if options.unlabeled_dir else None),

@@ -111,7 +111,7 @@ def _train_into(stage: Path, out: Path, config: TrainConfig, member_dirs: list[P
                 model, student_dir, seed, balance=None, train_dataset=data, epochs=epochs,
                 learning_rate=config.training.learning_rate * recipe.distill_lr_scale),
             seed=config.seed + recipe.soup, epochs=recipe.distill_epochs, min_confidence=recipe.unlabeled_min_confidence,
-            num_workers=workers, resume_from=checkpoints.last_complete(student_dir) if recipe.resume and
+            num_workers=workers, targets=recipe.distill_targets, resume_from=checkpoints.last_complete(student_dir) if recipe.resume and
             student_dir.is_dir() else None)
         if distilled.shipped == "student":
             result.validation = None  # the soup's validation figures are not the shipped model's any more

@@ -130,6 +130,9 @@ class HarTrainer(Trainer):
         self._train_seen = 0
         self.fast_frozen_blocks = True  # run the frozen blocks as a FrozenPrefix where the model allows it
         self.frozen_prefix: FrozenPrefix | None | bool = False  # False: not built for the weights as they are now
+        # a student's teacher answering on the augmented crops themselves (--distill-targets augmented): a function
+        # of pixel values giving probabilities, which replace the stored targets of the unlabelled images
+        self.teacher_on_crops = None
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         for m in self.frozen_norms:
@@ -206,12 +209,16 @@ class HarTrainer(Trainer):
 
     def _soft_target_loss(self, model, inputs, targets):
         """Cross-entropy against a distribution per image: the label-smoothed label where there is one, else
-        `targets` (a teacher's probabilities for an unlabelled image)."""
+        `targets` (a teacher's probabilities for an unlabelled image), or the teacher's answer on this very crop
+        (`teacher_on_crops`)."""
         labels = inputs.pop("labels")
         outputs = model(**inputs)
         logits = (outputs["logits"] if isinstance(outputs, dict) else outputs[0]).float()
         n_classes, eps = logits.shape[-1], self.args.label_smoothing_factor
         known = labels >= 0
+        if self.teacher_on_crops is not None and not known.all():
+            targets = targets.clone()
+            targets[~known] = self.teacher_on_crops(inputs["pixel_values"][~known]).to(targets.dtype)
         hard = torch.nn.functional.one_hot(labels.clamp(min=0), n_classes).float() * (1 - eps) + eps / n_classes
         target = torch.where(known.unsqueeze(-1), hard, targets.float())
         return -(target * torch.log_softmax(logits, -1)).sum(-1).mean(), outputs

@@ -81,3 +81,13 @@ def test_resume_refuses_checkpoints_of_another_run_and_says_what_differs(tmp_pat
         checkpoints.check_resume(tmp_path, checkpoints.run_fingerprint(_args(), _dataset(["a", "b"], n=6)))
     with pytest.raises(HarError, match="run.json is missing"):
         checkpoints.check_resume(tmp_path / "other", checkpoints.run_fingerprint(_args(), dsd))
+
+
+def test_a_run_recorded_before_a_flag_existed_resumes_with_that_flags_old_behaviour(tmp_path):
+    dsd = _dataset(["a", "b"])
+    old = checkpoints.run_fingerprint(_args(), dsd)
+    del old["flags"]["distill_targets"]  # run.json of a run made before --distill-targets
+    checkpoints.write_run(tmp_path, old)
+    checkpoints.check_resume(tmp_path, checkpoints.run_fingerprint(_args(distill_targets="clean"), dsd))
+    with pytest.raises(HarError, match="--distill-targets clean -> augmented"):
+        checkpoints.check_resume(tmp_path, checkpoints.run_fingerprint(_args(distill_targets="augmented"), dsd))

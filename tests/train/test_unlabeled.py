@@ -9,13 +9,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+from transformers import AutoModelForImageClassification
 
 import helpers
 from har_model.data import prepare_dataset
 from har_model.data.unlabeled import scan_unlabeled
+from har_model.train.distill import IGNORE, CropTeacher
+from har_model.train.trainer import HarTrainer, freeze_early_layers
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICK = ["--batch-size", "8", "--eval-batch-size", "16", "--val-fraction", "0.25", "--test-fraction", "0.25",
@@ -93,27 +99,75 @@ def test_a_folder_with_nothing_usable_is_one_line(tmp_path, labelled):
         scan_unlabeled(tmp_path / "missing", labelled[1], num_workers=1, progress=False)
 
 
-def test_training_with_unlabelled_images_records_it_and_keeps_them_out_of_the_splits(tmp_path, tiny_model_dir):
+def test_the_teacher_on_crops_answers_as_the_model_did_and_ignores_the_students_steps(tmp_path):
+    model = AutoModelForImageClassification.from_pretrained(helpers.make_tiny_model(tmp_path / "m"))
+    freeze_early_layers(model, 1)
+    x = torch.randn(5, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = torch.softmax(model.eval()(pixel_values=x).logits, -1)
+    model.train()
+    teacher = CropTeacher(model, bf16=False)
+    assert teacher.prefix is not None and len(teacher.prefix.blocks) == len(model.efficientnet.encoder.blocks)
+    got = teacher(x)
+    assert torch.allclose(got, want, atol=1e-5) and not got.requires_grad
+    with torch.no_grad():  # the student (the model) trains on: its teacher is a copy and does not move
+        for p in model.parameters():
+            p.add_(0.5)
+    assert torch.allclose(teacher(x), want, atol=1e-5) and model.training
+
+
+def test_the_teacher_on_crops_targets_exactly_the_unlabelled_crops_of_a_batch():
+    torch.manual_seed(0)
+    head = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
+    model = lambda pixel_values: {"logits": head(pixel_values)}  # noqa: E731
+    seen = []
+
+    def teacher(pixel_values):
+        seen.append(pixel_values.clone())
+        return torch.softmax(pixel_values.flatten(1)[:, :3] * 3, -1)
+
+    x = torch.randn(4, 3, 2, 2)
+    labels = torch.tensor([2, IGNORE, 0, IGNORE])
+    stored = torch.full((4, 3), 1 / 3)  # the clean targets, replaced for the unlabelled crops
+    trainer = SimpleNamespace(args=SimpleNamespace(label_smoothing_factor=0.1), teacher_on_crops=teacher)
+    loss, _ = HarTrainer._soft_target_loss(trainer, model, {"pixel_values": x, "labels": labels}, stored)
+    assert len(seen) == 1 and torch.equal(seen[0], x[[1, 3]])
+    hard = torch.nn.functional.one_hot(torch.tensor([2, 0]), 3) * 0.9 + 0.1 / 3
+    target = torch.stack([hard[0], teacher(x[[1]])[0], hard[1], teacher(x[[3]])[0]])
+    want = -(target * torch.log_softmax(head(x), -1)).sum(-1).mean()
+    assert torch.allclose(loss, want)
+    trainer.teacher_on_crops = None  # clean targets: the stored ones
+    loss, _ = HarTrainer._soft_target_loss(trainer, model, {"pixel_values": x, "labels": labels}, stored)
+    target[[1, 3]] = 1 / 3
+    assert torch.allclose(loss, -(target * torch.log_softmax(head(x), -1)).sum(-1).mean())
+
+
+@pytest.mark.parametrize("targets", ["clean", "augmented"])
+def test_training_with_unlabelled_images_records_it_and_keeps_them_out_of_the_splits(tmp_path, tiny_model_dir,
+                                                                                     targets):
     images = helpers.make_class_folder(tmp_path / "images", per_class=12)
     unlabelled = unlabelled_folder(tmp_path / "unlabelled", images)
     out = tmp_path / "model"
     args = ["--data-dir", images, "--output-dir", out, "--model", tiny_model_dir, *QUICK, "--soup", "1",
             "--epochs", "1", "--unlabeled-dir", unlabelled, "--distill-epochs", "1",
-            "--unlabeled-min-confidence", "0"]
+            "--unlabeled-min-confidence", "0", "--distill-targets", targets]
     proc = run_train(*args)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "unlabelled: 11 images used" in proc.stdout and "2 unusable files" in proc.stdout
+    assert ("answers again on each of their training crops" in proc.stdout) == (targets == "augmented")
 
     metrics = json.loads((out / "metrics.json").read_text())
     semi = metrics["semi_supervised"]
     assert semi["unlabeled_found"] == 11 and semi["unlabeled_used"] == 11 and semi["shipped"] in ("student", "teacher")
     assert semi["report"]["video_frames_sampled"] == 3 and len(semi["report"]["skipped"]) == 2
     assert metrics["recipe"]["unlabeled"]["epochs"] == 1 and metrics["recipe"]["unlabeled"]["fps"] == 1
+    assert semi["targets"] == metrics["recipe"]["unlabeled"]["targets"] == targets
     calibration = json.loads((out / "calibration.json").read_text())
     assert calibration["flip_average"] == metrics["views"]["flip_average"]  # serving does what validation chose
     card = (out / "README.md").read_text()
     assert ("Two views" if calibration["flip_average"] else "One view") in card
     assert "11 of 11 usable" in card and f"shipped: the {semi['shipped']}" in card
+    assert ("on the crop the student sees" in card) == (targets == "augmented")
 
     # the unlabelled images are in no split: the dataset holds exactly the 36 labelled images
     from datasets import load_dataset
