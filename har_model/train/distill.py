@@ -20,11 +20,10 @@ of unhelpful pictures cannot make the model worse on validation. Unlabelled imag
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-
 import contextlib
 import copy
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
