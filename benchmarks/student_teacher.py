@@ -23,10 +23,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.weight_average import fmt, logits_of, member_states  # noqa: E402
-
-SPLITS = ("validation", "test")
-
+from benchmarks.weight_average import member_states, print_paired, same_weights, score_models  # noqa: E402
 
 def student_checkpoint(run: Path) -> Path:
     """The student's best checkpoint, as its Trainer recorded it (in the student's last checkpoint)."""
@@ -47,20 +44,10 @@ def main() -> int:
     p.add_argument("--batch-size", type=int, default=64)
     args = p.parse_args()
 
-    import numpy as np
-    import torch
-    from datasets import Image as ImageFeature
     from safetensors.torch import load_file
-    from transformers import AutoModelForImageClassification
 
-    from har_model.calibration import macro_f1
-    from har_model.data import load_dataset_folder
-    from har_model.hardware import cpu_has_bf16
-    from har_model.preprocessing import load_preprocessing
-    from har_model.train.image_cache import CachedImages, decode_images
     from har_model.train.soup import average_state_dicts
 
-    bf16 = cpu_has_bf16()
     table = {}  # (model, split, view) -> [macro-F1 of each run]
     for run in args.runs:
         metrics = json.loads((run / "metrics.json").read_text())
@@ -73,9 +60,7 @@ def main() -> int:
         teacher = average_state_dicts(chosen) if len(chosen) > 1 else chosen[0]
         student_dir = student_checkpoint(run)
         models = {"teacher": teacher, "student": load_file(student_dir / "model.safetensors")}
-        shipped = load_file(run / "model.safetensors")
-        same = all(torch.allclose(v.float(), models[semi["shipped"]][k].float(), atol=1e-6)
-                   for k, v in shipped.items() if v.is_floating_point())
+        same = same_weights(load_file(run / "model.safetensors"), models[semi["shipped"]])
         print(f"{run}: targets {semi.get('targets', 'clean')}, {semi['unlabeled_used']} unlabelled images used, "
               f"student {student_dir.name}; shipped the {semi['shipped']}; rebuilt = shipped: {'yes' if same else 'NO'}")
         if not same:
@@ -83,29 +68,8 @@ def main() -> int:
                              "the wrong files")
         print(f"  the run measured: validation macro-F1 teacher {semi['teacher_validation_macro_f1']:.4f}, student "
               f"{semi['student_validation_macro_f1']:.4f}")
-        prep = load_preprocessing(run)
-        dsd = load_dataset_folder(run / "dataset")
-        model = AutoModelForImageClassification.from_pretrained(run).eval().to(memory_format=torch.channels_last)
-        for split in SPLITS:
-            ds = dsd[split].cast_column("image", ImageFeature(decode=False))
-            pixels = decode_images(ds["image"], prep=prep, train=False, num_workers=os.cpu_count() or 1)
-            views = CachedImages(pixels, ds["label"], prep, augment=False)
-            labels = np.asarray(ds["label"])
-            for name, state in models.items():
-                model.load_state_dict(state)
-                logits = [logits_of(model, v, args.batch_size, bf16) for v in (views, views.mirrored())]
-                for view, z in (("single", logits[0]), ("flip", (logits[0] + logits[1]) / 2)):
-                    f1 = macro_f1(z, labels)
-                    table.setdefault((name, split, view), []).append(f1)
-                    print(f"  {split:<10} {name:<8} {view:<6} macro-F1 {f1:.4f}", flush=True)
-    n = len(args.runs)
-    print(f"\nover {n} run(s): mean macro-F1 (standard deviation), and student minus teacher (paired, in points)")
-    print(f"{'split':<10} {'view':<6} {'teacher':>16} {'student':>16} {'difference':>16}")
-    for split in SPLITS:
-        for view in ("single", "flip"):
-            a, b = table[("teacher", split, view)], table[("student", split, view)]
-            d = [100 * (y - x) for x, y in zip(a, b)]
-            print(f"{split:<10} {view:<6} {fmt(a):>16} {fmt(b):>16} {fmt(d, points=True):>16}")
+        score_models(run, models, table, args.batch_size)
+    print_paired(table, "teacher", "student", "student minus teacher")
     return 0
 
 

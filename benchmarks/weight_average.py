@@ -73,25 +73,13 @@ def main() -> int:
     p.add_argument("--batch-size", type=int, default=64)
     args = p.parse_args()
 
-    import numpy as np
-    import torch
-    from datasets import Image as ImageFeature
     from safetensors.torch import load_file
-    from transformers import AutoModelForImageClassification
 
-    from har_model.calibration import macro_f1
-    from har_model.data import load_dataset_folder
-    from har_model.hardware import cpu_has_bf16
-    from har_model.preprocessing import load_preprocessing
-    from har_model.train.image_cache import CachedImages, decode_images
     from har_model.train.soup import average_state_dicts
 
-    bf16 = cpu_has_bf16()
     table = {}  # (variant, split, view) -> [macro-F1 of each run]
     for run in args.runs:
         metrics = json.loads((run / "metrics.json").read_text())
-        prep = load_preprocessing(run)
-        dsd = load_dataset_folder(run / "dataset")
         states = member_states(run, metrics)
         if any(s["average"] is None for s in states):
             print(f"{run}: no weight average saved for a member (trained with --ema-decay 0, the default, or before "
@@ -104,8 +92,7 @@ def main() -> int:
         expected = average_state_dicts(chosen) if shipped_how == "soup" else chosen[int(shipped_how.split()[-1]) - 1]
         shipped = load_file(run / "model.safetensors")
         student = (metrics.get("semi_supervised") or {}).get("shipped") == "student"
-        same = all(torch.allclose(v.float(), expected[k].float(), atol=1e-6) for k, v in shipped.items()
-                   if v.is_floating_point())
+        same = same_weights(shipped, expected)
         print(f"{run}: members kept {[s['kept'] for s in states]}, shipped the {shipped_how}; rebuilt = shipped: "
               f"{'yes' if same else 'NO' if not student else 'n/a (a student was shipped)'}")
         if not same and not student:
@@ -114,31 +101,64 @@ def main() -> int:
         if views_record:  # the check: the variant equal to the shipped model must score what the run measured
             print(f"  the run measured the shipped model at test macro-F1 {views_record['single']:.4f} single view, "
                   f"{views_record['flip']:.4f} flip-averaged")
-        model = AutoModelForImageClassification.from_pretrained(run).eval().to(memory_format=torch.channels_last)
-        for split in SPLITS:
-            ds = dsd[split].cast_column("image", ImageFeature(decode=False))
-            pixels = decode_images(ds["image"], prep=prep, train=False, num_workers=os.cpu_count() or 1)
-            views = CachedImages(pixels, ds["label"], prep, augment=False)
-            labels = np.asarray(ds["label"])
-            for name, state in variants.items():
-                model.load_state_dict(state)
-                logits = [logits_of(model, v, args.batch_size, bf16) for v in (views, views.mirrored())]
-                for view, z in (("single", logits[0]), ("flip", (logits[0] + logits[1]) / 2)):
-                    f1 = macro_f1(z, labels)
-                    table.setdefault((name, split, view), []).append(f1)
-                    print(f"  {split:<10} {name:<22} {view:<6} macro-F1 {f1:.4f}", flush=True)
+        score_models(run, variants, table, args.batch_size)
     if not table:
         return 1
-    n = len(next(iter(table.values())))
-    print(f"\nover {n} run(s): mean macro-F1 (standard deviation), and the weight average minus the best checkpoints "
-          "(paired, in points)")
-    print(f"{'split':<10} {'view':<6} {'best checkpoints':>18} {'weight averages':>18} {'difference':>16}")
+    print_paired(table, "best checkpoints", "weight averages (EMA)", "the weight average minus the best checkpoints")
+    return 0
+
+
+def same_weights(a: dict, b: dict) -> bool:
+    """The floating-point tensors of state dict `a` equal b's (to 1e-6)."""
+    import torch
+
+    return all(torch.allclose(v.float(), b[k].float(), atol=1e-6) for k, v in a.items() if v.is_floating_point())
+
+
+def score_models(run: Path, states: dict, table: dict, batch_size: int) -> None:
+    """Score each {name: state dict} on the run's own validation and test splits (RUN/dataset), single view and
+    flip-averaged, evaluated as the Trainer does; print each macro-F1 and append it to table[(name, split, view)]."""
+    import numpy as np
+    import torch
+    from datasets import Image as ImageFeature
+    from transformers import AutoModelForImageClassification
+
+    from har_model.calibration import macro_f1
+    from har_model.data import load_dataset_folder
+    from har_model.hardware import cpu_has_bf16
+    from har_model.preprocessing import load_preprocessing
+    from har_model.train.image_cache import CachedImages, decode_images
+
+    bf16 = cpu_has_bf16()
+    prep = load_preprocessing(run)
+    dsd = load_dataset_folder(run / "dataset")
+    model = AutoModelForImageClassification.from_pretrained(run).eval().to(memory_format=torch.channels_last)
+    width = max(map(len, states))
+    for split in SPLITS:
+        ds = dsd[split].cast_column("image", ImageFeature(decode=False))
+        pixels = decode_images(ds["image"], prep=prep, train=False, num_workers=os.cpu_count() or 1)
+        views = CachedImages(pixels, ds["label"], prep, augment=False)
+        labels = np.asarray(ds["label"])
+        for name, state in states.items():
+            model.load_state_dict(state)
+            logits = [logits_of(model, v, batch_size, bf16) for v in (views, views.mirrored())]
+            for view, z in (("single", logits[0]), ("flip", (logits[0] + logits[1]) / 2)):
+                f1 = macro_f1(z, labels)
+                table.setdefault((name, split, view), []).append(f1)
+                print(f"  {split:<10} {name:<{width}} {view:<6} macro-F1 {f1:.4f}", flush=True)
+
+
+def print_paired(table: dict, first: str, second: str, difference: str) -> None:
+    """Over the runs in `table` (score_models): mean and spread of both models' figures and of the paired
+    difference, second minus first, in points."""
+    n = len(table[(first, SPLITS[0], "single")])
+    print(f"\nover {n} run(s): mean macro-F1 (standard deviation), and {difference} (paired, in points)")
+    print(f"{'split':<10} {'view':<6} {first:>22} {second:>22} {'difference':>16}")
     for split in SPLITS:
         for view in ("single", "flip"):
-            a, b = table[("best checkpoints", split, view)], table[("weight averages (EMA)", split, view)]
+            a, b = table[(first, split, view)], table[(second, split, view)]
             d = [100 * (y - x) for x, y in zip(a, b)]
-            print(f"{split:<10} {view:<6} {fmt(a):>18} {fmt(b):>18} {fmt(d, points=True):>16}")
-    return 0
+            print(f"{split:<10} {view:<6} {fmt(a):>22} {fmt(b):>22} {fmt(d, points=True):>16}")
 
 
 def logits_of(model, images, batch_size: int, bf16: bool):
