@@ -1,4 +1,4 @@
-"""What machine this is: native bf16 on the CPU, memory, the platform's process pools, a one-line description."""
+"""What machine this is: bf16 and VNNI on the CPU, memory, the platform's process pools, a one-line description."""
 
 from __future__ import annotations
 
@@ -17,6 +17,14 @@ def cpu_has_bf16() -> bool:
     """True when the CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slow."""
     flags = _cpuinfo()
     return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def cpu_has_vnni() -> bool:
+    """True when the CPU says it sums int8 products in 32 bits (AVX512-VNNI, AVX-VNNI or AMX); False where it
+    does not or cannot be read (not Linux): there ONNX Runtime's x86 int8 kernels may saturate (see
+    ``model_folder.int8.cpu_session``)."""
+    flags = _cpuinfo()
+    return any(f" {flag}" in flags for flag in ("avx512_vnni", "avx_vnni", "amx_int8"))
 
 
 def describe() -> str:

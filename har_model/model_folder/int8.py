@@ -15,6 +15,9 @@ agrees on ~96.8% of the validation images; Percentile / Entropy on 24 images ~97
 every tensor (~0.15 GB per 320 px image; 200 images filled 24 GB), so MinMax stays. Leaving the depthwise and
 projection convolutions in float reached 98.3%, but ran slower than float32 and needs the session option
 ``disabled_optimizers=["WeightBiasQuantization"]`` (else ONNX Runtime re-quantizes the excluded weights per tensor).
+On x86 CPUs without VNNI, int8 runs on ONNX Runtime's exact kernels (``cpu_session``): the default ones saturate
+there (82.6% agreement on a default-recipe model, 97.1% exact); 7-bit weights (``reduce_range``) avoid the
+saturation too, but lose precision on every CPU (94.5%), so the file stays full-range and portable.
 
 Imports numpy and the standard library only at the top: the app reads the gate (``read_gate``) without
 onnxruntime's quantization tools or pyarrow, which only the export needs.
@@ -30,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from har_model.hardware import cpu_has_vnni
 from har_model.model_folder.files import DATASET, INT8_GATE, ONNX_DIR, ONNX_FP32, ONNX_INT8, read_optional
 from har_model.preprocessing import load_preprocessing
 
@@ -39,6 +43,10 @@ CALIBRATION_IMAGES = 300
 MAX_GATE_IMAGES = 2000  # a larger validation split is sampled (seeded): the gate must not dominate the export
 GATE_THREADS = 2  # speed as a free Space (2 CPU cores) sees it
 BATCH = 32
+
+
+# where the export ran on an x86 CPU without VNNI, int8 ran on exact but slower kernels (``cpu_session``)
+_NO_VNNI = "; CPU without VNNI: exact int8 kernels, about float32's speed"
 
 
 @dataclass
@@ -51,7 +59,7 @@ class Gate:
     f1_fp32: float | None = None  # validation macro-F1 (0..1)
     f1_int8: float | None = None
     images: int = 0
-    speed: dict = field(default_factory=dict)  # {"fp32": img/s, "int8": img/s, "batch": 32, "threads": 2}
+    speed: dict = field(default_factory=dict)  # {"fp32": img/s, "int8": img/s, "batch": 32, "threads": 2, "vnni": ..}
     thresholds: dict = field(default_factory=lambda: {"min_agreement": MIN_AGREEMENT, "max_f1_drop_points": MAX_F1_DROP})
     calibration: dict = field(default_factory=dict)  # how int8 was made (method, images, per-channel, ...)
 
@@ -68,7 +76,7 @@ class Gate:
         if self.speed.get("fp32") and self.speed.get("int8"):
             figures += (f", {self.speed['int8']:.0f} (int8) vs {self.speed['fp32']:.0f} (float32) img/s "
                         f"({self.speed['int8'] / self.speed['fp32']:.2f}x, batch {self.speed['batch']}, "
-                        f"{self.speed['threads']} threads)")
+                        f"{self.speed['threads']} threads{_NO_VNNI if self.speed.get('vnni') is False else ''})")
         verdict = "passed: serving int8" if self.passed else f"failed ({self.reason}): serving float32"
         return f"int8 gate {verdict}; {figures}"
 
@@ -93,7 +101,8 @@ class Gate:
             f"| top-1 agreement with float32 | 100% | {100 * self.agreement:.1f}% |",
         ]
         if self.speed:
-            lines.append(f"| images/s (batch {self.speed['batch']}, {self.speed['threads']} threads, at export) | "
+            lines.append(f"| images/s (batch {self.speed['batch']}, {self.speed['threads']} threads, at export"
+                         f"{_NO_VNNI if self.speed.get('vnni') is False else ''}) | "
                          f"{self.speed['fp32']:.0f} | {self.speed['int8']:.0f} |")
         return "\n".join(lines) + "\n"
 
@@ -208,18 +217,34 @@ def macro_f1(labels: np.ndarray, predicted: np.ndarray) -> float:
     return float(np.mean(scores)) if scores else 0.0
 
 
-def _session(path: Path):
+def cpu_session(path: Path, num_threads: int | None = None):
+    """An ONNX Runtime CPU session as serving and the gate run one (float32 or int8 file alike).
+
+    - graph optimisations on (batch norm folded into convolutions, activations fused);
+    - idle worker threads sleep instead of spinning: on shared CPUs (Spaces, CI) spinning threads steal the cores
+      the others need, which made every batch several times slower in benchmarks/inference_speed.py;
+    - exact int8 on x86 CPUs without VNNI: there ONNX Runtime's uint8 x int8 kernels add pairs of products in
+      saturating 16-bit arithmetic (VPMADDUBSW), which clips a full-range int8 model's sums (agreement with float32
+      fell from 97% to 83% on the har15 model). ``session.x64quantprecision`` makes it convert the weights to
+      uint8 at load and use its exact uint8 x uint8 kernels: as accurate as on a VNNI CPU, about as fast as
+      float32. Where the CPU has VNNI the option is left off (it would replace the fast VNNI kernels); on other
+      architectures ONNX Runtime ignores it.
+    """
     import onnxruntime as ort  # optional: a training install need not have it
 
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = GATE_THREADS
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if num_threads:
+        opts.intra_op_num_threads = num_threads
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if not cpu_has_vnni():
+        opts.add_session_config_entry("session.x64quantprecision", "1")
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
 def _predict(path: Path, pixels: np.ndarray, normalize) -> tuple[np.ndarray, float]:
     """(top-1 class per image, images per second of the model alone at batch BATCH)."""
-    session = _session(path)
+    session = cpu_session(path, GATE_THREADS)
     session.run(None, {"pixel_values": normalize(pixels[:1])})  # warm up
     out, seconds = [], 0.0
     for start in range(0, len(pixels), BATCH):
@@ -245,7 +270,8 @@ def score(fp32: Path, int8: Path, pixels: np.ndarray, labels: np.ndarray, normal
         problems.append(f"macro-F1 drop {drop:.2f} points > {max_f1_drop:g}")
     return Gate(passed=not problems, reason="; ".join(problems) or "within the thresholds", agreement=agreement,
                 f1_fp32=f1_fp32, f1_int8=f1_int8, images=int(len(pixels)),
-                speed={"fp32": round(fp32_ips, 1), "int8": round(int8_ips, 1), "batch": BATCH, "threads": GATE_THREADS},
+                speed={"fp32": round(fp32_ips, 1), "int8": round(int8_ips, 1), "batch": BATCH, "threads": GATE_THREADS,
+                       "vnni": cpu_has_vnni()},
                 thresholds={"min_agreement": min_agreement, "max_f1_drop_points": max_f1_drop})
 
 

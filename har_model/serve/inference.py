@@ -38,6 +38,7 @@ from har_model.errors import HarError, command
 from har_model.explain import GradCam, overlay, torch_available
 from har_model.imaging import is_image_path, open_rgb, to_rgb
 from har_model.model_folder.files import CONFIG, ONNX_DIR, ONNX_FP32, ONNX_INT8, choose_onnx_file, read_labels
+from har_model.model_folder.int8 import cpu_session
 from har_model.model_folder.resolve import resolve_model_dir
 from har_model.model_folder.torch_model import load_torch_model
 from har_model.outputs import atomic_write_text, require_complete
@@ -108,17 +109,10 @@ class _OnnxRunner:
     micro_batch = 2
 
     def __init__(self, path: Path, num_threads: int | None):
-        import onnxruntime as ort  # optional: without it the torch backend serves
+        import onnxruntime  # noqa: F401  (optional: without it the torch backend serves; a forced ONNX one raises)
 
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if num_threads:
-            opts.intra_op_num_threads = num_threads
-        # Idle worker threads sleep instead of spinning: on shared CPUs (Spaces, CI) spinning threads steal the
-        # cores the others need, which made every batch several times slower in benchmarks/inference_speed.py.
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            self.session = cpu_session(path, num_threads)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise HarError(f"{path}: cannot load the ONNX model ({str(exc).splitlines()[0]})") from None
         self.input_name = self.session.get_inputs()[0].name

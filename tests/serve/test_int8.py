@@ -11,7 +11,7 @@ import helpers
 import numpy as np
 import pytest
 
-from har_model import cli, outputs
+from har_model import cli, hardware, outputs
 from har_model.errors import HarError
 from har_model.model_folder import int8
 from har_model.model_folder.onnx import export_onnx
@@ -55,6 +55,8 @@ def test_int8_that_agrees_is_served_by_auto_and_recorded(exported, capsys):
     assert gate is not None and gate.passed, gate
     assert gate.agreement >= 0.99 and gate.images == 60 and abs(gate.f1_fp32 - gate.f1_int8) <= 0.005
     assert gate.speed["fp32"] > 0 and gate.speed["int8"] > 0 and gate.speed["threads"] == 2
+    assert gate.speed["vnni"] is hardware.cpu_has_vnni()  # without VNNI int8 ran on the exact, slower kernels
+    assert ("exact int8 kernels" in gate.summary()) is not gate.speed["vnni"]
     assert gate.calibration["images"] == 60 and gate.calibration["method"] == "MinMax"
     recorded = json.loads((exported / "onnx" / "int8_gate.json").read_text())
     info = json.loads((exported / "onnx" / "export_info.json").read_text())
@@ -177,3 +179,43 @@ def test_the_export_pools_globally(exported):
     for name in ("model.onnx", "model_int8.onnx"):
         ops = {node.op_type for node in onnx.load(str(exported / "onnx" / name)).graph.node}
         assert "GlobalAveragePool" in ops and "AveragePool" not in ops, name
+
+
+def test_int8_runs_exactly_on_any_x86_cpu(exported, monkeypatch):
+    """ONNX Runtime's x86 uint8 x int8 kernels saturate on CPUs without VNNI (as CI's); the sessions serving and
+    the gate use must give the exact kernels' answers there, and keep the fast kernels on VNNI CPUs."""
+    import onnxruntime as ort
+
+    pixels, _ = int8.split_pixels(exported, "validation", None)
+    x = load_model(exported).classifier.preprocessing.normalize(pixels)
+    path = exported / "onnx" / "model_int8.onnx"
+
+    def run(session):
+        return session.run(None, {"pixel_values": x})[0]
+
+    exact_opts = ort.SessionOptions()
+    exact_opts.add_session_config_entry("session.x64quantprecision", "1")
+    exact = run(ort.InferenceSession(str(path), exact_opts, providers=["CPUExecutionProvider"]))
+    served = Classifier.load(exported, backend="onnx-int8")
+    np.testing.assert_allclose(run(served._run.session), exact, atol=1e-4)
+    np.testing.assert_allclose(run(int8.cpu_session(path, 2)), exact, atol=1e-4)
+    if not hardware.cpu_has_vnni():  # this machine saturates: what the test guards against is real here
+        plain = run(ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]))
+        assert np.abs(plain - exact).max() > 1e-3
+
+    # the option is asked for exactly where the CPU lacks VNNI
+    for vnni in (False, True):
+        monkeypatch.setattr(int8, "cpu_has_vnni", lambda vnni=vnni: vnni)
+        options = int8.cpu_session(path).get_session_options()
+        if vnni:
+            with pytest.raises(RuntimeError):
+                options.get_session_config_entry("session.x64quantprecision")
+        else:
+            assert options.get_session_config_entry("session.x64quantprecision") == "1"
+
+
+def test_vnni_is_read_from_the_cpu_flags(monkeypatch):
+    for flags, has in [("flags\t: fpu avx2 avx512f avx512_vnni avx512_bf16", True), ("flags\t: fpu avx2 avx_vnni", True),
+                       ("flags\t: fpu sse4_1 avx2 avx512f", False), ("", False)]:
+        monkeypatch.setattr(hardware, "_cpuinfo", lambda flags=flags: flags)
+        assert hardware.cpu_has_vnni() is has
