@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.weight_average import member_states, print_paired, same_weights, score_models  # noqa: E402
 
+
 def student_checkpoint(run: Path) -> Path:
     """The student's best checkpoint, as its Trainer recorded it (in the student's last checkpoint)."""
     student_dir = run / "checkpoints" / "student"

@@ -45,10 +45,6 @@ GATE_THREADS = 2  # speed as a free Space (2 CPU cores) sees it
 BATCH = 32
 
 
-# where the export ran on an x86 CPU without VNNI, int8 ran on exact but slower kernels (``cpu_session``)
-_NO_VNNI = "; CPU without VNNI: exact int8 kernels, about float32's speed"
-
-
 @dataclass
 class Gate:
     """The gate's verdict on one int8 file. ``passed``: serve int8 by default; ``reason`` says why (not)."""
@@ -67,6 +63,12 @@ class Gate:
     def default_file(self) -> str:
         return ONNX_INT8 if self.passed else ONNX_FP32
 
+    def _kernels_note(self) -> str:
+        """Where the export ran on an x86 CPU without VNNI, int8 ran on exact but slower kernels (``cpu_session``)."""
+        if self.speed.get("vnni") is False:
+            return "; CPU without VNNI: exact int8 kernels, about float32's speed"
+        return ""
+
     def summary(self) -> str:
         """One line: what serving uses and why, with the figures (printed at export, shown in the Model tab)."""
         if self.agreement is None:
@@ -76,7 +78,7 @@ class Gate:
         if self.speed.get("fp32") and self.speed.get("int8"):
             figures += (f", {self.speed['int8']:.0f} (int8) vs {self.speed['fp32']:.0f} (float32) img/s "
                         f"({self.speed['int8'] / self.speed['fp32']:.2f}x, batch {self.speed['batch']}, "
-                        f"{self.speed['threads']} threads{_NO_VNNI if self.speed.get('vnni') is False else ''})")
+                        f"{self.speed['threads']} threads{self._kernels_note()})")
         verdict = "passed: serving int8" if self.passed else f"failed ({self.reason}): serving float32"
         return f"int8 gate {verdict}; {figures}"
 
@@ -102,7 +104,7 @@ class Gate:
         ]
         if self.speed:
             lines.append(f"| images/s (batch {self.speed['batch']}, {self.speed['threads']} threads, at export"
-                         f"{_NO_VNNI if self.speed.get('vnni') is False else ''}) | "
+                         f"{self._kernels_note()}) | "
                          f"{self.speed['fp32']:.0f} | {self.speed['int8']:.0f} |")
         return "\n".join(lines) + "\n"
 

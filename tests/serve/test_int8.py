@@ -15,6 +15,7 @@ from har_model import cli, hardware, outputs
 from har_model.errors import HarError
 from har_model.model_folder import int8
 from har_model.model_folder.onnx import export_onnx
+from har_model.preprocessing import load_preprocessing
 from har_model.serve.inference import Classifier
 from har_model.serve.model import load_model
 from har_model.serve.space import bundle_model
@@ -187,7 +188,7 @@ def test_int8_runs_exactly_on_any_x86_cpu(exported, monkeypatch):
     import onnxruntime as ort
 
     pixels, _ = int8.split_pixels(exported, "validation", None)
-    x = load_model(exported).classifier.preprocessing.normalize(pixels)
+    x = load_preprocessing(exported).normalize(pixels)
     path = exported / "onnx" / "model_int8.onnx"
 
     def run(session):
@@ -215,7 +216,7 @@ def test_int8_runs_exactly_on_any_x86_cpu(exported, monkeypatch):
 
 
 def test_vnni_is_read_from_the_cpu_flags(monkeypatch):
-    for flags, has in [("flags\t: fpu avx2 avx512f avx512_vnni avx512_bf16", True), ("flags\t: fpu avx2 avx_vnni", True),
-                       ("flags\t: fpu sse4_1 avx2 avx512f", False), ("", False)]:
+    for flags, has in [("flags\t: fpu avx2 avx512f avx512_vnni avx512_bf16", True),
+                       ("flags\t: fpu avx2 avx_vnni", True), ("flags\t: fpu sse4_1 avx2 avx512f", False), ("", False)]:
         monkeypatch.setattr(hardware, "_cpuinfo", lambda flags=flags: flags)
         assert hardware.cpu_has_vnni() is has
