@@ -8,8 +8,11 @@ teacher from the members' chosen checkpoints (averaged where the soup was shippe
 `benchmarks/weight_average.py` does) and the student from its best checkpoint (checkpoints/student), checks that
 the one the run shipped is model.safetensors, and scores both on the folder's own validation and test splits
 (RUN/dataset; neither was trained on), single view and flip-averaged, evaluated as the Trainer does (the saved
-processor's resize, bf16 autocast where the CPU has it). Then, over the runs: the mean and spread of each figure and
-of the paired difference (student minus teacher, in points). Training chose on validation; read test as the check.
+processor's resize, bf16 autocast where the CPU has it). It also scores the equal-weight average of the two: the
+student starts from the teacher's weights, so they average like soup members (WiSE-FT, Wortsman et al. 2022,
+interpolates a fine-tuned model with its start the same way); no run ships it. Then, over the runs: the mean and
+spread of each figure and of the paired differences (student minus teacher, average minus student, average minus
+teacher, in points). Training chose on validation; read test as the check.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ def main() -> int:
         teacher = average_state_dicts(chosen) if len(chosen) > 1 else chosen[0]
         student_dir = student_checkpoint(run)
         models = {"teacher": teacher, "student": load_file(student_dir / "model.safetensors")}
+        models["average"] = average_state_dicts([models["teacher"], models["student"]])
         same = same_weights(load_file(run / "model.safetensors"), models[semi["shipped"]])
         print(f"{run}: targets {semi.get('targets', 'clean')}, {semi['unlabeled_used']} unlabelled images used, "
               f"student {student_dir.name}; shipped the {semi['shipped']}; rebuilt = shipped: {'yes' if same else 'NO'}")
@@ -71,6 +75,8 @@ def main() -> int:
               f"{semi['student_validation_macro_f1']:.4f}")
         score_models(run, models, table, args.batch_size)
     print_paired(table, "teacher", "student", "student minus teacher")
+    print_paired(table, "student", "average", "average minus student")
+    print_paired(table, "teacher", "average", "average minus teacher")
     return 0
 
 

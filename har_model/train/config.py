@@ -177,8 +177,8 @@ class RunArguments:
     unlabeled_dir: str | None = _opt(None, "a folder of unlabelled photos and/or videos of the same actions (sub-folders "
                                      "included): after the soup, the shipped model labels them with its probabilities "
                                      "and a student starting from it trains on labelled + unlabelled images (noisy-student "
-                                     "self-training); the student is shipped only if it scores at least as well on "
-                                     "validation. Never used for validation or test", INPUT_OUTPUT, metavar="DIR")
+                                     "self-training); whichever of teacher, student and their weight average scores "
+                                     "best on validation is shipped. Never used for validation or test", INPUT_OUTPUT, metavar="DIR")
     unlabeled_fps: float = _opt(1.0, "frames per second sampled from each video in --unlabeled-dir", metavar="FPS")
     unlabeled_min_confidence: float = _opt(0.3, "unlabelled images whose top teacher probability is below this are "
                                            "left out", metavar="P")

@@ -13,9 +13,13 @@ teacher is patient and consistent", Beyer et al. 2022): the clean answers then o
 That teacher is a frozen copy of the soup run as one folded inference network (har_model.train.frozen_prefix: all
 its blocks are frozen), on the unlabelled images of each batch only.
 
-The student is shipped only when its validation macro-F1 is at least the teacher's (the soup's rule), so a folder
-of unhelpful pictures cannot make the model worse on validation. Unlabelled images never reach validation or test
-(har_model.data.unlabeled drops near-duplicates of those splits).
+Then three candidates are scored on validation, each single view and flip-averaged: the teacher, the student and
+their equal-weight average (the student starts from the teacher's weights, so the two average like soup members;
+WiSE-FT, Wortsman et al. 2022, interpolates a fine-tuned model with its start the same way). The one whose better view
+scores highest is shipped (a tie goes to the student, then the teacher), so a folder of unhelpful pictures cannot make
+the model worse on validation; which view it serves is chosen afterwards by the same figures
+(har_model.calibration.choose_views). Unlabelled images never reach validation or test (har_model.data.unlabeled drops
+near-duplicates of those splits).
 """
 
 from __future__ import annotations
@@ -29,16 +33,17 @@ import numpy as np
 import torch
 from transformers import Trainer
 
-from har_model.calibration import softmax
+from har_model.calibration import choose_views, softmax
 from har_model.data.unlabeled import UnlabeledImages
 from har_model.train.augment import Augmenter
 from har_model.train.evaluation import prediction_logits
 from har_model.train.frozen_prefix import FrozenPrefix
 from har_model.train.image_cache import CachedImages, decode_images
-from har_model.train.soup import train_member
+from har_model.train.soup import average_state_dicts, train_member
 from har_model.train.trainer import TrainingClock
 
 IGNORE = -100  # the label of an unlabelled image: no hard target, not counted in the training accuracy
+CANDIDATES = ("student", "teacher", "average")  # what may be shipped; equal validation scores: the earlier one
 
 
 @dataclass
@@ -50,9 +55,10 @@ class Distillation:
     min_confidence: float
     targets: str  # "clean" (computed once) or "augmented" (the teacher on each training crop)
     epochs: float
-    teacher_validation_macro_f1: float
-    student_validation_macro_f1: float | None
-    shipped: str  # "student" or "teacher"
+    teacher_validation_macro_f1: float  # single view, as the members' and the soup's figures
+    student_validation_macro_f1: float
+    validation_views: dict  # candidate -> {"single": macro-F1, "flip": macro-F1} on validation
+    shipped: str  # "student", "teacher" or "average" (of the two)
     train_seconds: float
     log_history: list[dict]
     report: dict  # har_model.data.unlabeled's report (files, frames, what was left out)
@@ -115,15 +121,31 @@ def teacher_probabilities(teacher: Trainer, images: CachedImages) -> np.ndarray:
     return (probs[0] + probs[1]) / 2
 
 
+def validation_views(trainer: Trainer) -> dict:
+    """Validation macro-F1 of the model in `trainer`, single view and flip-averaged (as choose_views scores them)."""
+    single = trainer.predict(trainer.eval_dataset, metric_key_prefix="candidate")
+    mirrored = trainer.predict(trainer.eval_dataset.mirrored(), metric_key_prefix="candidate")
+    return choose_views(prediction_logits(single), prediction_logits(mirrored),
+                        np.asarray(single.label_ids))["validation_macro_f1"]
+
+
+def choose_candidate(scores: dict) -> str:
+    """The candidate (CANDIDATES order breaks ties) whose better view scores the highest validation macro-F1."""
+    ranked = [c for c in CANDIDATES if c in scores]
+    return max(ranked, key=lambda c: (max(scores[c].values()), -CANDIDATES.index(c)))
+
+
 def distill(teacher: Trainer, unlabeled: UnlabeledImages, *, labelled: CachedImages, train_prep, eval_prep,
             new_model: Callable[[], object], new_trainer: Callable[..., Trainer], seed: int, epochs: float,
             min_confidence: float, num_workers: int, targets: str = "clean",
             resume_from: str | None = None) -> Distillation:
-    """Train the student and load the better of student and teacher (on validation) into `teacher.model`.
+    """Train the student; load the best on validation of teacher, student and their average into `teacher.model`.
     `new_trainer(model, seed, train_dataset, epochs)` makes the student's Trainer (its checkpoints, its schedule);
     `targets`: "clean" or "augmented" (--distill-targets); `resume_from`: the student's checkpoint to continue
     (--resume)."""
-    teacher_f1 = float(teacher.evaluate(metric_key_prefix="teacher")["teacher_macro_f1"])
+    teacher_state = {k: v.detach().clone() for k, v in teacher.model.state_dict().items()}
+    scores = {"teacher": validation_views(teacher)}
+    teacher_f1 = scores["teacher"]["single"]
     clean = decode_images(_values(unlabeled.images), prep=eval_prep, train=False, num_workers=num_workers,
                           desc="decoding unlabelled (teacher)")
     probs = teacher_probabilities(teacher, CachedImages(clean, [0] * len(clean), eval_prep, augment=False))
@@ -140,16 +162,21 @@ def distill(teacher: Trainer, unlabeled: UnlabeledImages, *, labelled: CachedIma
     if targets == "augmented":
         trainer.teacher_on_crops = CropTeacher(teacher.model, bf16=trainer.args.bf16)
     member = train_member(trainer, seed, resume_from)
-    student_f1 = member.validation_macro_f1
-    shipped = "student" if student_f1 is not None and student_f1 >= teacher_f1 else "teacher"
-    if shipped == "student":
-        teacher.model.load_state_dict(member.state)
-    print(f"student: validation macro-F1 {student_f1:.4f} vs teacher {teacher_f1:.4f}; shipping the {shipped}",
-          flush=True)
+    states = {"teacher": teacher_state, "student": member.state,
+              "average": average_state_dicts([teacher_state, member.state])}
+    for name in ("student", "average"):
+        teacher.model.load_state_dict(states[name])
+        scores[name] = validation_views(teacher)
+    shipped = choose_candidate(scores)
+    teacher.model.load_state_dict(states[shipped])
+    student_f1 = scores["student"]["single"]
+    table = ", ".join(f"{c} {scores[c]['single']:.4f} / {scores[c]['flip']:.4f}" for c in CANDIDATES)
+    print(f"student: validation macro-F1 single view / flip-averaged: {table}; shipping the {shipped}", flush=True)
     return Distillation(
         unlabeled_found=len(unlabeled), unlabeled_used=int(len(keep)), min_confidence=min_confidence, targets=targets,
         epochs=epochs,
-        teacher_validation_macro_f1=teacher_f1, student_validation_macro_f1=student_f1, shipped=shipped,
+        teacher_validation_macro_f1=teacher_f1, student_validation_macro_f1=student_f1, validation_views=scores,
+        shipped=shipped,
         train_seconds=round(TrainingClock.of(trainer).seconds, 1), log_history=member.log_history,
         report=unlabeled.report,
     )

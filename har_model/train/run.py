@@ -113,7 +113,7 @@ def _train_into(stage: Path, out: Path, config: TrainConfig, member_dirs: list[P
             seed=config.seed + recipe.soup, epochs=recipe.distill_epochs, min_confidence=recipe.unlabeled_min_confidence,
             num_workers=workers, targets=recipe.distill_targets, resume_from=checkpoints.last_complete(student_dir) if recipe.resume and
             student_dir.is_dir() else None)
-        if distilled.shipped == "student":
+        if distilled.shipped != "teacher":
             result.validation = None  # the soup's validation figures are not the shipped model's any more
     predictions = reports.predict_splits(evaluator, images.test)  # every process predicts its share
     evaluator.save_model(str(stage))  # the Trainer writes from the main process only

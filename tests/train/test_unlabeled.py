@@ -15,12 +15,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import load_file
 from transformers import AutoModelForImageClassification
 
 import helpers
 from har_model.data import prepare_dataset
 from har_model.data.unlabeled import scan_unlabeled
-from har_model.train.distill import IGNORE, CropTeacher
+from har_model.train.distill import IGNORE, CropTeacher, choose_candidate
+from har_model.train.soup import average_state_dicts
 from har_model.train.trainer import HarTrainer, freeze_early_layers
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -142,6 +144,21 @@ def test_the_teacher_on_crops_targets_exactly_the_unlabelled_crops_of_a_batch():
     assert torch.allclose(loss, -(target * torch.log_softmax(head(x), -1)).sum(-1).mean())
 
 
+def test_the_candidate_whose_better_view_scores_highest_on_validation_is_shipped():
+    teacher, student = {"single": 0.80, "flip": 0.81}, {"single": 0.82, "flip": 0.80}
+
+    def choice(average: dict, first: dict = teacher) -> str:
+        return choose_candidate({"teacher": first, "student": student, "average": average})
+
+    assert choice({"single": 0.79, "flip": 0.83}) == "average"  # its flip-averaged view beats every other figure
+    assert choice({"single": 0.81, "flip": 0.82}) == "student"
+    assert choice(student, first={"single": 0.7, "flip": 0.9}) == "teacher"
+    # ties: the student before the teacher (as the soup's rule), the average only when strictly better
+    assert choose_candidate({"teacher": student, "student": student, "average": student}) == "student"
+    assert choose_candidate({"teacher": {"single": 0.82, "flip": 0.0}, "student": {"single": 0.81, "flip": 0.0},
+                             "average": {"single": 0.82, "flip": 0.82}}) == "teacher"
+
+
 @pytest.mark.parametrize("targets", ["clean", "augmented"])
 def test_training_with_unlabelled_images_records_it_and_keeps_them_out_of_the_splits(tmp_path, tiny_model_dir,
                                                                                      targets):
@@ -158,7 +175,20 @@ def test_training_with_unlabelled_images_records_it_and_keeps_them_out_of_the_sp
 
     metrics = json.loads((out / "metrics.json").read_text())
     semi = metrics["semi_supervised"]
-    assert semi["unlabeled_found"] == 11 and semi["unlabeled_used"] == 11 and semi["shipped"] in ("student", "teacher")
+    assert semi["unlabeled_found"] == 11 and semi["unlabeled_used"] == 11
+    # the shipped weights are the candidate validation chose: the teacher (the member's best checkpoint), the student
+    # (its best checkpoint) or their average
+    views = semi["validation_views"]
+    assert list(views) == ["teacher", "student", "average"] and semi["shipped"] == choose_candidate(views)
+    assert semi["student_validation_macro_f1"] == views["student"]["single"]
+    student_steps = sorted((out / "checkpoints" / "student").glob("checkpoint-*"), key=lambda p: int(p.name[11:]))
+    best = json.loads((student_steps[-1] / "trainer_state.json").read_text())["best_model_checkpoint"]
+    candidates = {"teacher": load_file(out / metrics["best_checkpoint"] / "model.safetensors"),
+                  "student": load_file(out / "checkpoints" / "student" / Path(best).name / "model.safetensors")}
+    candidates["average"] = average_state_dicts([candidates["teacher"], candidates["student"]])
+    shipped = load_file(out / "model.safetensors")
+    assert all(torch.equal(v, candidates[semi["shipped"]][k]) for k, v in shipped.items())
+    assert f"shipping the {semi['shipped']}" in proc.stdout
     assert semi["report"]["video_frames_sampled"] == 3 and len(semi["report"]["skipped"]) == 2
     assert metrics["recipe"]["unlabeled"]["epochs"] == 1 and metrics["recipe"]["unlabeled"]["fps"] == 1
     assert semi["targets"] == metrics["recipe"]["unlabeled"]["targets"] == targets
@@ -166,7 +196,8 @@ def test_training_with_unlabelled_images_records_it_and_keeps_them_out_of_the_sp
     assert calibration["flip_average"] == metrics["views"]["flip_average"]  # serving does what validation chose
     card = (out / "README.md").read_text()
     assert ("Two views" if calibration["flip_average"] else "One view") in card
-    assert "11 of 11 usable" in card and f"shipped: the {semi['shipped']}" in card
+    assert "11 of 11 usable" in card and f"shipped: the {semi['shipped']} (the best of the three)" in card
+    assert f"their weight average {views['average']['single']:.4f} / {views['average']['flip']:.4f}" in card
     assert ("on the crop the student sees" in card) == (targets == "augmented")
 
     # the unlabelled images are in no split: the dataset holds exactly the 36 labelled images
