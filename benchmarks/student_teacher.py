@@ -10,9 +10,9 @@ the one the run shipped is model.safetensors, and scores both on the folder's ow
 (RUN/dataset; neither was trained on), single view and flip-averaged, evaluated as the Trainer does (the saved
 processor's resize, bf16 autocast where the CPU has it). It also scores the equal-weight average of the two: the
 student starts from the teacher's weights, so they average like soup members (WiSE-FT, Wortsman et al. 2022,
-interpolates a fine-tuned model with its start the same way); no run ships it. Then, over the runs: the mean and
-spread of each figure and of the paired differences (student minus teacher, average minus student, average minus
-teacher, in points). Training chose on validation; read test as the check.
+interpolates a fine-tuned model with its start the same way); a run ships it where it scores best on validation.
+Then, over the runs: the mean and spread of each figure and of the paired differences (student minus teacher, average
+minus student, average minus teacher, in points). Training chose on validation; read test as the check.
 """
 
 from __future__ import annotations
