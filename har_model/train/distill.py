@@ -130,9 +130,9 @@ def validation_views(trainer: Trainer) -> dict:
 
 
 def choose_candidate(scores: dict) -> str:
-    """The candidate (CANDIDATES order breaks ties) whose better view scores the highest validation macro-F1."""
-    ranked = [c for c in CANDIDATES if c in scores]
-    return max(ranked, key=lambda c: (max(scores[c].values()), -CANDIDATES.index(c)))
+    """The candidate whose better view scores the highest validation macro-F1; of equal ones the earliest in
+    CANDIDATES (max keeps the first of equal maxima)."""
+    return max(CANDIDATES, key=lambda c: max(scores[c].values()))
 
 
 def distill(teacher: Trainer, unlabeled: UnlabeledImages, *, labelled: CachedImages, train_prep, eval_prep,
@@ -170,7 +170,7 @@ def distill(teacher: Trainer, unlabeled: UnlabeledImages, *, labelled: CachedIma
     shipped = choose_candidate(scores)
     teacher.model.load_state_dict(states[shipped])
     student_f1 = scores["student"]["single"]
-    table = ", ".join(f"{c} {scores[c]['single']:.4f} / {scores[c]['flip']:.4f}" for c in CANDIDATES)
+    table = ", ".join(f"{c} {v['single']:.4f} / {v['flip']:.4f}" for c, v in scores.items())
     print(f"student: validation macro-F1 single view / flip-averaged: {table}; shipping the {shipped}", flush=True)
     return Distillation(
         unlabeled_found=len(unlabeled), unlabeled_used=int(len(keep)), min_confidence=min_confidence, targets=targets,
